@@ -1,0 +1,75 @@
+"""structlog configured for a sidecar: one JSON object per line on stdout, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import msgspec
+import structlog
+
+REDACTED = "[REDACTED]"
+
+#: Shapes of provider keys and bearer tokens, redacted wherever they appear in text.
+DEFAULT_SECRET_PATTERNS = (
+    r"[Bb][Ee][Aa][Rr][Ee][Rr]\s+[A-Za-z0-9._~+/=-]+",
+    r"sk-[A-Za-z0-9_-]{8,}",
+)
+_SECRET_KEYS = frozenset({"authorization", "x-api-key", "api-key", "api_key", "apikey"})
+
+
+class Redactor:
+    """Replaces secret values in log events: by key name, by pattern, and by literal."""
+
+    def __init__(self, patterns: Iterable[str] = (), literals: Iterable[str] = ()) -> None:
+        sources = [*DEFAULT_SECRET_PATTERNS, *patterns]
+        sources += [re.escape(lit) for lit in literals if lit]
+        self._pattern = re.compile("|".join(f"(?:{p})" for p in sources))
+
+    def text(self, value: str) -> str:
+        return self._pattern.sub(REDACTED, value)
+
+    def value(self, key: str, value: Any) -> Any:
+        if key.lower() in _SECRET_KEYS:
+            return REDACTED
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.value(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(key, v) for v in value]
+        return value
+
+    def __call__(
+        self, logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            event[key] = self.value(key, value)
+        return event
+
+
+def _serialize(event: Any, **_: Any) -> bytes:
+    return msgspec.json.encode(event, enc_hook=str)
+
+
+def configure_logging(redactor: Redactor, level: str = "info", extra: Iterable[Any] = ()) -> None:
+    """Route structlog (and stdlib logging) to JSON lines on stdout."""
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        *extra,
+        structlog.processors.format_exc_info,
+        redactor,
+        structlog.processors.JSONRenderer(serializer=_serialize),
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)

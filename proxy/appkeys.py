@@ -1,0 +1,13 @@
+"""Typed keys for what the aiohttp Application carries."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.runtime import RuntimeConfig
+from proxy.state import ServerState
+from proxy.upstream import Upstream
+
+RUNTIME = web.AppKey("runtime", RuntimeConfig)
+UPSTREAM = web.AppKey("upstream", Upstream)
+STATE = web.AppKey("state", ServerState)

@@ -1,0 +1,86 @@
+"""Command line: `spangate serve`, `spangate check-config FILE`, `spangate --version`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import msgspec
+
+from instrumentation.logging import Redactor, configure_logging
+from proxy import __version__
+from proxy.config import Config, ConfigError, load_config
+from proxy.runtime import RuntimeConfig, compile_config, describe
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spangate", description="OpenTelemetry-first sidecar proxy for LLM APIs"
+    )
+    parser.add_argument("--version", action="version", version=f"spangate {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the proxy (the default command)")
+    serve.add_argument(
+        "--config", help="YAML config file (default: $SPANGATE_CONFIG, else embedded)"
+    )
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides server.port; 0 = any free)")
+    check = commands.add_parser("check-config", help="validate a config file and print it resolved")
+    check.add_argument("file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check(args.file)
+    return _serve(
+        getattr(args, "config", None), getattr(args, "host", None), getattr(args, "port", None)
+    )
+
+
+def _load(path: str | None) -> RuntimeConfig:
+    return compile_config(load_config(path))
+
+
+def _check(path: str) -> int:
+    try:
+        runtime = _load(path)
+    except ConfigError as exc:
+        print(f"spangate: config error in {path}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(describe(runtime), indent=2))
+    return 0
+
+
+def _serve(path: str | None, host: str | None, port: int | None) -> int:
+    path = path or os.environ.get("SPANGATE_CONFIG") or None
+    source = path or "embedded default"
+    try:
+        runtime = _load(path)
+    except ConfigError as exc:
+        print(f"spangate: config error in {source}: {exc}", file=sys.stderr)
+        return 1
+    runtime = _override_listen(runtime, host, port)
+    configure_logging(_redactor(runtime.config))
+    from proxy.serve import serve
+
+    return serve(runtime, source)
+
+
+def _redactor(config: Config) -> Redactor:
+    keys = [p.api_key for p in config.providers.values() if p.api_key]
+    return Redactor(config.telemetry.redact_patterns, keys)
+
+
+def _override_listen(runtime: RuntimeConfig, host: str | None, port: int | None) -> RuntimeConfig:
+    server = runtime.config.server
+    server = msgspec.structs.replace(
+        server,
+        host=host if host is not None else server.host,
+        port=port if port is not None else server.port,
+    )
+    config = msgspec.structs.replace(runtime.config, server=server)
+    return msgspec.structs.replace(runtime, config=config)

@@ -1,0 +1,215 @@
+"""The config file: a typed, frozen msgspec schema, `${ENV}` interpolation, and
+errors that name the exact key (`models.fast.targets[1].provider: ...`).
+
+Semantic checks that need the whole file (a target naming an unknown provider)
+live in `runtime.compile_config`, which reports with the same key paths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any, Literal, TypeVar
+
+import msgspec
+import yaml
+
+ProviderKind = Literal["openai", "anthropic", "azure_openai"]
+CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
+
+
+class ConfigError(ValueError):
+    """A config problem; the message starts with the key path it concerns."""
+
+
+class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Timeouts(_Base, frozen=True):
+    connect_s: float = 10.0
+    #: Longest wait for the upstream's response headers / first byte.
+    first_byte_s: float = 300.0
+    #: Longest silence between two chunks of a streamed body.
+    idle_s: float = 300.0
+    #: Overall cap per upstream attempt; 0 disables it.
+    total_s: float = 0.0
+
+
+class ServerConfig(_Base, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 4000
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: How long SIGTERM waits for in-flight requests and streams.
+    drain_timeout_s: float = 30.0
+    timeouts: Timeouts = Timeouts()
+    #: Upstream connection pool size (keep-alive connections).
+    pool_size: int = 256
+
+
+class ProviderConfig(_Base, frozen=True):
+    kind: ProviderKind
+    base_url: str
+    #: When set, replaces whatever key the client sent.
+    api_key: str | None = None
+    #: `gen_ai.provider.name` override (e.g. "vllm" for an OpenAI-compatible server).
+    provider_name: str | None = None
+    #: Azure OpenAI `api-version` query parameter.
+    api_version: str | None = None
+    #: Extra static headers sent upstream.
+    headers: dict[str, str] = {}
+    #: Send W3C `traceparent` upstream so a traced model server joins the trace.
+    propagate_trace: bool = True
+    #: OpenAI-format streams: ask for usage upstream and hide the extra chunk.
+    stream_usage: Literal["inject", "passthrough"] = "inject"
+    timeouts: Timeouts | None = None
+
+
+class TargetConfig(_Base, frozen=True):
+    provider: str
+    model: str
+    weight: float = 1.0
+
+
+class ModelConfig(_Base, frozen=True):
+    targets: list[TargetConfig]
+
+
+class PrometheusConfig(_Base, frozen=True):
+    enabled: bool = True
+    #: Serve /metrics on its own listener; default: on the main listener.
+    host: str | None = None
+    port: int | None = None
+
+
+class PriceConfig(_Base, frozen=True):
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
+class TelemetryConfig(_Base, frozen=True):
+    """Defaults for the standard OTEL_* variables; the environment wins."""
+
+    service_name: str | None = None
+    resource_attributes: dict[str, str] = {}
+    otlp_endpoint: str | None = None
+    otlp_protocol: Literal["grpc", "http/protobuf"] | None = None
+    otlp_headers: dict[str, str] = {}
+    traces_sampler: str | None = None
+    traces_sampler_arg: str | None = None
+    metric_export_interval_ms: int | None = None
+    logs_otlp: bool = False
+    sdk_disabled: bool = False
+    prometheus: PrometheusConfig = PrometheusConfig()
+    capture_content: CaptureMode | None = None
+    content_max_bytes: int = 16384
+    #: Regexes whose matches are replaced by "[REDACTED]" in logs and captured content.
+    redact_patterns: list[str] = []
+    prices: dict[str, PriceConfig] = {}
+
+
+class Config(_Base, frozen=True):
+    server: ServerConfig = ServerConfig()
+    providers: dict[str, ProviderConfig] = {}
+    models: dict[str, ModelConfig] = {}
+    telemetry: TelemetryConfig = TelemetryConfig()
+
+
+_S = TypeVar("_S")
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string; `$$` is a literal `$`."""
+    if isinstance(value, str):
+        return _interpolate_str(value, path, env)
+    if isinstance(value, dict):
+        return {k: interpolate(v, _join(path, str(k)), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _interpolate_str(text: str, path: str, env: Mapping[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{path}: environment variable {name} is not set "
+            f"(set it, or write ${{{name}:-default}} to give a default)"
+        )
+
+    return _ENV_REF.sub(substitute, text)
+
+
+def _join(path: str, key: str) -> str:
+    return key if not path else f"{path}.{key}"
+
+
+def _convert(data: Any, kind: type[_S], path: str) -> _S:
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_locate(str(exc), path)) from None
+
+
+def _locate(message: str, prefix: str) -> str:
+    """Turn msgspec's "... - at `$.a.b`" into "prefix.a.b: ..."."""
+    text, _, where = message.partition(" - at `$")
+    where = where.rstrip("`")
+    location = (prefix + where) if prefix else where.lstrip(".")
+    return f"{location or '(top level)'}: {_lower_first(text)}"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _convert_named(data: Any, kind: type[_S], path: str) -> dict[str, _S]:
+    """A mapping of name → entry, converted entry by entry so errors name the entry."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of names to entries")
+    return {str(name): _convert(entry, kind, f"{path}.{name}") for name, entry in data.items()}
+
+
+def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
+    """Validate an already-parsed YAML document into a Config."""
+    if not isinstance(data, dict):
+        raise ConfigError("(top level): the config file must be a YAML mapping")
+    data = interpolate(data, "", os.environ if env is None else env)
+    staged = dict(data)
+    if "providers" in staged:
+        staged["providers"] = _convert_named(staged["providers"], ProviderConfig, "providers")
+    if "models" in staged:
+        staged["models"] = _convert_named(staged["models"] or {}, ModelConfig, "models")
+    return _convert(staged, Config, "")
+
+
+def load_config(path: str | None, env: Mapping[str, str] | None = None) -> Config:
+    """Load `path`, or the embedded default config when `path` is None."""
+    text = _read(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"(file): not valid YAML: {exc}") from None
+    return parse_config(data, env)
+
+
+def _read(path: str | None) -> str:
+    if path is None:
+        return resources.files("proxy").joinpath("default.yaml").read_text(encoding="utf-8")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"(file): cannot read config file {path!r}: {exc.strerror}") from None

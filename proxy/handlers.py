@@ -1,0 +1,171 @@
+"""HTTP entry points: the proxy handler, /healthz and /readyz."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy import body as bodylib
+from proxy import failover
+from proxy.appkeys import RUNTIME, STATE, UPSTREAM
+from proxy.endpoints import Endpoint, Wire, classify
+from proxy.errors import (
+    BadRequest,
+    BodyTooLarge,
+    ErrorFormat,
+    MethodNotAllowed,
+    NotFound,
+    SpangateError,
+    error_body,
+)
+from proxy.providers.base import Incoming
+from proxy.routing import resolve
+from proxy.streaming import NullTap, relay
+
+log = structlog.get_logger("spangate.proxy")
+
+
+def error_response(fmt: ErrorFormat, err: SpangateError) -> web.Response:
+    return web.Response(
+        status=err.status, body=error_body(fmt, err), content_type="application/json"
+    )
+
+
+def guess_format(request: web.Request) -> Wire:
+    return "anthropic" if "anthropic-version" in request.headers else "openai"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.ready and not state.draining:
+        return web.json_response({"status": "ready"})
+    reason = "draining" if state.draining else "starting"
+    return web.json_response({"status": reason}, status=503)
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    endpoint = classify(request.method, request.path, "anthropic-version" in request.headers)
+    fmt = endpoint.wire if endpoint is not None else guess_format(request)
+    try:
+        if endpoint is None:
+            raise _not_served(request)
+        return await _forward(request, endpoint)
+    except SpangateError as err:
+        log.info("request.rejected", error_type=err.kind, status=err.status, path=request.path)
+        return error_response(fmt, err)
+
+
+def _not_served(request: web.Request) -> SpangateError:
+    return NotFound(
+        f"spangate does not serve {request.method} {request.path}: it proxies the OpenAI "
+        "API under /v1/, Azure OpenAI under /openai/deployments/ and the Anthropic API "
+        "under /v1/messages; point your SDK's base URL at spangate",
+        code="unknown_path",
+    )
+
+
+async def _forward(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    app = request.app
+    body = await _read_body(request)
+    fields = _fields(request.method, endpoint, body)
+    incoming = Incoming(
+        request.method, endpoint, request.query_string, request.headers, body, fields
+    )
+    plan = resolve(app[RUNTIME], endpoint, fields.model)
+    outcome = await failover.run(app[UPSTREAM], incoming, plan)
+    response = outcome.response
+    try:
+        return await relay(
+            request,
+            response,
+            wire=endpoint.wire,
+            idle_s=outcome.target.provider.timeouts.idle_s,
+            tap=NullTap(),
+        )
+    finally:
+        # Returns a fully read connection to the pool, closes an unfinished one
+        # (which is how a client disconnect cancels the upstream request).
+        response.release()
+
+
+async def _read_body(request: web.Request) -> bytes:
+    limit = request.app[RUNTIME].config.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(request.content_length, limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(None, limit) from None
+
+
+def _too_large(size: int | None, limit: int) -> BodyTooLarge:
+    got = f" ({size} bytes)" if size is not None else ""
+    return BodyTooLarge(
+        f"request body is larger than the {limit}-byte limit{got}; send a smaller body or "
+        "raise server.max_body_bytes in the spangate config",
+        code="body_too_large",
+    )
+
+
+def _fields(method: str, endpoint: Endpoint, body: bytes) -> bodylib.RequestFields:
+    if method != "POST" or not endpoint.has_model:
+        return bodylib.RequestFields()
+    if not body:
+        raise BadRequest("request body is empty: send a JSON object", code="invalid_json")
+    try:
+        fields = bodylib.decode_fields(body)
+    except bodylib.BodyError as exc:
+        raise BadRequest(str(exc), code="invalid_json") from None
+    if not fields.model:
+        raise BadRequest(
+            "missing required parameter 'model': name the model (or a spangate model alias)",
+            param="model",
+            code="missing_model",
+        )
+    return fields
+
+
+@web.middleware
+async def refuse_forward_proxying(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """spangate is a reverse proxy: it never lets a request pick an arbitrary upstream."""
+    if request.method == "CONNECT":
+        err: SpangateError = MethodNotAllowed(
+            "spangate is not a forward proxy: CONNECT is refused", code="connect_refused"
+        )
+        return error_response(guess_format(request), err)
+    if not request.raw_path.startswith("/"):
+        err = BadRequest(
+            "spangate is not a forward proxy: send the request to a path such as "
+            "/v1/chat/completions, not an absolute URL",
+            code="absolute_uri_refused",
+        )
+        return error_response(guess_format(request), err)
+    return await handler(request)
+
+
+@web.middleware
+async def count_inflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    state.enter()
+    try:
+        return await handler(request)
+    finally:
+        state.leave()
+
+
+@web.middleware
+async def no_tracebacks(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Whatever goes wrong inside spangate, the client gets a clean error in its format."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("request.internal_error", path=request.path)
+        err = SpangateError("spangate failed internally; the error is in spangate's log")
+        return error_response(guess_format(request), err)

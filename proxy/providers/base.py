@@ -1,0 +1,94 @@
+"""The adapter protocol: everything that differs between provider dialects.
+
+An adapter turns the client's *original* request into the upstream request for
+one target. It is a pure function of its inputs, so a retry or a failover can
+call it again and get the same result.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+import msgspec
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy import body as bodylib
+from proxy.endpoints import Endpoint, Wire
+from proxy.headers import forwardable, replace_auth
+
+
+class Incoming(msgspec.Struct, frozen=True):
+    """The client's request as spangate received it."""
+
+    method: str
+    endpoint: Endpoint
+    query: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    fields: bodylib.RequestFields
+
+
+class UpstreamRequest(msgspec.Struct, frozen=True):
+    method: str
+    url: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+class ProviderSettings(msgspec.Struct, frozen=True):
+    """The parts of a provider's config an adapter needs."""
+
+    base_url: str
+    api_key: str | None
+    api_version: str | None
+    headers: tuple[tuple[str, str], ...]
+
+
+class Adapter(Protocol):
+    kind: ClassVar[str]
+    wire: ClassVar[Wire]
+    #: Default `gen_ai.provider.name`.
+    provider_name: ClassVar[str]
+
+    def build_request(
+        self, incoming: Incoming, settings: ProviderSettings, model: str | None
+    ) -> UpstreamRequest: ...
+
+
+class BaseAdapter:
+    """Shared mechanics: header filtering, key substitution, model rewrite."""
+
+    kind: ClassVar[str]
+    wire: ClassVar[Wire]
+    provider_name: ClassVar[str]
+    #: Header name and value prefix this dialect uses for its key.
+    auth_header: ClassVar[tuple[str, str]]
+
+    def build_request(
+        self, incoming: Incoming, settings: ProviderSettings, model: str | None
+    ) -> UpstreamRequest:
+        headers = self.headers(incoming, settings)
+        body = self.body(incoming, model)
+        url = settings.base_url + self.path_and_query(incoming, settings, model)
+        return UpstreamRequest(incoming.method, url, headers, body)
+
+    def headers(self, incoming: Incoming, settings: ProviderSettings) -> CIMultiDict[str]:
+        headers = forwardable(incoming.headers.items())
+        for name, value in settings.headers:
+            headers[name] = value
+        if settings.api_key is not None:
+            name, prefix = self.auth_header
+            replace_auth(headers, name, prefix + settings.api_key)
+        return headers
+
+    def body(self, incoming: Incoming, model: str | None) -> bytes:
+        """The original bytes, with `model` rewritten only when routing chose another."""
+        if model is None or not incoming.body or model == incoming.fields.model:
+            return incoming.body
+        return bodylib.set_member(incoming.body, "model", model)
+
+    def path_and_query(
+        self, incoming: Incoming, settings: ProviderSettings, model: str | None
+    ) -> str:
+        query = f"?{incoming.query}" if incoming.query else ""
+        return incoming.endpoint.path + query

@@ -1,0 +1,38 @@
+"""OpenAI and OpenAI-compatible servers (vLLM, llama.cpp, Ollama, …)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from proxy.endpoints import Wire
+from proxy.providers.base import BaseAdapter, Incoming, ProviderSettings
+
+#: Where each Azure deployment operation lives on the plain OpenAI API.
+_FROM_AZURE = {
+    "chat/completions": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
+
+
+class OpenAIAdapter(BaseAdapter):
+    kind: ClassVar[str] = "openai"
+    wire: ClassVar[Wire] = "openai"
+    provider_name: ClassVar[str] = "openai"
+    auth_header: ClassVar[tuple[str, str]] = ("Authorization", "Bearer ")
+
+    def path_and_query(
+        self, incoming: Incoming, settings: ProviderSettings, model: str | None
+    ) -> str:
+        endpoint = incoming.endpoint
+        if endpoint.deployment is None:
+            return super().path_and_query(incoming, settings, model)
+        # An Azure-dialect client routed to a plain OpenAI deployment: the
+        # api-version query means nothing there.
+        return _FROM_AZURE.get(endpoint.path, "/v1/" + endpoint.path)
+
+    def body(self, incoming: Incoming, model: str | None) -> bytes:
+        if incoming.endpoint.deployment is not None and model is None:
+            # Azure bodies may omit `model`; OpenAI needs it.
+            model = incoming.endpoint.deployment
+        return super().body(incoming, model)

@@ -1,0 +1,150 @@
+"""Compile a validated Config into the form the request path uses.
+
+All cross-references are resolved here, once, so that a request never meets a
+dangling name; every problem is reported with its key path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from proxy.config import Config, ConfigError, ModelConfig, ProviderConfig, Timeouts
+from proxy.endpoints import Dialect
+from proxy.providers import ADAPTERS, Adapter
+from proxy.providers.base import ProviderSettings
+
+
+class Provider(msgspec.Struct, frozen=True):
+    name: str
+    kind: str
+    adapter: Adapter
+    settings: ProviderSettings
+    #: `gen_ai.provider.name`.
+    system: str
+    host: str
+    port: int
+    timeouts: Timeouts
+    propagate_trace: bool
+    inject_stream_usage: bool
+
+
+class Target(msgspec.Struct, frozen=True):
+    provider: Provider
+    #: Upstream model; None for pass-through (the client's model goes as sent).
+    model: str | None
+    weight: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.name}/{self.model}" if self.model else self.provider.name
+
+
+class Route(msgspec.Struct, frozen=True):
+    alias: str
+    targets: tuple[Target, ...]
+
+
+class RuntimeConfig(msgspec.Struct, frozen=True):
+    config: Config
+    providers: dict[str, Provider]
+    routes: dict[str, Route]
+    #: First provider of each dialect: where unaliased models go.
+    defaults: dict[Dialect, Provider]
+
+
+def compile_config(config: Config) -> RuntimeConfig:
+    if not config.providers:
+        raise ConfigError("providers: at least one provider is required")
+    providers = {
+        name: _provider(name, spec, config.server.timeouts)
+        for name, spec in config.providers.items()
+    }
+    routes = {alias: _route(alias, spec, providers) for alias, spec in config.models.items()}
+    return RuntimeConfig(config, providers, routes, _defaults(providers))
+
+
+def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Provider:
+    base_url = spec.base_url.rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"providers.{name}.base_url: expected an http(s) URL such as "
+            f"'https://api.openai.com', got {spec.base_url!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"providers.{name}.base_url: must not carry a query or fragment")
+    if spec.kind == "azure_openai" and spec.api_version is None:
+        raise ConfigError(
+            f"providers.{name}.api_version: required for kind azure_openai (e.g. '2024-10-21')"
+        )
+    adapter = ADAPTERS[spec.kind]
+    settings = ProviderSettings(
+        base_url, spec.api_key or None, spec.api_version, tuple(spec.headers.items())
+    )
+    return Provider(
+        name=name,
+        kind=spec.kind,
+        adapter=adapter,
+        settings=settings,
+        system=spec.provider_name or adapter.provider_name,
+        host=parts.hostname,
+        port=parts.port or (443 if parts.scheme == "https" else 80),
+        timeouts=spec.timeouts or default_timeouts,
+        propagate_trace=spec.propagate_trace,
+        inject_stream_usage=spec.stream_usage == "inject",
+    )
+
+
+def _route(alias: str, spec: ModelConfig, providers: dict[str, Provider]) -> Route:
+    if not spec.targets:
+        raise ConfigError(f"models.{alias}.targets: list at least one target")
+    targets = []
+    wires = set()
+    for index, target in enumerate(spec.targets):
+        path = f"models.{alias}.targets[{index}]"
+        provider = providers.get(target.provider)
+        if provider is None:
+            known = ", ".join(sorted(providers))
+            raise ConfigError(
+                f"{path}.provider: unknown provider {target.provider!r} (known: {known})"
+            )
+        if target.weight < 0:
+            raise ConfigError(f"{path}.weight: must be >= 0, got {target.weight}")
+        wires.add(provider.adapter.wire)
+        targets.append(Target(provider, target.model, target.weight))
+    if len(wires) > 1:
+        raise ConfigError(
+            f"models.{alias}.targets: mixes OpenAI-format and Anthropic-format providers; "
+            "spangate does not translate between formats, so one alias serves one format"
+        )
+    return Route(alias, tuple(targets))
+
+
+def _defaults(providers: dict[str, Provider]) -> dict[Dialect, Provider]:
+    defaults: dict[Dialect, Provider] = {}
+    for provider in providers.values():
+        dialect: Dialect = provider.kind  # type: ignore[assignment]  # kinds are dialects
+        defaults.setdefault(dialect, provider)
+    return defaults
+
+
+def describe(runtime: RuntimeConfig) -> dict[str, Any]:
+    """A secret-free summary for `check-config` and `/spangate/status`."""
+    return {
+        "providers": {
+            name: {
+                "kind": p.kind,
+                "base_url": p.settings.base_url,
+                "provider_name": p.system,
+                "api_key": "configured" if p.settings.api_key else "forwarded from client",
+            }
+            for name, p in runtime.providers.items()
+        },
+        "models": {
+            alias: [t.label for t in route.targets] for alias, route in runtime.routes.items()
+        },
+        "defaults": {dialect: p.name for dialect, p in runtime.defaults.items()},
+    }

@@ -1,0 +1,70 @@
+"""Incremental Server-Sent Events decoding (WHATWG HTML §9.2.6), pure and I/O free.
+
+`SSEDecoder.feed` takes bytes as they arrive, split anywhere, and returns the
+events completed by them. `split_complete` finds the relay's safe flush point.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class SSEEvent(msgspec.Struct, frozen=True):
+    event: str
+    data: str
+
+
+class SSEDecoder:
+    def __init__(self) -> None:
+        self._pending = b""
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        buffer = self._pending + chunk
+        lines = buffer.splitlines(keepends=True)
+        # A trailing "\r" may be the first half of "\r\n" split across chunks.
+        if lines and not lines[-1].endswith(b"\n"):
+            self._pending = lines.pop()
+        else:
+            self._pending = b""
+        events: list[SSEEvent] = []
+        for raw in lines:
+            event = self._line(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> SSEEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return None
+
+    def _dispatch(self) -> SSEEvent | None:
+        if not self._data:
+            self._event = ""
+            return None
+        event = SSEEvent(self._event or "message", "\n".join(self._data))
+        self._event, self._data = "", []
+        return event
+
+
+_BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+def split_complete(buffer: bytes) -> int:
+    """Length of the prefix of `buffer` made of complete events (0 if none)."""
+    end = 0
+    for boundary in _BOUNDARIES:
+        index = buffer.rfind(boundary)
+        if index >= 0:
+            end = max(end, index + len(boundary))
+    return end

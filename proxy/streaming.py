@@ -1,0 +1,200 @@
+"""Relay an upstream response to the client: JSON bodies whole, SSE streams as they arrive.
+
+Streams are flushed on event boundaries: bytes are unchanged, but the client
+never holds half an event, so when the upstream breaks after the commit point
+spangate can end the stream with a well-formed error event in the client's
+format instead of a silent truncation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from proxy.endpoints import Wire
+from proxy.errors import UpstreamUnreachable
+from proxy.headers import relayable
+from proxy.sse import split_complete
+from proxy.sse_errors import stream_error_event
+
+#: Bodies up to this size are read whole (cheaper); larger ones are streamed.
+_WHOLE_BODY_LIMIT = 8 * 1024 * 1024
+
+
+class Tap(Protocol):
+    """What telemetry sees of a response; implementations must never raise."""
+
+    def on_response(self, status: int, headers: CIMultiDictProxy[str]) -> None: ...
+    def on_body(self, body: bytes) -> None: ...
+    def on_events(self, block: bytes) -> None: ...
+    def on_end(self, error: str | None) -> None: ...
+
+
+class NullTap:
+    def on_response(self, status: int, headers: CIMultiDictProxy[str]) -> None:
+        pass
+
+    def on_body(self, body: bytes) -> None:
+        pass
+
+    def on_events(self, block: bytes) -> None:
+        pass
+
+    def on_end(self, error: str | None) -> None:
+        pass
+
+
+#: Rewrites a block of complete SSE events before it reaches the client.
+Transform = Callable[[bytes], bytes]
+
+
+def is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    return response.content_type == "text/event-stream"
+
+
+async def relay(
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    *,
+    wire: Wire,
+    idle_s: float,
+    tap: Tap,
+    transform: Transform | None = None,
+) -> web.StreamResponse:
+    tap.on_response(response.status, response.headers)
+    if is_event_stream(response) and "Content-Encoding" not in response.headers:
+        return await _relay_events(
+            request, response, wire=wire, idle_s=idle_s, tap=tap, transform=transform
+        )
+    length = response.content_length
+    if length is not None and length <= _WHOLE_BODY_LIMIT:
+        return await _relay_whole(response, idle_s, tap)
+    return await _relay_bytes(request, response, wire, idle_s, tap)
+
+
+async def _relay_whole(response: aiohttp.ClientResponse, idle_s: float, tap: Tap) -> web.Response:
+    try:
+        async with asyncio.timeout(idle_s):
+            body = await response.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise UpstreamUnreachable(
+            f"the provider's response broke off before it was complete ({_name(exc)})"
+        ) from None
+    tap.on_body(body)
+    tap.on_end(None)
+    return web.Response(
+        status=response.status,
+        reason=response.reason,
+        headers=relayable(response.headers.items()),
+        body=body,
+    )
+
+
+async def _start(request: web.Request, response: aiohttp.ClientResponse) -> web.StreamResponse:
+    out = web.StreamResponse(
+        status=response.status, reason=response.reason, headers=relayable(response.headers.items())
+    )
+    await out.prepare(request)
+    return out
+
+
+async def _relay_events(
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    *,
+    wire: Wire,
+    idle_s: float,
+    tap: Tap,
+    transform: Transform | None,
+) -> web.StreamResponse:
+    out = await _start(request, response)
+    pending = b""
+    try:
+        while chunk := await _read(response, idle_s):
+            pending += chunk
+            cut = split_complete(pending)
+            if cut:
+                block, pending = pending[:cut], pending[cut:]
+                tap.on_events(block)
+                await _write(out, transform(block) if transform else block)
+        if pending:
+            tap.on_events(pending)
+            await _write(out, pending)
+    except _ClientGone:
+        tap.on_end("client_disconnected")
+        return out
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return await _interrupt(out, wire, tap, exc)
+    await _finish(out, tap)
+    return out
+
+
+async def _relay_bytes(
+    request: web.Request, response: aiohttp.ClientResponse, wire: Wire, idle_s: float, tap: Tap
+) -> web.StreamResponse:
+    """Large or compressed bodies: copied chunk by chunk, unchanged."""
+    out = await _start(request, response)
+    try:
+        while chunk := await _read(response, idle_s):
+            await _write(out, chunk)
+    except _ClientGone:
+        tap.on_end("client_disconnected")
+        return out
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return await _interrupt(out, wire if is_event_stream(response) else None, tap, exc)
+    await _finish(out, tap)
+    return out
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _read(response: aiohttp.ClientResponse, idle_s: float) -> bytes:
+    async with asyncio.timeout(idle_s):
+        return await response.content.readany()
+
+
+async def _write(out: web.StreamResponse, data: bytes) -> None:
+    try:
+        await out.write(data)
+    except (ConnectionError, aiohttp.ClientConnectionResetError):
+        raise _ClientGone from None
+
+
+async def _finish(out: web.StreamResponse, tap: Tap) -> None:
+    try:
+        await out.write_eof()
+    except (ConnectionError, aiohttp.ClientConnectionResetError):
+        tap.on_end("client_disconnected")
+        return
+    tap.on_end(None)
+
+
+async def _interrupt(
+    out: web.StreamResponse, wire: Wire | None, tap: Tap, exc: BaseException
+) -> web.StreamResponse:
+    """The upstream broke after the commit point: say so in-band, never truncate silently."""
+    reason = "stream_idle_timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
+    tap.on_end(reason)
+    message = (
+        "the provider stopped sending within the idle timeout"
+        if reason == "stream_idle_timeout"
+        else f"the provider's stream broke off ({_name(exc)})"
+    )
+    try:
+        if wire is not None:
+            await out.write(stream_error_event(wire, message))
+        await out.write_eof()
+    except (ConnectionError, aiohttp.ClientConnectionResetError):
+        pass
+    return out
+
+
+def _name(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
