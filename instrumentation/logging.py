@@ -55,15 +55,16 @@ def _serialize(event: Any, **_: Any) -> bytes:
     return msgspec.json.encode(event, enc_hook=str)
 
 
-def configure_logging(redactor: Redactor, level: str = "info", extra: Iterable[Any] = ()) -> None:
+def configure_logging(redactor: Redactor, level: str = "info", sinks: Iterable[Any] = ()) -> None:
     """Route structlog (and stdlib logging) to JSON lines on stdout."""
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-        *extra,
         structlog.processors.format_exc_info,
         redactor,
+        # Sinks see events only after redaction (e.g. the OTLP log bridge).
+        *sinks,
         structlog.processors.JSONRenderer(serializer=_serialize),
     ]
     structlog.configure(
@@ -73,3 +74,9 @@ def configure_logging(redactor: Redactor, level: str = "info", extra: Iterable[A
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+
+
+def redactor_for(config: Any) -> Redactor:
+    """The redactor for a spangate Config: its patterns and its configured keys."""
+    keys = [p.api_key for p in config.providers.values() if p.api_key]
+    return Redactor(config.telemetry.redact_patterns, keys)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from instrumentation.logging import redactor_for
+from instrumentation.setup import Telemetry
 from proxy import handlers
-from proxy.appkeys import RUNTIME, STATE, UPSTREAM
+from proxy.appkeys import RUNTIME, STATE, TELEMETRY, UPSTREAM
 from proxy.runtime import RuntimeConfig
 from proxy.state import ServerState
 from proxy.upstream import Upstream
 
 
-def create_app(runtime: RuntimeConfig) -> web.Application:
+def create_app(runtime: RuntimeConfig, telemetry: Telemetry | None = None) -> web.Application:
+    """The application; without `telemetry`, one built from the config and OTEL_* env."""
     server = runtime.config.server
+    state = ServerState()
     app = web.Application(
         client_max_size=server.max_body_bytes,
         middlewares=[
@@ -24,11 +29,16 @@ def create_app(runtime: RuntimeConfig) -> web.Application:
         ],
     )
     app[RUNTIME] = runtime
-    app[STATE] = ServerState()
+    app[STATE] = state
+    app[TELEMETRY] = telemetry or Telemetry(
+        runtime.config.telemetry, redactor_for(runtime.config), inflight=lambda: state.inflight
+    )
     app[UPSTREAM] = Upstream(server.pool_size)
     app.cleanup_ctx.append(_upstream_session)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    if runtime.config.telemetry.prometheus.port is None:
+        app.router.add_get("/metrics", handlers.metrics)
     app.router.add_route("*", "/{tail:.*}", handlers.proxy)
     return app
 
@@ -37,3 +47,5 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     await app[UPSTREAM].start()
     yield
     await app[UPSTREAM].close()
+    # Shutdown flushes all pending telemetry (blocking: run off the loop).
+    await asyncio.get_running_loop().run_in_executor(None, app[TELEMETRY].shutdown)

@@ -9,9 +9,9 @@ import sys
 
 import msgspec
 
-from instrumentation.logging import Redactor, configure_logging
+from instrumentation.logging import configure_logging, redactor_for
 from proxy import __version__
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import ConfigError, load_config
 from proxy.runtime import RuntimeConfig, compile_config, describe
 
 
@@ -64,15 +64,10 @@ def _serve(path: str | None, host: str | None, port: int | None) -> int:
         print(f"spangate: config error in {source}: {exc}", file=sys.stderr)
         return 1
     runtime = _override_listen(runtime, host, port)
-    configure_logging(_redactor(runtime.config))
+    configure_logging(redactor_for(runtime.config))
     from proxy.serve import serve
 
     return serve(runtime, source)
-
-
-def _redactor(config: Config) -> Redactor:
-    keys = [p.api_key for p in config.providers.values() if p.api_key]
-    return Redactor(config.telemetry.redact_patterns, keys)
 
 
 def _override_listen(runtime: RuntimeConfig, host: str | None, port: int | None) -> RuntimeConfig:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from instrumentation.records import AttemptRecord, RequestRecord
 from proxy import body as bodylib
 from proxy import failover
-from proxy.appkeys import RUNTIME, STATE, UPSTREAM
+from proxy.appkeys import RUNTIME, STATE, TELEMETRY, UPSTREAM
 from proxy.endpoints import Endpoint, Wire, classify
 from proxy.errors import (
     BadRequest,
@@ -21,7 +26,7 @@ from proxy.errors import (
 )
 from proxy.providers.base import Incoming
 from proxy.routing import resolve
-from proxy.streaming import NullTap, relay
+from proxy.streaming import relay
 
 log = structlog.get_logger("spangate.proxy")
 
@@ -49,15 +54,36 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
+    telemetry = request.app[TELEMETRY]
+    record = telemetry.begin(request.method, request.path, request.headers, request.remote)
+    try:
+        response = await _proxy(request, record)
+        record.status = response.status
+        return response
+    except asyncio.CancelledError:
+        record.error_type = record.error_type or "client_disconnected"
+        raise
+    finally:
+        telemetry.finish(record)
+
+
+async def _proxy(request: web.Request, record: RequestRecord) -> web.StreamResponse:
     endpoint = classify(request.method, request.path, "anthropic-version" in request.headers)
     fmt = endpoint.wire if endpoint is not None else guess_format(request)
     try:
         if endpoint is None:
             raise _not_served(request)
-        return await _forward(request, endpoint)
+        _describe(record, endpoint)
+        return await _forward(request, endpoint, record)
     except SpangateError as err:
-        log.info("request.rejected", error_type=err.kind, status=err.status, path=request.path)
+        record.error_type, record.error_message = err.kind, err.message
         return error_response(fmt, err)
+
+
+def _describe(record: RequestRecord, endpoint: Endpoint) -> None:
+    record.api, record.operation, record.wire = endpoint.api, endpoint.operation, endpoint.wire
+    if endpoint.deployment is not None:
+        record.route = f"/openai/deployments/{{deployment}}/{endpoint.path}"
 
 
 def _not_served(request: web.Request) -> SpangateError:
@@ -69,28 +95,43 @@ def _not_served(request: web.Request) -> SpangateError:
     )
 
 
-async def _forward(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+async def _forward(
+    request: web.Request, endpoint: Endpoint, record: RequestRecord
+) -> web.StreamResponse:
     app = request.app
     body = await _read_body(request)
     fields = _fields(request.method, endpoint, body)
+    record.body, record.stream = body, bool(fields.stream)
+    record.request_model = fields.model or endpoint.deployment
     incoming = Incoming(
         request.method, endpoint, request.query_string, request.headers, body, fields
     )
     plan = resolve(app[RUNTIME], endpoint, fields.model)
-    outcome = await failover.run(app[UPSTREAM], incoming, plan)
+    record.alias = plan.alias
+    outcome = await failover.run(app[UPSTREAM], app[TELEMETRY], record, incoming, plan)
     response = outcome.response
+    adapter = outcome.target.provider.adapter
     try:
         return await relay(
             request,
             response,
             wire=endpoint.wire,
             idle_s=outcome.target.provider.timeouts.idle_s,
-            tap=NullTap(),
+            tap=outcome.attempt,
+            transform=adapter.stream_transform(outcome.request),
         )
     finally:
         # Returns a fully read connection to the pool, closes an unfinished one
         # (which is how a client disconnect cancels the upstream request).
         response.release()
+        _overhead(record, outcome.attempt)
+
+
+def _overhead(record: RequestRecord, attempt: AttemptRecord) -> None:
+    """Time in spangate itself: before the first send, and after the upstream finished."""
+    first = record.attempts[0].start_ns if record.attempts else attempt.start_ns
+    tail = max(time.monotonic_ns() - (attempt.end_ns or time.monotonic_ns()), 0)
+    record.overhead_ns = (first - record.start_ns) + tail
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -169,3 +210,13 @@ async def no_tracebacks(request: web.Request, handler: Handler) -> web.StreamRes
         log.exception("request.internal_error", path=request.path)
         err = SpangateError("spangate failed internally; the error is in spangate's log")
         return error_response(guess_format(request), err)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus scrape endpoint (collection runs off the event loop)."""
+    telemetry = request.app[TELEMETRY]
+    loop = asyncio.get_running_loop()
+    text = await loop.run_in_executor(None, telemetry.prometheus_text)
+    if text is None:
+        return web.Response(status=404, text="prometheus metrics are disabled\n")
+    return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -28,7 +28,6 @@ class Provider(msgspec.Struct, frozen=True):
     port: int
     timeouts: Timeouts
     propagate_trace: bool
-    inject_stream_usage: bool
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -82,7 +81,11 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
         )
     adapter = ADAPTERS[spec.kind]
     settings = ProviderSettings(
-        base_url, spec.api_key or None, spec.api_version, tuple(spec.headers.items())
+        base_url,
+        spec.api_key or None,
+        spec.api_version,
+        tuple(spec.headers.items()),
+        inject_stream_usage=spec.stream_usage == "inject",
     )
     return Provider(
         name=name,
@@ -94,7 +97,6 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
         port=parts.port or (443 if parts.scheme == "https" else 80),
         timeouts=spec.timeouts or default_timeouts,
         propagate_trace=spec.propagate_trace,
-        inject_stream_usage=spec.stream_usage == "inject",
     )
 
 

@@ -8,9 +8,13 @@ import signal
 import structlog
 from aiohttp import web
 
+from instrumentation.logging import configure_logging, redactor_for
+from instrumentation.setup import Telemetry, log_sinks
 from proxy.app import create_app
-from proxy.appkeys import STATE
+from proxy.appkeys import STATE, TELEMETRY
+from proxy.handlers import metrics
 from proxy.runtime import RuntimeConfig
+from proxy.state import ServerState
 
 log = structlog.get_logger("spangate")
 
@@ -31,7 +35,15 @@ def _install_uvloop() -> None:
 
 async def _serve(runtime: RuntimeConfig, source: str) -> None:
     settings = runtime.config.server
-    app = create_app(runtime)
+    state_holder: list[ServerState] = []
+    telemetry = Telemetry(
+        runtime.config.telemetry,
+        redactor_for(runtime.config),
+        inflight=lambda: state_holder[0].inflight if state_holder else 0,
+    )
+    configure_logging(redactor_for(runtime.config), sinks=log_sinks(telemetry))
+    app = create_app(runtime, telemetry)
+    state_holder.append(app[STATE])
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -45,11 +57,30 @@ async def _serve(runtime: RuntimeConfig, source: str) -> None:
     # connections while the open ones finish.
     listener = await loop.create_server(runner.server, settings.host, settings.port, backlog=1024)
     host, port = listener.sockets[0].getsockname()[:2]
+    metrics_runner = await _metrics_listener(runtime, telemetry)
     state = app[STATE]
     state.ready = True
     log.info("spangate.ready", address=f"http://{host}:{port}", config=source)
     await _wait_for_signal(loop)
     await _drain(listener, runner, state, settings.drain_timeout_s)
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
+
+
+async def _metrics_listener(runtime: RuntimeConfig, telemetry: Telemetry) -> web.AppRunner | None:
+    """/metrics on its own address, when telemetry.prometheus.port is set."""
+    prometheus = runtime.config.telemetry.prometheus
+    if prometheus.port is None or not prometheus.enabled:
+        return None
+    app = web.Application()
+    app[TELEMETRY] = telemetry
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host = prometheus.host or runtime.config.server.host
+    await web.TCPSite(runner, host, prometheus.port).start()
+    log.info("spangate.metrics_listener", address=f"http://{host}:{prometheus.port}/metrics")
+    return runner
 
 
 async def _wait_for_signal(loop: asyncio.AbstractEventLoop) -> None:
@@ -60,11 +91,8 @@ async def _wait_for_signal(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def _drain(
-    listener: asyncio.Server, runner: web.AppRunner, state: object, drain_s: float
+    listener: asyncio.Server, runner: web.AppRunner, state: ServerState, drain_s: float
 ) -> None:
-    from proxy.state import ServerState
-
-    assert isinstance(state, ServerState)
     state.draining = True
     listener.close()
     log.info("spangate.draining", inflight=state.inflight, timeout_s=drain_s)

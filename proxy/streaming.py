@@ -9,7 +9,6 @@ format instead of a silent truncation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
@@ -21,6 +20,7 @@ from proxy.errors import UpstreamUnreachable
 from proxy.headers import relayable
 from proxy.sse import split_complete
 from proxy.sse_errors import stream_error_event
+from proxy.sse_transform import Transform
 
 #: Bodies up to this size are read whole (cheaper); larger ones are streamed.
 _WHOLE_BODY_LIMIT = 8 * 1024 * 1024
@@ -47,10 +47,6 @@ class NullTap:
 
     def on_end(self, error: str | None) -> None:
         pass
-
-
-#: Rewrites a block of complete SSE events before it reaches the client.
-Transform = Callable[[bytes], bytes]
 
 
 def is_event_stream(response: aiohttp.ClientResponse) -> bool:

@@ -6,7 +6,8 @@ from typing import ClassVar
 from urllib.parse import parse_qsl, quote, urlencode
 
 from proxy.endpoints import Wire
-from proxy.providers.base import BaseAdapter, Incoming, ProviderSettings
+from proxy.providers.base import Incoming, ProviderSettings
+from proxy.providers.openai import OpenAIWire
 
 _TO_AZURE = {
     "/v1/chat/completions": "chat/completions",
@@ -15,7 +16,7 @@ _TO_AZURE = {
 }
 
 
-class AzureOpenAIAdapter(BaseAdapter):
+class AzureOpenAIAdapter(OpenAIWire):
     kind: ClassVar[str] = "azure_openai"
     wire: ClassVar[Wire] = "openai"
     provider_name: ClassVar[str] = "azure.ai.openai"

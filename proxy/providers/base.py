@@ -15,6 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy import body as bodylib
 from proxy.endpoints import Endpoint, Wire
 from proxy.headers import forwardable, replace_auth
+from proxy.sse_transform import Transform
 
 
 class Incoming(msgspec.Struct, frozen=True):
@@ -33,6 +34,8 @@ class UpstreamRequest(msgspec.Struct, frozen=True):
     url: str
     headers: CIMultiDict[str]
     body: bytes
+    #: spangate asked for stream usage the client did not ask for (see openai_usage).
+    usage_injected: bool = False
 
 
 class ProviderSettings(msgspec.Struct, frozen=True):
@@ -42,6 +45,7 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     api_key: str | None
     api_version: str | None
     headers: tuple[tuple[str, str], ...]
+    inject_stream_usage: bool = False
 
 
 class Adapter(Protocol):
@@ -53,6 +57,10 @@ class Adapter(Protocol):
     def build_request(
         self, incoming: Incoming, settings: ProviderSettings, model: str | None
     ) -> UpstreamRequest: ...
+
+    def stream_transform(self, request: UpstreamRequest) -> Transform | None:
+        """How to rewrite this request's SSE blocks for the client (None: unchanged)."""
+        ...
 
 
 class BaseAdapter:
@@ -71,6 +79,9 @@ class BaseAdapter:
         body = self.body(incoming, model)
         url = settings.base_url + self.path_and_query(incoming, settings, model)
         return UpstreamRequest(incoming.method, url, headers, body)
+
+    def stream_transform(self, request: UpstreamRequest) -> Transform | None:
+        return None
 
     def headers(self, incoming: Incoming, settings: ProviderSettings) -> CIMultiDict[str]:
         headers = forwardable(incoming.headers.items())

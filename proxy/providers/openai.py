@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from proxy.endpoints import Wire
-from proxy.providers.base import BaseAdapter, Incoming, ProviderSettings
+from proxy.providers import openai_usage
+from proxy.providers.base import BaseAdapter, Incoming, ProviderSettings, UpstreamRequest
+from proxy.sse_transform import Transform
 
 #: Where each Azure deployment operation lives on the plain OpenAI API.
 _FROM_AZURE = {
@@ -15,7 +17,23 @@ _FROM_AZURE = {
 }
 
 
-class OpenAIAdapter(BaseAdapter):
+class OpenAIWire(BaseAdapter):
+    """What every OpenAI-format provider shares: stream usage injection."""
+
+    def build_request(
+        self, incoming: Incoming, settings: ProviderSettings, model: str | None
+    ) -> UpstreamRequest:
+        request = super().build_request(incoming, settings, model)
+        if not openai_usage.wants_injection(incoming, settings.inject_stream_usage):
+            return request
+        body = openai_usage.inject(request.body)
+        return UpstreamRequest(request.method, request.url, request.headers, body, True)
+
+    def stream_transform(self, request: UpstreamRequest) -> Transform | None:
+        return openai_usage.strip_usage_chunk if request.usage_injected else None
+
+
+class OpenAIAdapter(OpenAIWire):
     kind: ClassVar[str] = "openai"
     wire: ClassVar[Wire] = "openai"
     provider_name: ClassVar[str] = "openai"

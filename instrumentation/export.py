@@ -1,0 +1,114 @@
+"""Bounded, drop-and-count export queues between the telemetry worker and exporters.
+
+The SDK's batch processor warns on every dropped span and exposes no count; a
+sidecar needs the opposite: silence on the request path and a metric saying
+how much was lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+_T = TypeVar("_T")
+log = logging.getLogger("spangate.telemetry")
+
+
+class DropCounter:
+    """Thread-safe counts of dropped telemetry items by (signal, reason)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def add(self, signal: str, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self._counts[(signal, reason)] += count
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+class BatchQueue(Generic[_T]):
+    """A thread that hands batches to `export`; `put` never blocks and drops when full.
+
+    `export` returns True on success; a False or an exception counts the batch
+    as dropped with reason "export_failed".
+    """
+
+    def __init__(
+        self,
+        name: str,
+        export: Callable[[Sequence[_T]], bool],
+        drops: DropCounter,
+        *,
+        max_queue: int = 4096,
+        max_batch: int = 512,
+        delay_s: float = 1.0,
+    ) -> None:
+        self._name = name
+        self._export = export
+        self._drops = drops
+        self._max_queue = max_queue
+        self._max_batch = max_batch
+        self._delay_s = delay_s
+        self._queue: collections.deque[_T] = collections.deque()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=f"spangate-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, items: Sequence[_T]) -> None:
+        room = self._max_queue - len(self._queue)
+        if room < len(items):
+            self._drops.add(self._name, "queue_full", len(items) - max(room, 0))
+            items = items[: max(room, 0)]
+        if not items:
+            return
+        self._idle.clear()
+        self._queue.extend(items)
+        if len(self._queue) >= self._max_batch:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self._delay_s)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            self._send(batch)
+        self._idle.set()
+
+    def _send(self, batch: list[_T]) -> None:
+        try:
+            ok = self._export(batch)
+        except Exception:
+            log.debug("telemetry export raised", exc_info=True)
+            ok = False
+        if not ok:
+            self._drops.add(self._name, "export_failed", len(batch))
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._wake.set()
+            if not self._idle.wait(max(0.0, deadline - time.monotonic())):
+                return False
+            if not self._queue:
+                return True
+
+    def shutdown(self, timeout_s: float) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout_s)

@@ -1,0 +1,94 @@
+"""Metric instruments, created once, with the advised (second-based) buckets.
+
+Recording happens on the telemetry worker thread; only the in-flight gauge
+reads live state, through a callback at collection time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from instrumentation import semconv as sc
+from instrumentation.export import DropCounter
+
+
+class Instruments:
+    def __init__(self, meter: Meter, inflight: Callable[[], int], drops: DropCounter) -> None:
+        self.token_usage = meter.create_histogram(
+            sc.METRIC_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=list(sc.TOKEN_BUCKETS),
+        )
+        self.duration = meter.create_histogram(
+            sc.METRIC_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS),
+        )
+        self.time_to_first_chunk = meter.create_histogram(
+            sc.METRIC_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Time to receive the first chunk of a streamed response",
+            explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS),
+        )
+        self.time_per_output_chunk = meter.create_histogram(
+            sc.METRIC_TIME_PER_OUTPUT_CHUNK,
+            unit="s",
+            description="Time between consecutive chunks of a streamed response",
+            explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS),
+        )
+        self.requests = meter.create_counter(
+            sc.METRIC_REQUESTS, unit="{request}", description="Client requests handled"
+        )
+        self.attempts = meter.create_counter(
+            sc.METRIC_ATTEMPTS, unit="{attempt}", description="Upstream attempts made"
+        )
+        self.interrupted = meter.create_counter(
+            sc.METRIC_INTERRUPTED_STREAMS,
+            unit="{stream}",
+            description="Streams that ended with an error after bytes reached the client",
+        )
+        self.cost = meter.create_counter(
+            sc.METRIC_COST,
+            # Braces: an annotation, so Prometheus names it spangate_cost_usd_total.
+            unit="{USD}",
+            description="Estimated spend from the price table (USD)",
+        )
+        self.overhead = meter.create_histogram(
+            sc.METRIC_PROXY_OVERHEAD,
+            unit="s",
+            description="Time spent inside spangate, excluding waiting for the upstream",
+            explicit_bucket_boundaries_advisory=list(sc.OVERHEAD_BUCKETS),
+        )
+        meter.create_observable_gauge(
+            sc.METRIC_INFLIGHT,
+            callbacks=[_gauge(inflight)],
+            unit="{request}",
+            description="Requests in flight",
+        )
+        meter.create_observable_counter(
+            sc.METRIC_TELEMETRY_DROPPED,
+            callbacks=[_drops(drops)],
+            unit="{item}",
+            description="Telemetry items dropped (queue full, exporter failing)",
+        )
+
+
+def _gauge(read: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(read())]
+
+    return callback
+
+
+def _drops(drops: DropCounter) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {sc.ATTR_SIGNAL: signal, sc.ATTR_REASON: reason})
+            for (signal, reason), count in drops.snapshot().items()
+        ]
+
+    return callback

@@ -1,0 +1,89 @@
+"""OTLP exporters from the standard OTEL_* variables, with the config as fallback.
+
+The environment wins, as users of OpenTelemetry expect: when a variable is
+set, the exporter reads it itself; the config's value is passed only when the
+environment is silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from proxy.config import TelemetryConfig
+
+_SIGNAL_PATH = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
+
+
+def endpoint_for(signal: str, env: Mapping[str, str], config: TelemetryConfig) -> str | None:
+    """The endpoint a signal would be exported to, or None when none is configured."""
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    return specific or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or config.otlp_endpoint
+
+
+def protocol_for(signal: str, env: Mapping[str, str], config: TelemetryConfig) -> str:
+    return (
+        env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or config.otlp_protocol
+        or "http/protobuf"
+    ).strip()
+
+
+def _kwargs(
+    signal: str, env: Mapping[str, str], config: TelemetryConfig, grpc: bool
+) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    env_has_endpoint = bool(
+        env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    if not env_has_endpoint and config.otlp_endpoint:
+        base = config.otlp_endpoint.rstrip("/")
+        kwargs["endpoint"] = base if grpc else base + _SIGNAL_PATH[signal]
+        if grpc and base.startswith("http://"):
+            kwargs["insecure"] = True
+    has_env_headers = env.get("OTEL_EXPORTER_OTLP_HEADERS") or env.get(
+        f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS"
+    )
+    if not has_env_headers and config.otlp_headers:
+        kwargs["headers"] = dict(config.otlp_headers)
+    return kwargs
+
+
+def span_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
+    grpc = protocol_for("traces", env, config) == "grpc"
+    kwargs = _kwargs("traces", env, config, grpc)
+    if grpc:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    return Http(**kwargs)
+
+
+def metric_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
+    grpc = protocol_for("metrics", env, config) == "grpc"
+    kwargs = _kwargs("metrics", env, config, grpc)
+    if grpc:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as Http,
+    )
+
+    return Http(**kwargs)
+
+
+def log_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
+    grpc = protocol_for("logs", env, config) == "grpc"
+    kwargs = _kwargs("logs", env, config, grpc)
+    if grpc:
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
+
+    return Http(**kwargs)

@@ -1,0 +1,297 @@
+"""Telemetry: build the pipelines from OTEL_* + config, and the hot-path API.
+
+The request path calls `begin`, `attempt`, `traceparent` and `finish` — plain
+object work and one queue append. Everything else runs on worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+
+from instrumentation import otlp
+from instrumentation import semconv as sc
+from instrumentation.content import ContentPolicy, capture_mode
+from instrumentation.export import BatchQueue, DropCounter
+from instrumentation.logging import Redactor
+from instrumentation.metrics import Instruments
+from instrumentation.pricing import Price, PriceTable, shipped_prices
+from instrumentation.processor import Processor
+from instrumentation.records import AttemptRecord, RequestRecord
+from instrumentation.sampling import make_sampler
+from instrumentation.spans import SpanFactory
+from instrumentation.tracecontext import (
+    format_traceparent,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+)
+from instrumentation.worker import RecordSink
+from proxy import __version__
+from proxy.config import TelemetryConfig
+
+log = structlog.get_logger("spangate.telemetry")
+
+
+class Telemetry:
+    def __init__(
+        self,
+        config: TelemetryConfig,
+        redactor: Redactor,
+        *,
+        env: Mapping[str, str] | None = None,
+        inflight: Callable[[], int] = lambda: 0,
+        span_exporter: SpanExporter | None = None,
+        metric_readers: Sequence[MetricReader] = (),
+        log_exporter: LogRecordExporter | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.enabled = not (_truthy(env.get("OTEL_SDK_DISABLED")) or config.sdk_disabled)
+        self.drops = DropCounter()
+        for signal in ("records", "spans"):
+            self.drops.add(signal, "queue_full", 0)
+        self.resource = _resource(config)
+        self._sampler = make_sampler(
+            env.get("OTEL_TRACES_SAMPLER") or config.traces_sampler,
+            env.get("OTEL_TRACES_SAMPLER_ARG") or config.traces_sampler_arg,
+        )
+        self.content = ContentPolicy(
+            capture_mode(env, config.capture_content), config.content_max_bytes, redactor
+        )
+        self._span_exporter = self._pick_span_exporter(env, config, span_exporter)
+        self.span_queue = (
+            BatchQueue("spans", self._export_spans, self.drops, delay_s=_batch_delay(env))
+            if self._span_exporter is not None
+            else None
+        )
+        self.registry: CollectorRegistry | None = None
+        self.meter_provider = self._meters(env, config, metric_readers)
+        self.logger_provider = self._loggers(env, config, log_exporter)
+        instruments = Instruments(
+            self.meter_provider.get_meter("spangate", __version__), inflight, self.drops
+        )
+        processor = Processor(
+            instruments,
+            SpanFactory(
+                self.resource, InstrumentationScope("spangate", __version__, sc.SCHEMA_URL)
+            ),
+            self.span_queue,
+            self.content,
+            PriceTable({**shipped_prices(), **_prices(config)}),
+            _completed_logger(),
+            self._event_emitter(),
+        )
+        self._sink = RecordSink(processor, self.drops)
+        self._announce(env, config)
+
+    # --- construction -----------------------------------------------------
+    def _pick_span_exporter(
+        self, env: Mapping[str, str], config: TelemetryConfig, given: SpanExporter | None
+    ) -> SpanExporter | None:
+        if not self.enabled:
+            return None
+        if given is not None:
+            return given
+        if (
+            otlp.endpoint_for("traces", env, config)
+            and env.get("OTEL_TRACES_EXPORTER", "otlp") != "none"
+        ):
+            exporter: SpanExporter = otlp.span_exporter(env, config)
+            return exporter
+        return None
+
+    def _meters(
+        self, env: Mapping[str, str], config: TelemetryConfig, extra: Sequence[MetricReader]
+    ) -> MeterProvider:
+        readers = list(extra)
+        if self.enabled and config.prometheus.enabled:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+            self.registry = CollectorRegistry()
+            ProcessCollector(registry=self.registry)
+            readers.append(PrometheusMetricReader(registry=self.registry))
+        if (
+            self.enabled
+            and otlp.endpoint_for("metrics", env, config)
+            and env.get("OTEL_METRICS_EXPORTER", "otlp") != "none"
+        ):
+            interval = env.get("OTEL_METRIC_EXPORT_INTERVAL") or config.metric_export_interval_ms
+            readers.append(
+                PeriodicExportingMetricReader(
+                    otlp.metric_exporter(env, config),
+                    export_interval_millis=float(interval) if interval else None,
+                )
+            )
+        return MeterProvider(metric_readers=readers, resource=self.resource, shutdown_on_exit=False)
+
+    def _loggers(
+        self, env: Mapping[str, str], config: TelemetryConfig, given: LogRecordExporter | None
+    ) -> LoggerProvider | None:
+        if not self.enabled:
+            return None
+        exporter = given
+        wants_otlp = config.logs_otlp or env.get("OTEL_LOGS_EXPORTER") == "otlp"
+        if exporter is None and wants_otlp and otlp.endpoint_for("logs", env, config):
+            exporter = otlp.log_exporter(env, config)
+        if exporter is None:
+            return None
+        provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        provider.add_log_record_processor(
+            BatchLogRecordProcessor(exporter, schedule_delay_millis=_batch_delay(env) * 1000)
+        )
+        return provider
+
+    def _event_emitter(
+        self,
+    ) -> Callable[[RequestRecord, AttemptRecord, dict[str, Any]], None] | None:
+        if self.logger_provider is None:
+            return None
+        logger = self.logger_provider.get_logger("spangate", __version__, sc.SCHEMA_URL)
+
+        def emit(record: RequestRecord, attempt: AttemptRecord, details: dict[str, Any]) -> None:
+            logger.emit(
+                timestamp=record.wall(attempt.end_ns or record.end_ns),
+                context=_span_context(record, attempt.span_id),
+                body=details,
+                event_name=sc.EVENT_INFERENCE_DETAILS,
+            )
+
+        return emit
+
+    def _export_spans(self, spans: Sequence[ReadableSpan]) -> bool:
+        assert self._span_exporter is not None
+        return self._span_exporter.export(spans) == SpanExportResult.SUCCESS
+
+    def _announce(self, env: Mapping[str, str], config: TelemetryConfig) -> None:
+        if not self.enabled:
+            log.info("telemetry.disabled", reason="OTEL_SDK_DISABLED")
+        elif self._span_exporter is None:
+            log.info(
+                "telemetry.traces_not_exported",
+                hint="set OTEL_EXPORTER_OTLP_ENDPOINT or telemetry.otlp_endpoint to export traces",
+            )
+        else:
+            log.info(
+                "telemetry.exporting",
+                traces=otlp.endpoint_for("traces", env, config) or "in-process",
+                protocol=otlp.protocol_for("traces", env, config),
+            )
+
+    # --- the request path -------------------------------------------------
+    def begin(
+        self, method: str, path: str, headers: Mapping[str, str], peer: str | None
+    ) -> RequestRecord:
+        record = RequestRecord(method, path)
+        parent = parse_traceparent(headers.get("traceparent"), headers.get("tracestate"))
+        record.parent = parent
+        record.trace_id = parent.trace_id if parent is not None else new_trace_id()
+        record.span_id = new_span_id()
+        record.sampled = self.span_queue is not None and self._sampler(parent, record.trace_id)
+        record.client_address = peer
+        record.user_agent = headers.get("User-Agent")
+        return record
+
+    @staticmethod
+    def traceparent(record: RequestRecord, attempt: AttemptRecord) -> str:
+        return format_traceparent(record.trace_id, attempt.span_id, record.sampled)
+
+    def finish(self, record: RequestRecord) -> None:
+        record.end_ns = time.monotonic_ns()
+        self._sink.submit(record)
+
+    # --- outside the request path ------------------------------------------
+    def prometheus_text(self) -> bytes | None:
+        if self.registry is None:
+            return None
+        return generate_latest(self.registry)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        ok = self._sink.flush(timeout_s)
+        if self.span_queue is not None:
+            ok = self.span_queue.flush(timeout_s) and ok
+        if self.logger_provider is not None:
+            ok = self.logger_provider.force_flush(int(timeout_s * 1000)) and ok
+        return ok
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Flush everything pending, then stop the pipelines."""
+        self._sink.flush(timeout_s)
+        self._sink.shutdown(timeout_s)
+        if self.span_queue is not None:
+            self.span_queue.flush(timeout_s)
+            self.span_queue.shutdown(timeout_s)
+        if self._span_exporter is not None:
+            self._span_exporter.shutdown()
+        self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() == "true"
+
+
+def _batch_delay(env: Mapping[str, str]) -> float:
+    raw = env.get("OTEL_BSP_SCHEDULE_DELAY")
+    try:
+        return float(raw) / 1000 if raw else 1.0
+    except ValueError:
+        return 1.0
+
+
+def _resource(config: TelemetryConfig) -> Resource:
+    attributes: dict[str, str] = {
+        "service.name": config.service_name or "spangate",
+        "service.version": __version__,
+        **config.resource_attributes,
+    }
+    # Config first, then OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES on top: the env wins.
+    return Resource.create(attributes).merge(OTELResourceDetector().detect())
+
+
+def _prices(config: TelemetryConfig) -> dict[str, Price]:
+    return {model: Price(p.input, p.output, p.cached_input) for model, p in config.prices.items()}
+
+
+def _span_context(record: RequestRecord, span_id: int) -> Any:
+    ctx = SpanContext(
+        record.trace_id,
+        span_id,
+        is_remote=False,
+        trace_flags=TraceFlags(1 if record.sampled else 0),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(ctx))
+
+
+def _completed_logger() -> Callable[[dict[str, Any]], None]:
+    logger = structlog.get_logger("spangate.access")
+
+    def emit(fields: dict[str, Any]) -> None:
+        logger.info("request.completed", **fields)
+
+    return emit
+
+
+def log_sinks(telemetry: Telemetry) -> list[Any]:
+    """structlog processors that ship log lines over OTLP, when log export is on."""
+    if telemetry.logger_provider is None:
+        return []
+    from instrumentation.logbridge import OTelLogBridge
+
+    return [OTelLogBridge(telemetry.logger_provider.get_logger("spangate.logs", __version__))]

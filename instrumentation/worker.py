@@ -1,0 +1,76 @@
+"""The telemetry worker: turns finished request records into spans, metrics and logs.
+
+Runs on its own thread. Records arrive through a bounded queue (full → drop
+and count); everything expensive — decoding bodies, building attributes,
+encoding — happens here, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any
+
+from instrumentation.export import DropCounter
+from instrumentation.records import RequestRecord
+
+log = logging.getLogger("spangate.telemetry")
+
+
+class RecordSink:
+    """A bounded hand-off from the event loop to a processing thread."""
+
+    def __init__(self, process: Any, drops: DropCounter, max_queue: int = 8192) -> None:
+        self._process = process
+        self._drops = drops
+        self._max_queue = max_queue
+        self._queue: collections.deque[RequestRecord] = collections.deque()
+        self._wake = threading.Event()
+        self._busy = False
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="spangate-telemetry", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: RequestRecord) -> None:
+        """Called on the request path: O(1), never blocks, never raises."""
+        if len(self._queue) >= self._max_queue:
+            self._drops.add("records", "queue_full")
+            return
+        self._queue.append(record)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._queue:
+            self._busy = True
+            record = self._queue.popleft()
+            try:
+                self._process(record)
+            except Exception:
+                # Telemetry must never take the proxy down; say so quietly.
+                log.debug("telemetry processing failed", exc_info=True)
+                self._drops.add("records", "processing_error")
+        self._busy = False
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self._queue or self._busy:
+            if time.monotonic() > deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.005)
+        return True
+
+    def shutdown(self, timeout_s: float) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout_s)

@@ -1,0 +1,72 @@
+"""OpenAI-format stream usage: ask for it upstream, hide it from a client that did not.
+
+OpenAI streams report token usage only when the request sets
+`stream_options.include_usage`; the answer is one extra chunk with
+`"choices": []` and a `usage` object just before `data: [DONE]`. spangate sets
+the option for telemetry and removes exactly that chunk, so the client's bytes
+are what the provider would have sent without it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from proxy import body as bodylib
+from proxy.providers.base import Incoming
+
+#: Chat completions and legacy completions accept stream_options; others do not.
+_APIS = frozenset({"chat_completions", "completions"})
+_EVENT = re.compile(rb"(?:[^\n]|\n(?!\n))*\n\n")
+
+
+def wants_injection(incoming: Incoming, enabled: bool) -> bool:
+    fields = incoming.fields
+    if not enabled or not fields.stream or incoming.endpoint.api not in _APIS:
+        return False
+    options = fields.stream_options
+    return options is None or not options.include_usage
+
+
+def inject(body: bytes) -> bytes:
+    """`body` with `stream_options.include_usage: true`, keeping other stream options."""
+    span = bodylib.find_member(body, "stream_options")
+    options: dict[str, Any] = {}
+    if span is not None:
+        try:
+            decoded = msgspec.json.decode(body[span[0] : span[1]])
+        except msgspec.DecodeError:
+            decoded = None
+        options = decoded if isinstance(decoded, dict) else {}
+    options["include_usage"] = True
+    return bodylib.set_member(body, "stream_options", options)
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[Any] | None = None
+    usage: dict[str, Any] | None = None
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+
+
+def strip_usage_chunk(block: bytes) -> bytes:
+    """Remove the usage-only chunk from a block of complete events; all else unchanged."""
+    if b'"usage":{' not in block and b'"usage": {' not in block:
+        return block
+    kept = [event for event in _EVENT.findall(block) if not _is_usage_only(event)]
+    rest = block[sum(len(e) for e in _EVENT.findall(block)) :]
+    return b"".join(kept) + rest
+
+
+def _is_usage_only(event: bytes) -> bool:
+    if not event.startswith(b"data:"):
+        return False
+    payload = event[5:].strip()
+    try:
+        chunk = _decode_chunk(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return chunk.choices == [] and chunk.usage is not None

@@ -1,0 +1,163 @@
+"""Config loading: typed schema, ${ENV} interpolation and errors naming the exact key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.config import ConfigError, load_config, parse_config
+from proxy.runtime import compile_config
+
+ISSUE_EXAMPLE = """
+server: {host: 127.0.0.1, port: 4000, max_body_bytes: 33554432}
+providers:
+  openai:    {kind: openai, base_url: "https://api.openai.com", api_key: "${OPENAI_API_KEY}"}
+  anthropic: {kind: anthropic, base_url: "https://api.anthropic.com"}
+  local:     {kind: openai, base_url: "http://127.0.0.1:8000", provider_name: vllm}
+  azure-eu:  {kind: azure_openai, base_url: "https://myres.openai.azure.com",
+              api_key: "${AZURE_KEY}", api_version: "2024-10-21"}
+models:
+  fast:
+    targets:
+      - {provider: local, model: smollm2}
+      - {provider: openai, model: gpt-4o-mini}
+"""
+
+
+def _compile(data: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+    return compile_config(parse_config(data, env or {}))
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    """The example config from the README/issue compiles with its env vars set."""
+    path = tmp_path / "c.yaml"
+    path.write_text(ISSUE_EXAMPLE)
+    config = load_config(str(path), {"OPENAI_API_KEY": "sk-a", "AZURE_KEY": "az"})
+    runtime = compile_config(config)
+    assert [t.label for t in runtime.routes["fast"].targets] == [
+        "local/smollm2",
+        "openai/gpt-4o-mini",
+    ]
+    assert runtime.providers["local"].system == "vllm"
+    assert runtime.providers["azure-eu"].system == "azure.ai.openai"
+    assert runtime.defaults["openai"].name == "openai"
+
+
+def test_embedded_default_is_a_transparent_passthrough() -> None:
+    """No config file: OpenAI and Anthropic public APIs, client keys forwarded."""
+    runtime = compile_config(load_config(None, {}))
+    assert runtime.config.server.port == 4000
+    assert runtime.providers["openai"].settings.base_url == "https://api.openai.com"
+    assert runtime.providers["anthropic"].settings.base_url == "https://api.anthropic.com"
+    assert all(p.settings.api_key is None for p in runtime.providers.values())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {
+                "providers": {"openai": {"kind": "openai", "base_url": "http://x"}},
+                "models": {
+                    "gpt-4o": {
+                        "targets": [
+                            {"provider": "openai", "model": "a"},
+                            {"provider": "azure-eu", "model": "b"},
+                        ]
+                    }
+                },
+            },
+            "models.gpt-4o.targets[1].provider: unknown provider 'azure-eu'",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "base_url": "http://x", "bogus": 1}}},
+            "providers.p: object contains unknown field `bogus`",
+        ),
+        (
+            {
+                "providers": {"p": {"kind": "openai", "base_url": "http://x"}},
+                "server": {"port": "eighty"},
+            },
+            "server.port: expected `int`, got `str`",
+        ),
+        (
+            {"providers": {"p": {"kind": "gemini", "base_url": "http://x"}}},
+            "providers.p.kind: invalid enum value 'gemini'",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "base_url": "ftp://x"}}},
+            "providers.p.base_url: expected an http(s) URL",
+        ),
+        (
+            {"providers": {"p": {"kind": "azure_openai", "base_url": "https://x"}}},
+            "providers.p.api_version: required for kind azure_openai",
+        ),
+        (
+            {
+                "providers": {"p": {"kind": "openai", "base_url": "http://x"}},
+                "models": {"m": {"targets": []}},
+            },
+            "models.m.targets: list at least one target",
+        ),
+        (
+            {
+                "providers": {
+                    "o": {"kind": "openai", "base_url": "http://x"},
+                    "a": {"kind": "anthropic", "base_url": "http://y"},
+                },
+                "models": {
+                    "m": {
+                        "targets": [
+                            {"provider": "o", "model": "x"},
+                            {"provider": "a", "model": "y"},
+                        ]
+                    }
+                },
+            },
+            "models.m.targets: mixes OpenAI-format and Anthropic-format",
+        ),
+        ({}, "providers: at least one provider is required"),
+    ],
+)
+def test_errors_name_the_exact_key(data: dict[str, Any], message: str) -> None:
+    """Every config error starts with the key path that must be fixed."""
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(message)
+
+
+def test_env_interpolation_with_defaults_and_escapes() -> None:
+    """${VAR}, ${VAR:-default} and $$ behave like a shell's."""
+    data = {
+        "providers": {
+            "p": {
+                "kind": "openai",
+                "base_url": "${BASE:-http://127.0.0.1:9}",
+                "api_key": "${KEY}",
+                "headers": {"x-cost": "$$5"},
+            }
+        }
+    }
+    config = parse_config(data, {"KEY": "sk-test"})
+    provider = config.providers["p"]
+    assert (provider.base_url, provider.api_key) == ("http://127.0.0.1:9", "sk-test")
+    assert provider.headers == {"x-cost": "$5"}
+
+
+def test_missing_env_var_without_default_names_variable_and_key() -> None:
+    """A missing variable is a startup error that names both the variable and the key."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://x", "api_key": "${NOPE}"}}}
+    with pytest.raises(ConfigError, match=r"providers\.p\.api_key: environment variable NOPE"):
+        parse_config(data, {})
+
+
+def test_unreadable_and_invalid_yaml_files_are_reported(tmp_path: Path) -> None:
+    """A missing file or broken YAML is a ConfigError, not a traceback."""
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))

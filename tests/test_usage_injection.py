@@ -1,0 +1,60 @@
+"""OpenAI stream usage injection: the upstream body asks for usage, the client never sees it."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from proxy.providers.openai_usage import inject, strip_usage_chunk
+
+CONTENT = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,'
+    b'"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}\n\n'
+)
+FINAL = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,'
+    b'"delta":{},"finish_reason":"stop"}],"usage":null}\n\n'
+)
+USAGE = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[],'
+    b'"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}\n\n'
+)
+DONE = b"data: [DONE]\n\n"
+
+
+def test_inject_adds_include_usage_and_keeps_other_stream_options() -> None:
+    """Existing stream_options members survive; other members are byte-identical."""
+    body = b'{"model":"m", "stream":true, "stream_options":{"include_obfuscation":false}}'
+    out = inject(body)
+    assert msgspec.json.decode(out)["stream_options"] == {
+        "include_obfuscation": False,
+        "include_usage": True,
+    }
+    assert out.startswith(b'{"model":"m", "stream":true, "stream_options":')
+
+
+def test_inject_inserts_stream_options_when_absent() -> None:
+    """A body without stream_options gets exactly one new member."""
+    assert inject(b'{"model":"m","stream":true}') == (
+        b'{"stream_options":{"include_usage":true},"model":"m","stream":true}'
+    )
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [CONTENT, FINAL, USAGE, DONE],
+        [CONTENT + FINAL + USAGE + DONE],
+        [CONTENT, FINAL + USAGE, DONE],
+    ],
+)
+def test_strip_removes_only_the_usage_chunk(blocks: list[bytes]) -> None:
+    """Whatever the block boundaries, the client gets every other byte unchanged."""
+    out = b"".join(strip_usage_chunk(block) for block in blocks)
+    assert out == CONTENT + FINAL + DONE
+
+
+def test_strip_leaves_content_chunks_that_carry_usage() -> None:
+    """A server that puts usage on a content chunk keeps it: removing it would lose content."""
+    chunk = b'data: {"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":1}}\n\n'
+    assert strip_usage_chunk(chunk) == chunk
