@@ -99,9 +99,9 @@ OPENAI_MODELS = (
     ("gpt-3.5-turbo-instruct", 1692901427),
 )
 ANTHROPIC_MODELS = (
-    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
+    ("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17T00:00:00Z"),
+    ("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05T00:00:00Z"),
     ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-01T00:00:00Z"),
-    ("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
 )
 
 
@@ -421,10 +421,16 @@ def _chat_deltas(ex: Exchange, outcome: Outcome, index: int) -> list[tuple[Json,
     """The (delta, finish_reason) sequence streamed for one choice."""
     if outcome.tool:
         call = _chat_tool_call(ex, outcome.tool, index)
-        opening = {**call, "index": 0, "function": {"name": outcome.tool.name, "arguments": ""}}
+        opening: Json = {
+            **call,
+            "index": 0,
+            "function": {"name": outcome.tool.name, "arguments": ""},
+        }
         first: Json = {"role": "assistant", "content": None, "tool_calls": [opening]}
         args = _slices(outcome.tool.arguments)
-        rest = [{"tool_calls": [{"index": 0, "function": {"arguments": a}}]} for a in args]
+        rest: list[Json] = [
+            {"tool_calls": [{"index": 0, "function": {"arguments": a}}]} for a in args
+        ]
     else:
         first = {"role": "assistant", "content": "", "refusal": None}
         rest = [{"content": piece} for piece in outcome.pieces]
@@ -765,7 +771,7 @@ def _anthropic_blocks(ex: Exchange, outcome: Outcome) -> list[Json]:
     if outcome.pieces:
         blocks.append({"type": "text", "text": outcome.text})
     if outcome.tool:
-        tool_id = ex.ident("toolu_01", 22)
+        tool_id = ex.ident("toolu_01", 22, salt="tool0")
         blocks.append(
             {
                 "type": "tool_use",

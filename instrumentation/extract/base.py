@@ -1,0 +1,146 @@
+"""The facts extractors produce, the protocols they meet, and the never-raise guard.
+
+Extractors run on the telemetry worker thread over bodies spangate relayed
+unchanged. A provider extension, a truncated stream or a client's garbage must
+cost at most some facts, never the telemetry of the request, so every public
+entry point goes through the guard below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+
+from proxy.sse import SSEEvent
+
+AttrValue = str | bool | int | float | list[str] | list[int] | list[float]
+
+
+class RequestFacts(msgspec.Struct):
+    #: gen_ai.request.*, gen_ai.output.type, gen_ai.conversation.id, openai.*:
+    #: never the model, operation or provider, which the caller knows better.
+    attributes: dict[str, AttrValue] = {}
+    input_messages: list[dict[str, Any]] | None = None
+    system_instructions: list[dict[str, Any]] | None = None
+    tool_definitions: list[dict[str, Any]] | None = None
+
+
+class ResponseFacts(msgspec.Struct):
+    response_id: str | None = None
+    response_model: str | None = None
+    #: Provider raw values, one per choice; "error" for a choice that never finished.
+    finish_reasons: list[str] = []
+    #: Includes cached tokens, whatever the provider's own convention.
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    reasoning_output_tokens: int | None = None
+    attributes: dict[str, AttrValue] = {}
+    output_messages: list[dict[str, Any]] | None = None
+    #: In-band error carried by a successful (2xx) response or stream.
+    error_type: str | None = None
+    output_chunks: int = 0
+
+
+class StreamObserver(Protocol):
+    def event(self, event: SSEEvent) -> bool:
+        """Feed one SSE event; True when it carried output content."""
+        ...
+
+    def finish(self) -> ResponseFacts: ...
+
+
+class Extractor(Protocol):
+    operation: str
+
+    def request(self, body: bytes, capture: bool) -> RequestFacts: ...
+
+    def response(self, body: bytes, capture: bool) -> ResponseFacts: ...
+
+    def stream(self, capture: bool) -> StreamObserver: ...
+
+
+class GuardedExtractor:
+    """Implements the Extractor protocol over `read_*` methods that may raise.
+
+    The decoders are lenient already; the guard is for what they cannot
+    foresee (deep nesting, a bug on an odd shape), because a telemetry failure
+    must never surface on the worker thread as lost records.
+    """
+
+    operation = ""
+
+    def read_request(self, body: bytes, capture: bool) -> RequestFacts:
+        raise NotImplementedError
+
+    def read_response(self, body: bytes, capture: bool) -> ResponseFacts:
+        raise NotImplementedError
+
+    def observer(self, capture: bool) -> StreamObserver:
+        raise NotImplementedError
+
+    def request(self, body: bytes, capture: bool) -> RequestFacts:
+        try:
+            return self.read_request(body, capture)
+        except Exception:
+            return RequestFacts()
+
+    def response(self, body: bytes, capture: bool) -> ResponseFacts:
+        try:
+            return self.read_response(body, capture)
+        except Exception:
+            return ResponseFacts()
+
+    def stream(self, capture: bool) -> StreamObserver:
+        try:
+            return GuardedObserver(self.observer(capture))
+        except Exception:
+            return GuardedObserver(NullObserver())
+
+
+class GuardedObserver:
+    """Never raises, and counts the content-carrying events for every dialect at once."""
+
+    def __init__(self, inner: StreamObserver) -> None:
+        self._inner = inner
+        self._chunks = 0
+        self._broken = False
+
+    def event(self, event: SSEEvent) -> bool:
+        if self._broken:
+            return False
+        try:
+            carried = self._inner.event(event)
+        except Exception:
+            # The observer's state may be half-updated: stop feeding it rather
+            # than build facts on top of an inconsistent assembly.
+            self._broken = True
+            return False
+        self._chunks += carried
+        return carried
+
+    def finish(self) -> ResponseFacts:
+        try:
+            facts = self._inner.finish()
+        except Exception:
+            facts = ResponseFacts()
+        facts.output_chunks = self._chunks
+        return facts
+
+
+class NullObserver:
+    """For APIs that do not stream (embeddings): nothing is content, nothing is learnt."""
+
+    def event(self, event: SSEEvent) -> bool:
+        return False
+
+    def finish(self) -> ResponseFacts:
+        return ResponseFacts()
+
+
+def put(attributes: dict[str, AttrValue], key: str, value: AttrValue | None) -> None:
+    """Set `key` only when the body carried a value: absent is not the same as default."""
+    if value is not None:
+        attributes[key] = value

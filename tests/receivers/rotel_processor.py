@@ -1,0 +1,84 @@
+"""Runs inside rotel-agent's embedded Python (stdlib only): append what arrives as JSON lines.
+
+An exception here panics the agent, so every function swallows its own errors.
+"""
+
+import json
+import os
+
+
+def _write(kind, data):
+    with open(os.environ["SPANGATE_ROTEL_OUT"], "a") as handle:
+        handle.write(json.dumps({"kind": kind, "data": data}) + "\n")
+
+
+def _value(any_value):
+    value = getattr(any_value, "value", any_value)
+    if type(value).__name__ in ("ArrayValue", "KeyValueList"):
+        return [_value(item) for item in value]
+    if hasattr(value, "value"):
+        return _value(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _attrs(items):
+    return {kv.key: _value(kv.value) for kv in items}
+
+
+def _hex(raw):
+    return bytes(raw).hex() if raw else ""
+
+
+def process_spans(resource_spans):
+    try:
+        resource = _attrs(resource_spans.resource.attributes)
+        for scope in resource_spans.scope_spans:
+            for span in scope.spans:
+                _write(
+                    "span",
+                    {
+                        "resource": resource,
+                        "name": span.name,
+                        "kind": span.kind,
+                        "trace_id": _hex(span.trace_id),
+                        "span_id": _hex(span.span_id),
+                        "parent_span_id": _hex(span.parent_span_id),
+                        "status_code": getattr(span.status, "code", None) if span.status else None,
+                        "attributes": _attrs(span.attributes),
+                    },
+                )
+    except Exception as exc:
+        _write("error", {"where": "spans", "error": repr(exc)})
+
+
+def process_metrics(resource_metrics):
+    try:
+        resource = _attrs(resource_metrics.resource.attributes)
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                _write("metric", {"resource": resource, "name": metric.name})
+    except Exception as exc:
+        _write("error", {"where": "metrics", "error": repr(exc)})
+
+
+def process_logs(resource_logs):
+    try:
+        resource = _attrs(resource_logs.resource.attributes)
+        for scope in resource_logs.scope_logs:
+            for record in scope.log_records:
+                _write(
+                    "log",
+                    {
+                        "resource": resource,
+                        "body": _value(record.body) if record.body else None,
+                        "trace_id": _hex(record.trace_id),
+                        "span_id": _hex(record.span_id),
+                        "attributes": _attrs(record.attributes),
+                    },
+                )
+    except Exception as exc:
+        _write("error", {"where": "logs", "error": repr(exc)})
