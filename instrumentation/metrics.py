@@ -6,12 +6,28 @@ reads live state, through a callback at collection time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from instrumentation import semconv as sc
 from instrumentation.export import DropCounter
+
+
+class TargetState(Protocol):
+    @property
+    def label(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def transitions(self) -> Mapping[str, int]: ...
+
+
+class HealthSource(Protocol):
+    """What the metrics read of the router's live per-target state."""
+
+    def all(self) -> Sequence[TargetState]: ...
 
 
 class Instruments:
@@ -63,6 +79,27 @@ class Instruments:
             description="Time spent inside spangate, excluding waiting for the upstream",
             explicit_bucket_boundaries_advisory=list(sc.OVERHEAD_BUCKETS),
         )
+        self.failovers = meter.create_counter(
+            sc.METRIC_FAILOVERS,
+            unit="{request}",
+            description="Requests served by another target or alias than the first tried",
+        )
+        self.hedges = meter.create_counter(
+            sc.METRIC_HEDGES, unit="{hedge}", description="Hedged attempts, by outcome (won/lost)"
+        )
+        self.health: list[HealthSource] = []
+        meter.create_observable_gauge(
+            sc.METRIC_CIRCUIT_OPEN,
+            callbacks=[self._open_circuits],
+            unit="{circuit}",
+            description="1 while a target's circuit is open or half-open, else 0",
+        )
+        meter.create_observable_counter(
+            sc.METRIC_CIRCUIT_TRANSITIONS,
+            callbacks=[self._transitions],
+            unit="{transition}",
+            description="Circuit state changes per target, by the state entered",
+        )
         meter.create_observable_gauge(
             sc.METRIC_INFLIGHT,
             callbacks=[_gauge(inflight)],
@@ -75,6 +112,21 @@ class Instruments:
             unit="{item}",
             description="Telemetry items dropped (queue full, exporter failing)",
         )
+
+    def _open_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(0 if target.state == "closed" else 1, {sc.SPANGATE_TARGET: target.label})
+            for source in self.health
+            for target in source.all()
+        ]
+
+    def _transitions(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {sc.SPANGATE_TARGET: target.label, sc.ATTR_STATE: state})
+            for source in self.health
+            for target in source.all()
+            for state, count in dict(target.transitions).items()
+        ]
 
 
 def _gauge(read: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:

@@ -97,7 +97,14 @@ class Processor:
     def _attempt_metrics(self, record: RequestRecord, view: AttemptView) -> None:
         attempt, facts = view.record, view.facts
         outcome = "error" if view.error else "success"
-        self._m.attempts.add(1, {sc.SPANGATE_PROVIDER: attempt.provider, sc.ATTR_OUTCOME: outcome})
+        attempt_attrs = {sc.SPANGATE_PROVIDER: attempt.provider, sc.ATTR_OUTCOME: outcome}
+        if attempt.failure_class:
+            attempt_attrs[sc.ATTR_FAILURE_CLASS] = attempt.failure_class
+        self._m.attempts.add(1, attempt_attrs)
+        if attempt.hedge_outcome is not None:
+            self._m.hedges.add(
+                1, {sc.SPANGATE_PROVIDER: attempt.provider, sc.ATTR_OUTCOME: attempt.hedge_outcome}
+            )
         if attempt.stream_outcome not in (None, "completed", "client_disconnected"):
             self._m.interrupted.add(1, {sc.SPANGATE_PROVIDER: attempt.provider})
         if record.operation is None:
@@ -127,6 +134,8 @@ class Processor:
             sc.ATTR_STATUS_CLASS: f"{record.status // 100}xx" if record.status else "none",
         }
         self._m.requests.add(1, attrs)
+        if record.fallback or _served_by_later_attempt(record):
+            self._m.failovers.add(1, {sc.ATTR_ROUTE: attrs[sc.ATTR_ROUTE]})
         if record.overhead_ns:
             self._m.overhead.record(record.overhead_ns * _NS, {sc.ATTR_ROUTE: attrs[sc.ATTR_ROUTE]})
 
@@ -152,8 +161,12 @@ class Processor:
         _put(attrs, sc.CLIENT_ADDRESS, record.client_address)
         _put(attrs, sc.USER_AGENT_ORIGINAL, record.user_agent)
         _put(attrs, sc.SPANGATE_ROUTE, record.alias)
-        if views:
-            attrs[sc.SPANGATE_TARGET] = views[-1].record.target
+        served = _served(views)
+        if served is not None:
+            attrs[sc.SPANGATE_TARGET] = served.record.target
+        _put(attrs, sc.SPANGATE_FALLBACK, record.fallback)
+        if record.hedged:
+            attrs[sc.SPANGATE_HEDGED] = True
         error = _server_error(record, views)
         _put(attrs, sc.ERROR_TYPE, error)
         # HTTP semconv: a SERVER span is an error only for 5xx (or a broken stream);
@@ -198,6 +211,8 @@ class Processor:
         _put(attrs, sc.SPANGATE_FAILURE_CLASS, attempt.failure_class)
         if attempt.backoff_s:
             attrs[sc.SPANGATE_BACKOFF_S] = attempt.backoff_s
+        _put(attrs, sc.SPANGATE_HEDGE_ROLE, attempt.hedge_role)
+        _put(attrs, sc.SPANGATE_HEDGE_OUTCOME, attempt.hedge_outcome)
         _put(attrs, sc.SPANGATE_STREAM_OUTCOME, attempt.stream_outcome)
         if attempt.usage_injected:
             attrs[sc.SPANGATE_USAGE_INJECTED] = True
@@ -262,6 +277,19 @@ def _response_facts(
     if attempt.body is not None:
         return extractor.response(attempt.body, capture), []
     return ResponseFacts(), []
+
+
+def _served(views: list[AttemptView]) -> AttemptView | None:
+    """The attempt whose response the client got: a hedge winner, else the last one."""
+    for view in views:
+        if view.record.hedge_outcome == "won":
+            return view
+    return views[-1] if views else None
+
+
+def _served_by_later_attempt(record: RequestRecord) -> bool:
+    ok = [a for a in record.attempts if a.error_type is None]
+    return bool(ok) and ok[-1].number > 1
 
 
 def _attempt_error(attempt: AttemptRecord, facts: ResponseFacts) -> str | None:

@@ -28,6 +28,8 @@ class AttemptRecord:
         "events",
         "failure_class",
         "headers_ns",
+        "hedge_outcome",
+        "hedge_role",
         "host",
         "model",
         "number",
@@ -75,6 +77,9 @@ class AttemptRecord:
         self.retained = 0
         self.stream_outcome: str | None = None
         self.usage_injected = False
+        #: "primary" / "hedge" when the route hedges; "won" / "lost" once a race ended.
+        self.hedge_role: str | None = None
+        self.hedge_outcome: str | None = None
 
     # --- the relay's Tap protocol (must never raise) ---------------------
     def on_response(self, status: int, headers: CIMultiDictProxy[str]) -> None:
@@ -116,6 +121,8 @@ class RequestRecord:
         "end_ns",
         "error_message",
         "error_type",
+        "fallback",
+        "hedged",
         "method",
         "operation",
         "overhead_ns",
@@ -159,6 +166,9 @@ class RequestRecord:
         self.body = b""
         self.attempts: list[AttemptRecord] = []
         self.overhead_ns = 0
+        #: The fallback alias that served the request, if not the requested one.
+        self.fallback: str | None = None
+        self.hedged = False
 
     def wall(self, mono_ns: int) -> int:
         """Wall-clock nanoseconds for a monotonic timestamp taken during this request."""

@@ -30,7 +30,7 @@ from instrumentation import semconv as sc
 from instrumentation.content import ContentPolicy, capture_mode
 from instrumentation.export import BatchQueue, DropCounter
 from instrumentation.logging import Redactor
-from instrumentation.metrics import Instruments
+from instrumentation.metrics import HealthSource, Instruments
 from instrumentation.pricing import Price, PriceTable, shipped_prices
 from instrumentation.processor import Processor
 from instrumentation.records import AttemptRecord, RequestRecord
@@ -83,7 +83,7 @@ class Telemetry:
         self.registry: CollectorRegistry | None = None
         self.meter_provider = self._meters(env, config, metric_readers)
         self.logger_provider = self._loggers(env, config, log_exporter)
-        instruments = Instruments(
+        self._instruments = instruments = Instruments(
             self.meter_provider.get_meter("spangate", __version__), inflight, self.drops
         )
         processor = Processor(
@@ -192,6 +192,10 @@ class Telemetry:
                 traces=otlp.endpoint_for("traces", env, config) or "in-process",
                 protocol=otlp.protocol_for("traces", env, config),
             )
+
+    def watch_health(self, source: HealthSource) -> None:
+        """Report circuit state and transitions of `source` as metrics."""
+        self._instruments.health.append(source)
 
     # --- the request path -------------------------------------------------
     def begin(

@@ -10,7 +10,8 @@ from aiohttp import web
 from instrumentation.logging import redactor_for
 from instrumentation.setup import Telemetry
 from proxy import handlers
-from proxy.appkeys import RUNTIME, STATE, TELEMETRY, UPSTREAM
+from proxy.appkeys import HEALTH, RUNTIME, STATE, TELEMETRY, UPSTREAM
+from proxy.health import HealthRegistry
 from proxy.runtime import RuntimeConfig
 from proxy.state import ServerState
 from proxy.upstream import Upstream
@@ -34,9 +35,12 @@ def create_app(runtime: RuntimeConfig, telemetry: Telemetry | None = None) -> we
         runtime.config.telemetry, redactor_for(runtime.config), inflight=lambda: state.inflight
     )
     app[UPSTREAM] = Upstream(server.pool_size)
+    app[HEALTH] = HealthRegistry()
+    app[TELEMETRY].watch_health(app[HEALTH])
     app.cleanup_ctx.append(_upstream_session)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/spangate/status", handlers.status)
     if runtime.config.telemetry.prometheus.port is None:
         app.router.add_get("/metrics", handlers.metrics)
     app.router.add_route("*", "/{tail:.*}", handlers.proxy)

@@ -17,6 +17,20 @@ import msgspec
 import yaml
 
 ProviderKind = Literal["openai", "anthropic", "azure_openai"]
+FailureClass = Literal[
+    "transient",
+    "rate_limited",
+    "quota",
+    "credential",
+    "model_unavailable",
+    "caller_fault",
+    "timeout",
+    "connection",
+    "unknown",
+]
+Strategy = Literal[
+    "ordered", "weighted", "round_robin", "least_inflight", "lowest_latency", "lowest_cost"
+]
 CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
 
 
@@ -39,6 +53,10 @@ class Timeouts(_Base, frozen=True):
 
 
 class ServerConfig(_Base, frozen=True):
+    #: Honour x-spangate-route / x-spangate-target request headers.
+    route_headers: bool = False
+    #: Tell clients what happened: x-spangate-attempts, x-spangate-target.
+    response_headers: bool = True
     host: str = "127.0.0.1"
     port: int = 4000
     max_body_bytes: int = 32 * 1024 * 1024
@@ -67,14 +85,91 @@ class ProviderConfig(_Base, frozen=True):
     timeouts: Timeouts | None = None
 
 
+class PriceConfig(_Base, frozen=True):
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
 class TargetConfig(_Base, frozen=True):
     provider: str
     model: str
     weight: float = 1.0
+    #: For `lowest_cost` (and cost metrics); default: the shipped price table.
+    price: PriceConfig | None = None
+    #: Skip this target while it has this many requests in flight.
+    max_inflight: int | None = None
+    timeouts: Timeouts | None = None
+
+
+#: Defaults make a plain target list resilient: these move to the next target.
+DEFAULT_NEXT_TARGET: tuple[FailureClass, ...] = (
+    "transient",
+    "rate_limited",
+    "timeout",
+    "connection",
+    "quota",
+    "credential",
+    "model_unavailable",
+)
+
+
+class BackoffConfig(_Base, frozen=True):
+    initial_s: float = 0.25
+    max_s: float = 8.0
+    multiplier: float = 2.0
+
+
+class RetryConfig(_Base, frozen=True):
+    #: Upstream attempts per request across all targets (default: one per target).
+    max_attempts: int | None = None
+    #: Failure classes that retry the same target (after backoff / Retry-After).
+    same_target: list[FailureClass] = []
+    #: How many times one target is retried for those classes.
+    same_target_max: int = 1
+    #: Failure classes that move on to the next target.
+    next_target: list[FailureClass] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_NEXT_TARGET)
+    )
+    backoff: BackoffConfig = BackoffConfig()
+    #: Overall deadline for the whole request, retries and waits included.
+    deadline_s: float = 300.0
+
+
+class CircuitConfig(_Base, frozen=True):
+    enabled: bool = True
+    #: Open after this many consecutive failures...
+    consecutive_failures: int = 5
+    #: ...or when the error rate over the window exceeds this (with enough requests).
+    error_rate: float = 0.5
+    window_s: float = 30.0
+    min_requests: int = 10
+    #: How long an open circuit skips its target (at least the provider's Retry-After).
+    cooldown_s: float = 30.0
+
+
+class HedgeConfig(_Base, frozen=True):
+    #: Send the same request to the next target when no first byte arrived within
+    #: `after_s`, or within the `percentile` of observed first-byte latency.
+    after_s: float | None = None
+    percentile: float | None = None
+    #: Observations needed before the percentile is trusted (else `after_s`, else no hedge).
+    min_samples: int = 20
 
 
 class ModelConfig(_Base, frozen=True):
     targets: list[TargetConfig]
+    strategy: Strategy = "ordered"
+    retry: RetryConfig = RetryConfig()
+    #: Aliases tried in order when every target of this one failed.
+    fallbacks: list[str] = []
+    #: Aliases tried when the request exceeds the model's context window.
+    context_fallbacks: list[str] = []
+    circuit: CircuitConfig = CircuitConfig()
+    hedge: HedgeConfig | None = None
+    timeouts: Timeouts | None = None
 
 
 class PrometheusConfig(_Base, frozen=True):
@@ -82,14 +177,6 @@ class PrometheusConfig(_Base, frozen=True):
     #: Serve /metrics on its own listener; default: on the main listener.
     host: str | None = None
     port: int | None = None
-
-
-class PriceConfig(_Base, frozen=True):
-    """USD per million tokens."""
-
-    input: float
-    output: float
-    cached_input: float | None = None
 
 
 class TelemetryConfig(_Base, frozen=True):

@@ -1,10 +1,18 @@
-"""The attempt loop: build the upstream request from the original, send, decide.
+"""The attempt loop: build, send, classify, then retry, move on, hedge or stop.
 
-Every attempt is rebuilt from the client's original request, so adapters stay
-pure and a retry never sees a previous attempt's edits.
+Every attempt is rebuilt from the client's original request (adapters are
+pure). Nothing reaches the client until an attempt *commits*: for a JSON
+response when its body is read and valid, for a stream when its first content
+event arrived (opening frames such as Anthropic's `message_start` are held
+back). Until then any failure can still go elsewhere.
 """
 
 from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
 
 import aiohttp
 import msgspec
@@ -12,49 +20,418 @@ import msgspec
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.setup import Telemetry
 from instrumentation.tracecontext import new_span_id
-from proxy.errors import SpangateError
+from proxy import strategies
+from proxy.classify import Verdict, classify_exception, classify_response, classify_stream_error
+from proxy.config import RetryConfig, Timeouts
+from proxy.errors import SpangateError, Unavailable, UpstreamTimeout
+from proxy.health import HealthRegistry, TargetHealth
 from proxy.providers.base import Incoming, UpstreamRequest
 from proxy.routing import RoutePlan
-from proxy.runtime import Target
+from proxy.runtime import Route, RuntimeConfig, Target
+from proxy.sse import SSEDecoder
+from proxy.streaming import is_event_stream
 from proxy.upstream import Upstream
 
+_WHOLE_BODY_LIMIT = 8 * 1024 * 1024
+_rng = random.Random()
 
-class Outcome(msgspec.Struct):
-    """The response that will be relayed, the request that produced it, and its record."""
+
+class Ready(msgspec.Struct):
+    """A committed attempt: relay `preface` (held-back stream bytes) or `body`, then the rest."""
 
     target: Target
     request: UpstreamRequest
     response: aiohttp.ClientResponse
     attempt: AttemptRecord
+    preface: bytes = b""
+    body: bytes | None = None
+
+
+class Failed(msgspec.Struct):
+    """A failed attempt; `response`+`body` are relayed verbatim if it is the last word."""
+
+    target: Target
+    attempt: AttemptRecord
+    verdict: Verdict
+    response: aiohttp.ClientResponse | None = None
+    body: bytes | None = None
+    error: SpangateError | None = None
+
+    def discard(self) -> None:
+        if self.response is not None:
+            self.response.release()
+
+
+class _Context:
+    """Everything one request's attempts share."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        telemetry: Telemetry,
+        health: HealthRegistry,
+        record: RequestRecord,
+        incoming: Incoming,
+        deadline: float,
+    ) -> None:
+        self.upstream = upstream
+        self.telemetry = telemetry
+        self.health = health
+        self.record = record
+        self.incoming = incoming
+        self.deadline = deadline
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
 
 
 async def run(
     upstream: Upstream,
     telemetry: Telemetry,
+    health: HealthRegistry,
+    runtime: RuntimeConfig,
     record: RequestRecord,
     incoming: Incoming,
     plan: RoutePlan,
-) -> Outcome:
-    target = plan.targets[0]
-    provider = target.provider
-    request = provider.adapter.build_request(incoming, provider.settings, target.model)
-    attempt = _attempt(record, 1, target, incoming)
-    _propagate(telemetry, record, attempt, request, provider.propagate_trace)
-    attempt.usage_injected = request.usage_injected
+) -> Ready | Failed:
+    """Serve `plan`, then its fallbacks; return the committed attempt or the last failure."""
+    ctx = _Context(
+        upstream, telemetry, health, record, incoming,
+        time.monotonic() + plan.route.retry.deadline_s,
+    )  # fmt: skip
+    queue, seen = [plan.route], {plan.route.alias}
+    last: Failed | None = None
+    for route in _drain(queue):
+        result = await _serve_route(ctx, route)
+        if isinstance(result, Ready):
+            if route is not plan.route:
+                record.fallback = route.alias
+            return result
+        if result is not None:
+            if last is not None:
+                last.discard()
+            last = result
+        for name in _next_aliases(route, last):
+            if name not in seen and name in runtime.routes and ctx.remaining() > 0:
+                seen.add(name)
+                queue.append(runtime.routes[name])
+    if last is None:
+        raise Unavailable(
+            "every target of this model is unavailable (circuit open or at its in-flight "
+            "limit); retry shortly, or see GET /spangate/status",
+            code="circuits_open",
+        )
+    return last
+
+
+def _drain(queue: list[Route]) -> Iterator[Route]:
+    index = 0
+    while index < len(queue):
+        yield queue[index]
+        index += 1
+
+
+def _next_aliases(route: Route, last: Failed | None) -> tuple[str, ...]:
+    if last is None:  # nothing could even be tried: every circuit open
+        return route.fallbacks
+    if last.verdict.context_exceeded:
+        return route.context_fallbacks
+    if last.verdict.cls in route.retry.next_target:
+        return route.fallbacks
+    return ()
+
+
+# --- one route ----------------------------------------------------------------
+async def _serve_route(ctx: _Context, route: Route) -> Ready | Failed | None:
+    retry = route.retry
+    budget = retry.max_attempts or len(route.targets) * (
+        1 + (retry.same_target_max if retry.same_target else 0)
+    )
+    candidates = iter(_ordered(ctx, route))
+    last: Failed | None = None
+    while budget > 0 and ctx.remaining() > 0:
+        target = _next_available(ctx, route, candidates)
+        if target is None:
+            break
+        result, budget = await _serve_target(ctx, route, target, candidates, budget)
+        if isinstance(result, Ready):
+            return result
+        if last is not None:
+            last.discard()
+        last = result
+        if result.verdict.cls not in retry.next_target:
+            break
+    return last
+
+
+async def _serve_target(
+    ctx: _Context, route: Route, target: Target, candidates: Iterator[Target], budget: int
+) -> tuple[Ready | Failed, int]:
+    """Attempts on one target (retries included), hedged when the route says so."""
+    retry, tries, backoff = route.retry, 0, 0.0
+    while True:
+        result, used = await _maybe_hedged(ctx, route, target, candidates, backoff)
+        budget -= used
+        if isinstance(result, Ready) or budget <= 0:
+            return result, budget
+        wait = _same_target_wait(retry, result.verdict, tries, ctx.remaining())
+        if wait is None:
+            return result, budget
+        result.discard()
+        await asyncio.sleep(wait)
+        tries, backoff = tries + 1, wait
+
+
+def _same_target_wait(
+    retry: RetryConfig, verdict: Verdict, tries: int, remaining: float
+) -> float | None:
+    """Seconds to wait before retrying the same target, or None to stop retrying it."""
+    if verdict.cls not in retry.same_target or tries >= retry.same_target_max:
+        return None
+    if verdict.retry_after_s is not None:
+        # Honour the provider's Retry-After only when it fits in the deadline.
+        return verdict.retry_after_s if verdict.retry_after_s < remaining else None
+    backoff = retry.backoff
+    ceiling = min(backoff.max_s, backoff.initial_s * backoff.multiplier**tries)
+    wait = _rng.uniform(0, ceiling)  # full jitter
+    return wait if wait < remaining else None
+
+
+def _ordered(ctx: _Context, route: Route) -> list[Target]:
+    now = time.monotonic()
+    stats = [_stats(ctx.health.get(t.label, route.circuit), t) for t in route.targets]
+    turn = ctx.health.next_turn(route.alias)
+    return [route.targets[i] for i in strategies.order(route.strategy, stats, _rng, turn, now)]
+
+
+def _stats(health: TargetHealth, target: Target) -> strategies.TargetStats:
+    return strategies.TargetStats(
+        target.weight, health.inflight, health.ewma_first_byte_s, health.last_observed, target.cost
+    )
+
+
+def _next_available(ctx: _Context, route: Route, candidates: Iterator[Target]) -> Target | None:
+    now = time.monotonic()
+    for target in candidates:
+        health = ctx.health.get(target.label, route.circuit)
+        full = target.max_inflight is not None and health.inflight >= target.max_inflight
+        if not full and health.available(now):
+            return target
+    return None
+
+
+# --- hedging --------------------------------------------------------------------
+async def _maybe_hedged(
+    ctx: _Context, route: Route, target: Target, candidates: Iterator[Target], backoff: float
+) -> tuple[Ready | Failed, int]:
+    threshold = _hedge_threshold(ctx, route, target)
+    if threshold is None:
+        return await _attempt(ctx, route, target, backoff), 1
+    primary = asyncio.ensure_future(_attempt(ctx, route, target, backoff))
+    done, _ = await asyncio.wait({primary}, timeout=threshold)
+    if done:
+        return primary.result(), 1
+    second = _next_available(ctx, route, candidates)
+    if second is None:
+        return await primary, 1
+    ctx.record.hedged = True
+    hedge = asyncio.ensure_future(_attempt(ctx, route, second, 0.0, role="hedge"))
+    return await _race([primary, hedge]), 2
+
+
+def _hedge_threshold(ctx: _Context, route: Route, target: Target) -> float | None:
+    hedge = route.hedge
+    if hedge is None:
+        return None
+    health = ctx.health.get(target.label, route.circuit)
+    if hedge.percentile is not None and len(health.first_byte_samples) >= hedge.min_samples:
+        return health.percentile(hedge.percentile)
+    return hedge.after_s
+
+
+async def _race(tasks: list[asyncio.Future[Ready | Failed]]) -> Ready | Failed:
+    """First attempt to commit wins; the others are cancelled (their upstream closed)."""
+    pending = set(tasks)
+    failures: list[Failed] = []
     try:
-        response = await upstream.send(request, provider.timeouts, provider.name)
-    except SpangateError as exc:
-        attempt.fail(exc.kind)
-        raise
-    return Outcome(target, request, response, attempt)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                result = task.result()
+                if isinstance(result, Ready):
+                    result.attempt.hedge_outcome = "won"
+                    return result
+                failures.append(result)
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+    for failure in failures[:-1]:
+        failure.discard()
+    return failures[-1]
 
 
-def _attempt(
-    record: RequestRecord, number: int, target: Target, incoming: Incoming
-) -> AttemptRecord:
+# --- one attempt ----------------------------------------------------------------
+async def _attempt(
+    ctx: _Context, route: Route, target: Target, backoff: float, role: str = "primary"
+) -> Ready | Failed:
     provider = target.provider
+    request = provider.adapter.build_request(ctx.incoming, provider.settings, target.model)
+    attempt = _record(ctx, target, backoff, role if route.hedge is not None else None)
+    _propagate(ctx.telemetry, ctx.record, attempt, request, provider.propagate_trace)
+    attempt.usage_injected = request.usage_injected
+    health = ctx.health.get(target.label, route.circuit)
+    health.start()
+    try:
+        return await _exchange(ctx, target, request, attempt, health)
+    except asyncio.CancelledError:
+        attempt.fail("hedge_lost" if role == "hedge" or ctx.record.hedged else "cancelled")
+        attempt.hedge_outcome = "lost" if ctx.record.hedged else None
+        health.abandoned()
+        raise
+
+
+async def _exchange(
+    ctx: _Context,
+    target: Target,
+    request: UpstreamRequest,
+    attempt: AttemptRecord,
+    health: TargetHealth,
+) -> Ready | Failed:
+    timeouts = target.effective_timeouts()
+    first_byte = max(min(timeouts.first_byte_s, ctx.remaining()), 0.001)
+    limited = msgspec.structs.replace(timeouts, first_byte_s=first_byte)
+    try:
+        response = await ctx.upstream.send(request, limited, target.provider.name)
+    except SpangateError as exc:
+        return _failed(target, attempt, health, classify_exception(exc.kind), error=exc)
+    attempt.on_response(response.status, response.headers)
+    try:
+        return await _commit(target, request, response, attempt, health, limited)
+    except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+        response.close()
+        kind = "upstream_timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
+        error = UpstreamTimeout(_timeout_text(target)) if kind == "upstream_timeout" else None
+        return _failed(target, attempt, health, classify_exception(kind), error=error)
+    except BaseException:
+        response.close()
+        raise
+
+
+async def _commit(
+    target: Target,
+    request: UpstreamRequest,
+    response: aiohttp.ClientResponse,
+    attempt: AttemptRecord,
+    health: TargetHealth,
+    timeouts: Timeouts,
+) -> Ready | Failed:
+    if response.status >= 400:
+        error_body = await _read_all(response, timeouts.idle_s)
+        attempt.on_body(error_body)
+        verdict = classify_response(response.status, response.headers, error_body)
+        return _failed(target, attempt, health, verdict, response=response, body=error_body)
+    if is_event_stream(response) and "Content-Encoding" not in response.headers:
+        return await _commit_stream(target, request, response, attempt, health, timeouts)
+    body: bytes | None = None
+    if response.content_length is not None and response.content_length <= _WHOLE_BODY_LIMIT:
+        body = await _read_all(response, timeouts.idle_s)
+        if not _valid_json(response, body):
+            attempt.on_body(body)
+            verdict = classify_exception("malformed_response")
+            return _failed(target, attempt, health, verdict, response=response, body=body)
+    health.succeeded(time.monotonic(), _first_byte_s(attempt))
+    return Ready(target, request, response, attempt, body=body)
+
+
+async def _commit_stream(
+    target: Target,
+    request: UpstreamRequest,
+    response: aiohttp.ClientResponse,
+    attempt: AttemptRecord,
+    health: TargetHealth,
+    timeouts: Timeouts,
+) -> Ready | Failed:
+    adapter = target.provider.adapter
+    decoder, preface = SSEDecoder(), b""
+    async with asyncio.timeout(timeouts.first_byte_s):
+        while chunk := await response.content.readany():
+            preface += chunk
+            for event in decoder.feed(chunk):
+                kind = adapter.stream_event_kind(event)
+                if kind == "error":
+                    attempt.on_events(preface)
+                    attempt.on_end("stream_error")
+                    verdict = classify_stream_error(event.data.encode())
+                    return _failed(
+                        target, attempt, health, verdict, response=response, body=preface
+                    )
+                if kind == "content":
+                    health.succeeded(time.monotonic(), _first_byte_s(attempt))
+                    return Ready(target, request, response, attempt, preface=preface)
+    # The stream ended before any content: nothing to fail over for, relay it as it is.
+    health.succeeded(time.monotonic(), _first_byte_s(attempt))
+    return Ready(target, request, response, attempt, preface=preface)
+
+
+async def _read_all(response: aiohttp.ClientResponse, idle_s: float) -> bytes:
+    async with asyncio.timeout(idle_s):
+        return await response.read()
+
+
+class _AnyJSON(msgspec.Struct):
+    pass
+
+
+_validate = msgspec.json.Decoder(_AnyJSON | list[object]).decode
+
+
+def _valid_json(response: aiohttp.ClientResponse, body: bytes) -> bool:
+    """A 2xx JSON body that does not parse is a provider fault worth another target."""
+    if response.content_type != "application/json" or not body:
+        return True
+    try:
+        _validate(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return True
+
+
+def _failed(
+    target: Target,
+    attempt: AttemptRecord,
+    health: TargetHealth,
+    verdict: Verdict,
+    *,
+    response: aiohttp.ClientResponse | None = None,
+    body: bytes | None = None,
+    error: SpangateError | None = None,
+) -> Failed:
+    attempt.failure_class = verdict.cls
+    attempt.fail(verdict.reason if error is None else error.kind)
+    health.failed(time.monotonic(), verdict.cls, verdict.retry_after_s)
+    return Failed(target, attempt, verdict, response, body, error)
+
+
+def _first_byte_s(attempt: AttemptRecord) -> float | None:
+    if not attempt.headers_ns:
+        return None
+    return (attempt.headers_ns - attempt.start_ns) / 1e9
+
+
+def _timeout_text(target: Target) -> str:
+    return (
+        f"provider {target.provider.name!r} sent no content within the first-byte timeout "
+        f"or the request deadline (timeouts.first_byte_s / retry.deadline_s)"
+    )
+
+
+def _record(ctx: _Context, target: Target, backoff: float, role: str | None) -> AttemptRecord:
+    provider = target.provider
+    incoming = ctx.incoming
     attempt = AttemptRecord(
-        number,
+        len(ctx.record.attempts) + 1,
         new_span_id(),
         provider=provider.name,
         system=provider.system,
@@ -63,7 +440,9 @@ def _attempt(
         target=target.label,
         model=target.model or incoming.fields.model or incoming.endpoint.deployment,
     )
-    record.attempts.append(attempt)
+    attempt.backoff_s = backoff
+    attempt.hedge_role = role
+    ctx.record.attempts.append(attempt)
     return attempt
 
 

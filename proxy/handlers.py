@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from instrumentation.records import AttemptRecord, RequestRecord
 from proxy import body as bodylib
 from proxy import failover
-from proxy.appkeys import RUNTIME, STATE, TELEMETRY, UPSTREAM
+from proxy.appkeys import HEALTH, RUNTIME, STATE, TELEMETRY, UPSTREAM
 from proxy.endpoints import Endpoint, Wire, classify
 from proxy.errors import (
     BadRequest,
@@ -22,11 +22,14 @@ from proxy.errors import (
     MethodNotAllowed,
     NotFound,
     SpangateError,
+    UpstreamUnreachable,
     error_body,
 )
+from proxy.failover import Failed
 from proxy.providers.base import Incoming
-from proxy.routing import resolve
-from proxy.streaming import relay
+from proxy.routing import Overrides, resolve
+from proxy.runtime import RuntimeConfig, describe
+from proxy.streaming import relay, whole
 
 log = structlog.get_logger("spangate.proxy")
 
@@ -99,6 +102,7 @@ async def _forward(
     request: web.Request, endpoint: Endpoint, record: RequestRecord
 ) -> web.StreamResponse:
     app = request.app
+    runtime = app[RUNTIME]
     body = await _read_body(request)
     fields = _fields(request.method, endpoint, body)
     record.body, record.stream = body, bool(fields.stream)
@@ -106,30 +110,72 @@ async def _forward(
     incoming = Incoming(
         request.method, endpoint, request.query_string, request.headers, body, fields
     )
-    plan = resolve(app[RUNTIME], endpoint, fields.model)
+    plan = resolve(runtime, endpoint, fields.model, _overrides(request, runtime))
     record.alias = plan.alias
-    outcome = await failover.run(app[UPSTREAM], app[TELEMETRY], record, incoming, plan)
-    response = outcome.response
-    adapter = outcome.target.provider.adapter
+    result = await failover.run(
+        app[UPSTREAM], app[TELEMETRY], app[HEALTH], runtime, record, incoming, plan
+    )
+    extra = (
+        _decision_headers(record, result.attempt)
+        if runtime.config.server.response_headers
+        else None
+    )
+    if isinstance(result, Failed):
+        return _final_failure(result, record, extra)
     try:
         return await relay(
             request,
-            response,
+            result.response,
             wire=endpoint.wire,
-            idle_s=outcome.target.provider.timeouts.idle_s,
-            tap=outcome.attempt,
-            transform=adapter.stream_transform(outcome.request),
+            idle_s=result.target.effective_timeouts().idle_s,
+            tap=result.attempt,
+            transform=result.target.provider.adapter.stream_transform(result.request),
+            preface=result.preface,
+            body=result.body,
+            extra=extra,
         )
     finally:
         # Returns a fully read connection to the pool, closes an unfinished one
         # (which is how a client disconnect cancels the upstream request).
-        response.release()
-        _overhead(record, outcome.attempt)
+        result.response.release()
+        _overhead(record, result.attempt)
+
+
+def _final_failure(
+    result: Failed, record: RequestRecord, extra: dict[str, str] | None
+) -> web.StreamResponse:
+    """The last word was a failure: relay the provider's answer verbatim, or say what broke."""
+    if result.response is None:
+        raise result.error or UpstreamUnreachable(
+            f"provider {result.target.provider.name!r} failed ({result.verdict.reason})"
+        )
+    try:
+        return whole(result.response, result.body or b"", extra)
+    finally:
+        result.response.release()
+        _overhead(record, result.attempt)
+
+
+def _overrides(request: web.Request, runtime: RuntimeConfig) -> Overrides:
+    if not runtime.config.server.route_headers:
+        return Overrides()
+    headers = request.headers
+    return Overrides(headers.get("x-spangate-route"), headers.get("x-spangate-target"))
+
+
+def _decision_headers(record: RequestRecord, final: AttemptRecord) -> dict[str, str]:
+    headers = {
+        "x-spangate-attempts": str(len(record.attempts)),
+        "x-spangate-target": final.target,
+    }
+    if record.fallback:
+        headers["x-spangate-fallback"] = record.fallback
+    return headers
 
 
 def _overhead(record: RequestRecord, attempt: AttemptRecord) -> None:
     """Time in spangate itself: before the first send, and after the upstream finished."""
-    first = record.attempts[0].start_ns if record.attempts else attempt.start_ns
+    first = record.attempts[0].start_ns
     tail = max(time.monotonic_ns() - (attempt.end_ns or time.monotonic_ns()), 0)
     record.overhead_ns = (first - record.start_ns) + tail
 
@@ -220,3 +266,10 @@ async def metrics(request: web.Request) -> web.Response:
     if text is None:
         return web.Response(status=404, text="prometheus metrics are disabled\n")
     return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def status(request: web.Request) -> web.Response:
+    """Live routing state: per-target circuit, in-flight, latency EWMA, recent errors."""
+    app = request.app
+    body = {"targets": app[HEALTH].snapshot(), "config": describe(app[RUNTIME])}
+    return web.json_response(body)

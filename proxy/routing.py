@@ -1,26 +1,74 @@
-"""Pure planning: which targets may serve a request, in which order."""
+"""Pure planning: which route serves a request, honouring opt-in header overrides."""
 
 from __future__ import annotations
 
 import msgspec
 
+from proxy.config import CircuitConfig
 from proxy.endpoints import Endpoint
 from proxy.errors import BadRequest, NotFound
-from proxy.runtime import Provider, RuntimeConfig, Target
+from proxy.runtime import PASSTHROUGH_RETRY, Provider, Route, RuntimeConfig, Target
+
+#: Unaliased traffic goes to one provider as sent: no retries, no circuit (an
+#: honest relay of whatever that provider answers).
+_PASSTHROUGH_CIRCUIT = CircuitConfig(enabled=False)
 
 
 class RoutePlan(msgspec.Struct, frozen=True):
     #: The alias the request named, or None for pass-through.
     alias: str | None
-    targets: tuple[Target, ...]
+    route: Route
 
 
-def resolve(runtime: RuntimeConfig, endpoint: Endpoint, model: str | None) -> RoutePlan:
-    """Alias → its targets; anything else → the default provider of the dialect."""
-    name = model if model is not None else endpoint.deployment
+class Overrides(msgspec.Struct, frozen=True):
+    """x-spangate-route / x-spangate-target, already gated by `server.route_headers`."""
+
+    route: str | None = None
+    target: str | None = None
+
+
+def resolve(
+    runtime: RuntimeConfig,
+    endpoint: Endpoint,
+    model: str | None,
+    overrides: Overrides | None = None,
+) -> RoutePlan:
+    """Alias → its route; anything else → the default provider of the dialect."""
+    overrides = overrides or Overrides()
+    name = overrides.route or (model if model is not None else endpoint.deployment)
     route = runtime.routes.get(name) if name is not None else None
+    if overrides.route and route is None:
+        raise BadRequest(
+            f"x-spangate-route names unknown model alias {overrides.route!r} "
+            f"(known: {', '.join(sorted(runtime.routes)) or 'none'})",
+            code="unknown_route",
+        )
     if route is None:
-        return RoutePlan(None, (Target(_default_provider(runtime, endpoint), None),))
+        target = Target(_default_provider(runtime, endpoint), None)
+        return RoutePlan(None, _passthrough(target))
+    _check_wire(route, endpoint)
+    if overrides.target:
+        route = _pinned(route, overrides.target)
+    return RoutePlan(route.alias, route)
+
+
+def _passthrough(target: Target) -> Route:
+    return Route("", (target,), retry=PASSTHROUGH_RETRY, circuit=_PASSTHROUGH_CIRCUIT)
+
+
+def _pinned(route: Route, label: str) -> Route:
+    chosen = tuple(t for t in route.targets if t.label == label)
+    if not chosen:
+        known = ", ".join(t.label for t in route.targets)
+        raise BadRequest(
+            f"x-spangate-target {label!r} is not a target of alias {route.alias!r} "
+            f"(targets: {known})",
+            code="unknown_target",
+        )
+    return msgspec.structs.replace(route, targets=chosen, fallbacks=())
+
+
+def _check_wire(route: Route, endpoint: Endpoint) -> None:
     wrong = [t for t in route.targets if t.provider.adapter.wire != endpoint.wire]
     if wrong:
         raise BadRequest(
@@ -30,7 +78,6 @@ def resolve(runtime: RuntimeConfig, endpoint: Endpoint, model: str | None) -> Ro
             param="model",
             code="model_format_mismatch",
         )
-    return RoutePlan(route.alias, route.targets)
 
 
 def _default_provider(runtime: RuntimeConfig, endpoint: Endpoint) -> Provider:

@@ -11,7 +11,19 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from proxy.config import Config, ConfigError, ModelConfig, ProviderConfig, Timeouts
+from instrumentation.pricing import PriceTable, shipped_prices
+from proxy.config import (
+    CircuitConfig,
+    Config,
+    ConfigError,
+    HedgeConfig,
+    ModelConfig,
+    ProviderConfig,
+    RetryConfig,
+    Strategy,
+    TargetConfig,
+    Timeouts,
+)
 from proxy.endpoints import Dialect
 from proxy.providers import ADAPTERS, Adapter
 from proxy.providers.base import ProviderSettings
@@ -35,15 +47,32 @@ class Target(msgspec.Struct, frozen=True):
     #: Upstream model; None for pass-through (the client's model goes as sent).
     model: str | None
     weight: float = 1.0
+    #: USD per million input + output tokens, for `lowest_cost`.
+    cost: float | None = None
+    max_inflight: int | None = None
+    timeouts: Timeouts | None = None
 
     @property
     def label(self) -> str:
         return f"{self.provider.name}/{self.model}" if self.model else self.provider.name
 
+    def effective_timeouts(self) -> Timeouts:
+        return self.timeouts or self.provider.timeouts
+
 
 class Route(msgspec.Struct, frozen=True):
     alias: str
     targets: tuple[Target, ...]
+    strategy: Strategy = "ordered"
+    retry: RetryConfig = RetryConfig()
+    fallbacks: tuple[str, ...] = ()
+    context_fallbacks: tuple[str, ...] = ()
+    circuit: CircuitConfig = CircuitConfig()
+    hedge: HedgeConfig | None = None
+
+
+#: Policy for unaliased (pass-through) requests: one target, one attempt.
+PASSTHROUGH_RETRY = RetryConfig(next_target=[])
 
 
 class RuntimeConfig(msgspec.Struct, frozen=True):
@@ -61,7 +90,11 @@ def compile_config(config: Config) -> RuntimeConfig:
         name: _provider(name, spec, config.server.timeouts)
         for name, spec in config.providers.items()
     }
-    routes = {alias: _route(alias, spec, providers) for alias, spec in config.models.items()}
+    prices = PriceTable(shipped_prices())
+    routes = {
+        alias: _route(alias, spec, providers, prices) for alias, spec in config.models.items()
+    }
+    _check_alias_references(config)
     return RuntimeConfig(config, providers, routes, _defaults(providers))
 
 
@@ -100,7 +133,9 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
     )
 
 
-def _route(alias: str, spec: ModelConfig, providers: dict[str, Provider]) -> Route:
+def _route(
+    alias: str, spec: ModelConfig, providers: dict[str, Provider], prices: PriceTable
+) -> Route:
     if not spec.targets:
         raise ConfigError(f"models.{alias}.targets: list at least one target")
     targets = []
@@ -116,13 +151,71 @@ def _route(alias: str, spec: ModelConfig, providers: dict[str, Provider]) -> Rou
         if target.weight < 0:
             raise ConfigError(f"{path}.weight: must be >= 0, got {target.weight}")
         wires.add(provider.adapter.wire)
-        targets.append(Target(provider, target.model, target.weight))
+        targets.append(_target(provider, target, spec, prices))
     if len(wires) > 1:
         raise ConfigError(
             f"models.{alias}.targets: mixes OpenAI-format and Anthropic-format providers; "
             "spangate does not translate between formats, so one alias serves one format"
         )
-    return Route(alias, tuple(targets))
+    _check_policy(alias, spec)
+    return Route(
+        alias,
+        tuple(targets),
+        spec.strategy,
+        spec.retry,
+        tuple(spec.fallbacks),
+        tuple(spec.context_fallbacks),
+        spec.circuit,
+        spec.hedge,
+    )
+
+
+def _target(
+    provider: Provider, spec: TargetConfig, route: ModelConfig, prices: PriceTable
+) -> Target:
+    price = spec.price or prices.lookup(spec.model)
+    cost = price.input + price.output if price is not None else None
+    return Target(
+        provider,
+        spec.model,
+        spec.weight,
+        cost,
+        spec.max_inflight,
+        spec.timeouts or route.timeouts,
+    )
+
+
+def _check_policy(alias: str, spec: ModelConfig) -> None:
+    retry = spec.retry
+    if retry.max_attempts is not None and retry.max_attempts < 1:
+        raise ConfigError(f"models.{alias}.retry.max_attempts: must be >= 1")
+    if retry.deadline_s <= 0:
+        raise ConfigError(f"models.{alias}.retry.deadline_s: must be > 0")
+    overlap = sorted({"caller_fault"} & set(retry.same_target + retry.next_target))
+    if overlap:
+        raise ConfigError(
+            f"models.{alias}.retry: caller_fault is never retried (the request itself is wrong)"
+        )
+    hedge = spec.hedge
+    if hedge is not None and hedge.after_s is None and hedge.percentile is None:
+        raise ConfigError(f"models.{alias}.hedge: set after_s, percentile, or both")
+    if hedge is not None and hedge.percentile is not None and not 0 < hedge.percentile < 1:
+        raise ConfigError(f"models.{alias}.hedge.percentile: must be between 0 and 1, e.g. 0.95")
+
+
+def _check_alias_references(config: Config) -> None:
+    for alias, spec in config.models.items():
+        for key in ("fallbacks", "context_fallbacks"):
+            for index, name in enumerate(getattr(spec, key)):
+                if name not in config.models:
+                    raise ConfigError(
+                        f"models.{alias}.{key}[{index}]: unknown alias {name!r} "
+                        f"(known: {', '.join(sorted(config.models))})"
+                    )
+                if name == alias:
+                    raise ConfigError(
+                        f"models.{alias}.{key}[{index}]: an alias cannot fall back to itself"
+                    )
 
 
 def _defaults(providers: dict[str, Provider]) -> dict[Dialect, Provider]:
@@ -146,7 +239,12 @@ def describe(runtime: RuntimeConfig) -> dict[str, Any]:
             for name, p in runtime.providers.items()
         },
         "models": {
-            alias: [t.label for t in route.targets] for alias, route in runtime.routes.items()
+            alias: {
+                "strategy": route.strategy,
+                "targets": [t.label for t in route.targets],
+                "fallbacks": list(route.fallbacks),
+            }
+            for alias, route in runtime.routes.items()
         },
         "defaults": {dialect: p.name for dialect, p in runtime.defaults.items()},
     }

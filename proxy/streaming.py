@@ -9,6 +9,7 @@ format instead of a silent truncation.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Protocol
 
 import aiohttp
@@ -53,6 +54,9 @@ def is_event_stream(response: aiohttp.ClientResponse) -> bool:
     return response.content_type == "text/event-stream"
 
 
+Extra = Mapping[str, str] | None
+
+
 async def relay(
     request: web.Request,
     response: aiohttp.ClientResponse,
@@ -61,19 +65,37 @@ async def relay(
     idle_s: float,
     tap: Tap,
     transform: Transform | None = None,
+    preface: bytes = b"",
+    body: bytes | None = None,
+    extra: Extra = None,
 ) -> web.StreamResponse:
-    tap.on_response(response.status, response.headers)
+    """Relay `response`; `preface` / `body` are bytes already read from it (pre-commit)."""
+    if body is not None:
+        tap.on_body(body)
+        tap.on_end(None)
+        return whole(response, body, extra)
     if is_event_stream(response) and "Content-Encoding" not in response.headers:
         return await _relay_events(
-            request, response, wire=wire, idle_s=idle_s, tap=tap, transform=transform
-        )
+            request, response, wire=wire, idle_s=idle_s, tap=tap, transform=transform,
+            preface=preface, extra=extra,
+        )  # fmt: skip
     length = response.content_length
     if length is not None and length <= _WHOLE_BODY_LIMIT:
-        return await _relay_whole(response, idle_s, tap)
-    return await _relay_bytes(request, response, wire, idle_s, tap)
+        return await _relay_whole(response, idle_s, tap, extra)
+    return await _relay_bytes(request, response, wire, idle_s, tap, extra)
 
 
-async def _relay_whole(response: aiohttp.ClientResponse, idle_s: float, tap: Tap) -> web.Response:
+def whole(response: aiohttp.ClientResponse, body: bytes, extra: Extra) -> web.Response:
+    """A response relayed in one piece: status, reason, headers and body as received."""
+    headers = relayable(response.headers.items())
+    if extra:
+        headers.update(extra)
+    return web.Response(status=response.status, reason=response.reason, headers=headers, body=body)
+
+
+async def _relay_whole(
+    response: aiohttp.ClientResponse, idle_s: float, tap: Tap, extra: Extra
+) -> web.Response:
     try:
         async with asyncio.timeout(idle_s):
             body = await response.read()
@@ -83,18 +105,16 @@ async def _relay_whole(response: aiohttp.ClientResponse, idle_s: float, tap: Tap
         ) from None
     tap.on_body(body)
     tap.on_end(None)
-    return web.Response(
-        status=response.status,
-        reason=response.reason,
-        headers=relayable(response.headers.items()),
-        body=body,
-    )
+    return whole(response, body, extra)
 
 
-async def _start(request: web.Request, response: aiohttp.ClientResponse) -> web.StreamResponse:
-    out = web.StreamResponse(
-        status=response.status, reason=response.reason, headers=relayable(response.headers.items())
-    )
+async def _start(
+    request: web.Request, response: aiohttp.ClientResponse, extra: Extra
+) -> web.StreamResponse:
+    headers = relayable(response.headers.items())
+    if extra:
+        headers.update(extra)
+    out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
     await out.prepare(request)
     return out
 
@@ -107,17 +127,22 @@ async def _relay_events(
     idle_s: float,
     tap: Tap,
     transform: Transform | None,
+    preface: bytes,
+    extra: Extra,
 ) -> web.StreamResponse:
-    out = await _start(request, response)
-    pending = b""
+    out = await _start(request, response, extra)
+    pending = preface
     try:
-        while chunk := await _read(response, idle_s):
-            pending += chunk
+        while True:
             cut = split_complete(pending)
             if cut:
                 block, pending = pending[:cut], pending[cut:]
                 tap.on_events(block)
                 await _write(out, transform(block) if transform else block)
+            chunk = await _read(response, idle_s)
+            if not chunk:
+                break
+            pending += chunk
         if pending:
             tap.on_events(pending)
             await _write(out, pending)
@@ -131,10 +156,15 @@ async def _relay_events(
 
 
 async def _relay_bytes(
-    request: web.Request, response: aiohttp.ClientResponse, wire: Wire, idle_s: float, tap: Tap
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    wire: Wire,
+    idle_s: float,
+    tap: Tap,
+    extra: Extra,
 ) -> web.StreamResponse:
     """Large or compressed bodies: copied chunk by chunk, unchanged."""
-    out = await _start(request, response)
+    out = await _start(request, response, extra)
     try:
         while chunk := await _read(response, idle_s):
             await _write(out, chunk)

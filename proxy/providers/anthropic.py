@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from proxy.endpoints import Wire
-from proxy.providers.base import BaseAdapter
+from proxy.providers.base import BaseAdapter, EventKind
+from proxy.sse import SSEEvent
+
+#: Frames Anthropic sends before any content: held back so a failure right
+#: after them can still move to another target.
+_OPENING = frozenset({"message_start", "ping"})
 
 
 class AnthropicAdapter(BaseAdapter):
@@ -13,3 +18,8 @@ class AnthropicAdapter(BaseAdapter):
     wire: ClassVar[Wire] = "anthropic"
     provider_name: ClassVar[str] = "anthropic"
     auth_header: ClassVar[tuple[str, str]] = ("x-api-key", "")
+
+    def stream_event_kind(self, event: SSEEvent) -> EventKind:
+        if event.event == "error":
+            return "error"
+        return "opening" if event.event in _OPENING else "content"

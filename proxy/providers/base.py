@@ -7,7 +7,7 @@ call it again and get the same result.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import msgspec
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -15,6 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy import body as bodylib
 from proxy.endpoints import Endpoint, Wire
 from proxy.headers import forwardable, replace_auth
+from proxy.sse import SSEEvent
 from proxy.sse_transform import Transform
 
 
@@ -48,6 +49,10 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     inject_stream_usage: bool = False
 
 
+#: What an SSE event means for the commit point: held back, commits, or fails over.
+EventKind = Literal["opening", "content", "error"]
+
+
 class Adapter(Protocol):
     kind: ClassVar[str]
     wire: ClassVar[Wire]
@@ -60,6 +65,10 @@ class Adapter(Protocol):
 
     def stream_transform(self, request: UpstreamRequest) -> Transform | None:
         """How to rewrite this request's SSE blocks for the client (None: unchanged)."""
+        ...
+
+    def stream_event_kind(self, event: SSEEvent) -> EventKind:
+        """Classify a stream event before the commit point."""
         ...
 
 
@@ -82,6 +91,9 @@ class BaseAdapter:
 
     def stream_transform(self, request: UpstreamRequest) -> Transform | None:
         return None
+
+    def stream_event_kind(self, event: SSEEvent) -> EventKind:
+        return "error" if event.event == "error" else "content"
 
     def headers(self, incoming: Incoming, settings: ProviderSettings) -> CIMultiDict[str]:
         headers = forwardable(incoming.headers.items())

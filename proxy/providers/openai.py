@@ -6,7 +6,14 @@ from typing import ClassVar
 
 from proxy.endpoints import Wire
 from proxy.providers import openai_usage
-from proxy.providers.base import BaseAdapter, Incoming, ProviderSettings, UpstreamRequest
+from proxy.providers.base import (
+    BaseAdapter,
+    EventKind,
+    Incoming,
+    ProviderSettings,
+    UpstreamRequest,
+)
+from proxy.sse import SSEEvent
 from proxy.sse_transform import Transform
 
 #: Where each Azure deployment operation lives on the plain OpenAI API.
@@ -31,6 +38,21 @@ class OpenAIWire(BaseAdapter):
 
     def stream_transform(self, request: UpstreamRequest) -> Transform | None:
         return openai_usage.strip_usage_chunk if request.usage_injected else None
+
+    def stream_event_kind(self, event: SSEEvent) -> EventKind:
+        # Chat/completions chunks: `data: {"error": ...}` is an in-band failure.
+        # Responses API: `event: error` / `response.failed`; its lifecycle events
+        # before the first output are opening frames.
+        if event.event in ("error", "response.failed") or event.data.lstrip().startswith(
+            '{"error"'
+        ):
+            return "error"
+        if event.event in _RESPONSES_OPENING:
+            return "opening"
+        return "content"
+
+
+_RESPONSES_OPENING = frozenset({"response.created", "response.in_progress", "response.queued"})
 
 
 class OpenAIAdapter(OpenAIWire):

@@ -1,0 +1,179 @@
+"""The one place that interprets provider errors: every upstream outcome → a FailureClass.
+
+Rules are tried in order; each says which provider behaviour it encodes. Error
+identity comes from status codes and the structured `type`/`code` fields of the
+error body — never from free-text messages, with one documented exception
+(Anthropic's context-window error, which has no code of its own).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+
+import msgspec
+
+from proxy.config import FailureClass
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    cls: FailureClass
+    #: Low-cardinality reason for `error.type`: the provider's error type/code or the status.
+    reason: str
+    #: Seconds the provider asked us to wait (Retry-After / retry-after-ms), if any.
+    retry_after_s: float | None = None
+    #: The request is too long for this model (a context fallback may help).
+    context_exceeded: bool = False
+
+
+class _ErrorObject(msgspec.Struct):
+    type: str | None = None
+    code: str | int | None = None
+    message: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorObject | str | None = None
+
+
+_decode_error = msgspec.json.Decoder(_ErrorBody).decode
+
+#: OpenAI bills under type `insufficient_quota`; the code names which budget ran out.
+_QUOTA_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "billing_hard_limit_reached",
+        "credit_balance_exhausted",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+        "billing_error",  # Anthropic 402
+    }
+)
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+
+
+def _error_fields(body: bytes) -> _ErrorObject:
+    try:
+        parsed = _decode_error(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _ErrorObject()
+    return parsed.error if isinstance(parsed.error, _ErrorObject) else _ErrorObject()
+
+
+def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
+    """Classify an upstream HTTP error response (status >= 400)."""
+    error = _error_fields(body)
+    code = str(error.code) if error.code is not None else None
+    kind = error.type
+    reason = code or kind or str(status)
+    retry_after = retry_after_seconds(headers)
+    cls, context = _class_for(status, kind, code, error.message)
+    return Verdict(cls, reason, retry_after, context)
+
+
+def _class_for(  # noqa: PLR0911 - an ordered rule table reads best as early returns
+    status: int, kind: str | None, code: str | None, message: str | None
+) -> tuple[FailureClass, bool]:
+    # OpenAI: a 429 with type/code insufficient_quota is an empty wallet, not a
+    # rate limit: waiting does not help, another deployment might.
+    if kind in _QUOTA_CODES or code in _QUOTA_CODES:
+        return "quota", False
+    # Everyone: 429 is a rate limit (OpenAI rate_limit_exceeded, Anthropic rate_limit_error).
+    if status == 429:
+        return "rate_limited", False
+    # Anthropic 529 overloaded_error, and any 5xx gateway/server trouble: transient.
+    if status in (500, 502, 503, 529) or kind in ("overloaded_error", "api_error", "server_error"):
+        return "transient", False
+    # 408 / 504: the upstream (or a gateway in front of it) timed out.
+    if status in (408, 504) or kind == "timeout_error":
+        return "timeout", False
+    # 401 invalid key, 403 permission (Anthropic permission_error, OpenAI region block).
+    if status in (401, 403):
+        return "credential", False
+    # 402: Anthropic billing_error without the code (payment required).
+    if status == 402:
+        return "quota", False
+    # 404: OpenAI model_not_found / Azure DeploymentNotFound / Anthropic not_found_error.
+    if status == 404:
+        return "model_unavailable", False
+    # OpenAI context_length_exceeded (400, code); Anthropic says only "prompt is too long".
+    if code in _CONTEXT_CODES or (status == 400 and _anthropic_too_long(kind, message)):
+        return "caller_fault", True
+    # 400 / 413 / 422: the request itself is wrong; another target would say the same.
+    if status in (400, 413, 422):
+        return "caller_fault", False
+    if status >= 500:
+        return "transient", False
+    return "unknown", False
+
+
+def _anthropic_too_long(kind: str | None, message: str | None) -> bool:
+    # The documented exception to "no message matching": Anthropic's context
+    # error is a plain invalid_request_error whose message starts this way.
+    return kind == "invalid_request_error" and (message or "").startswith("prompt is too long")
+
+
+#: spangate's own I/O-edge errors (SpangateError.kind) → class.
+_EXCEPTION_CLASSES: dict[str, FailureClass] = {
+    "upstream_unreachable": "connection",
+    "upstream_timeout": "timeout",
+    "stream_interrupted": "connection",
+    "stream_idle_timeout": "timeout",
+    "malformed_response": "transient",
+}
+
+
+def classify_exception(kind: str) -> Verdict:
+    """Classify a failure outside the protocol (connect, reset, timeout, malformed body)."""
+    return Verdict(_EXCEPTION_CLASSES.get(kind, "unknown"), kind)
+
+
+def classify_stream_error(data: bytes) -> Verdict:
+    """Classify an error event that arrived as the first event of a 200 stream.
+
+    Anthropic sends `event: error` with `{"type":"error","error":{"type":"overloaded_error"}}`;
+    OpenAI-format servers send `data: {"error": {...}}`. The error type maps as the
+    matching HTTP status would.
+    """
+    error = _error_fields(data)
+    kind = error.type
+    code = str(error.code) if error.code is not None else None
+    status = _STREAM_ERROR_STATUS.get(kind or "", 500)
+    cls, context = _class_for(status, kind, code, error.message)
+    return Verdict(cls, code or kind or "stream_error", None, context)
+
+
+_STREAM_ERROR_STATUS = {
+    "overloaded_error": 529,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "timeout_error": 504,
+}
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """`retry-after-ms` (OpenAI, Azure) wins over `Retry-After` (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(when - (time.time() if now is None else now), 0.0)

@@ -1,0 +1,174 @@
+"""Per-target live state: circuit breaker, in-flight count, latency EWMA, recent errors.
+
+Shared by every alias that names the same provider/model. Transitions take an
+explicit `now` so the state machine is tested without sleeping.
+
+    closed ──(N consecutive failures, or error rate > R over the window)──► open
+    open ──(cooldown elapsed, ≥ the provider's Retry-After)──► half_open (one probe)
+    half_open ──probe succeeds──► closed        half_open ──probe fails──► open
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Literal
+
+from proxy.config import CircuitConfig, FailureClass
+
+CircuitState = Literal["closed", "open", "half_open"]
+
+#: Failures that say something about the target (not about the request).
+_COUNTED: frozenset[FailureClass] = frozenset(
+    {
+        "transient",
+        "rate_limited",
+        "quota",
+        "credential",
+        "model_unavailable",
+        "timeout",
+        "connection",
+    }
+)
+_EWMA_ALPHA = 0.2
+_LATENCY_SAMPLES = 200
+
+
+class TargetHealth:
+    def __init__(self, label: str, circuit: CircuitConfig) -> None:
+        self.label = label
+        self.circuit = circuit
+        self.state: CircuitState = "closed"
+        self.inflight = 0
+        self.consecutive_failures = 0
+        self.cooldown_until = 0.0
+        self.probe_out = False
+        self.ewma_first_byte_s: float | None = None
+        self.last_observed = 0.0
+        self.first_byte_samples: collections.deque[float] = collections.deque(
+            maxlen=_LATENCY_SAMPLES
+        )
+        self._window: collections.deque[tuple[float, bool]] = collections.deque()
+        self.recent_errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=5)
+        self.transitions: collections.Counter[str] = collections.Counter()
+
+    # --- admission ----------------------------------------------------------
+    def available(self, now: float) -> bool:
+        """May a request be sent now? Half-open admits exactly one probe at a time."""
+        if not self.circuit.enabled or self.state == "closed":
+            return True
+        if self.state == "open" and now >= self.cooldown_until:
+            self._move("half_open")
+        return self.state == "half_open" and not self.probe_out
+
+    def start(self) -> None:
+        self.inflight += 1
+        if self.state == "half_open":
+            self.probe_out = True
+
+    # --- outcomes -----------------------------------------------------------
+    def succeeded(self, now: float, first_byte_s: float | None) -> None:
+        self._finish(now, ok=True)
+        self.consecutive_failures = 0
+        if first_byte_s is not None:
+            self._observe(now, first_byte_s)
+        if self.state != "closed":
+            self._move("closed")
+
+    def failed(self, now: float, cls: FailureClass, retry_after_s: float | None) -> None:
+        self._finish(now, ok=cls not in _COUNTED)
+        if cls not in _COUNTED:
+            return
+        self.recent_errors.append((time.time(), cls))
+        self.consecutive_failures += 1
+        if self.state == "half_open" or self._should_open(now):
+            self._open(now, retry_after_s)
+
+    def abandoned(self) -> None:
+        """The attempt ended without a verdict (a lost hedge, a cancelled request)."""
+        self.inflight = max(self.inflight - 1, 0)
+        self.probe_out = False
+
+    # --- internals ----------------------------------------------------------
+    def _finish(self, now: float, ok: bool) -> None:
+        self.inflight = max(self.inflight - 1, 0)
+        self.probe_out = False
+        self._window.append((now, ok))
+        horizon = now - self.circuit.window_s
+        while self._window and self._window[0][0] < horizon:
+            self._window.popleft()
+
+    def _should_open(self, now: float) -> bool:
+        if not self.circuit.enabled or self.state == "open":
+            return False
+        if self.consecutive_failures >= self.circuit.consecutive_failures:
+            return True
+        total = len(self._window)
+        failures = sum(1 for _, ok in self._window if not ok)
+        return total >= self.circuit.min_requests and failures / total > self.circuit.error_rate
+
+    def _open(self, now: float, retry_after_s: float | None) -> None:
+        cooldown = max(self.circuit.cooldown_s, retry_after_s or 0.0)
+        self.cooldown_until = now + cooldown
+        self._move("open")
+
+    def _move(self, state: CircuitState) -> None:
+        if state != self.state:
+            self.transitions[state] += 1
+            self.state = state
+
+    def _observe(self, now: float, first_byte_s: float) -> None:
+        self.last_observed = now
+        self.first_byte_samples.append(first_byte_s)
+        previous = self.ewma_first_byte_s
+        self.ewma_first_byte_s = (
+            first_byte_s if previous is None else previous + _EWMA_ALPHA * (first_byte_s - previous)
+        )
+
+    def percentile(self, fraction: float) -> float | None:
+        if not self.first_byte_samples:
+            return None
+        ordered = sorted(self.first_byte_samples)
+        index = min(int(fraction * len(ordered)), len(ordered) - 1)
+        return ordered[index]
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "inflight": self.inflight,
+            "consecutive_failures": self.consecutive_failures,
+            "cooldown_remaining_s": round(max(self.cooldown_until - now, 0.0), 3)
+            if self.state == "open"
+            else 0.0,
+            "latency_ewma_s": self.ewma_first_byte_s,
+            "recent_errors": [{"at": at, "class": cls} for at, cls in self.recent_errors],
+            "transitions": dict(self.transitions),
+        }
+
+
+class HealthRegistry:
+    """One TargetHealth per target label (provider/model), created on first use."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._targets: dict[str, TargetHealth] = {}
+        self._turns: collections.Counter[str] = collections.Counter()
+        self.clock = clock
+
+    def next_turn(self, alias: str) -> int:
+        """A per-alias counter for round robin."""
+        turn = self._turns[alias]
+        self._turns[alias] = turn + 1
+        return turn
+
+    def get(self, label: str, circuit: CircuitConfig) -> TargetHealth:
+        health = self._targets.get(label)
+        if health is None:
+            health = self._targets[label] = TargetHealth(label, circuit)
+        return health
+
+    def all(self) -> list[TargetHealth]:
+        return list(self._targets.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self.clock()
+        return {label: h.snapshot(now) for label, h in sorted(self._targets.items())}
