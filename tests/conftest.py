@@ -97,7 +97,7 @@ def spangate_for() -> Iterator[Callable[..., Running]]:
         spans, metrics, logs = (
             InMemorySpanExporter(),
             InMemoryMetricReader(),
-            InMemoryLogRecordExporter(),
+            InMemoryLogRecordExporter(),  # type: ignore[no-untyped-call]
         )
         telemetry = Telemetry(
             runtime.config.telemetry,

@@ -1,0 +1,166 @@
+"""The failure classifier: real provider error bodies → failure classes, in one table."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.classify import (
+    classify_exception,
+    classify_response,
+    classify_stream_error,
+    retry_after_seconds,
+)
+
+OPENAI_RATE = (
+    b'{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-x on '
+    b'requests per min (RPM): Limit 3, Used 3, Requested 1.","type":"requests",'
+    b'"param":null,"code":"rate_limit_exceeded"}}'
+)
+OPENAI_QUOTA = (
+    b'{"error":{"message":"You exceeded your current quota, please check your plan and '
+    b'billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}'
+)
+OPENAI_QUOTA_NULL_CODE = (
+    b'{"error":{"message":"You exceeded your current quota.","type":"insufficient_quota",'
+    b'"param":null,"code":null}}'
+)
+OPENAI_CONTEXT = (
+    b'{"error":{"message":"This model\'s maximum context length is 128000 tokens. However, '
+    b'your messages resulted in 130000 tokens.","type":"invalid_request_error",'
+    b'"param":"messages","code":"context_length_exceeded"}}'
+)
+OPENAI_KEY = (
+    b'{"error":{"message":"Incorrect API key provided: sk-abc***.","type":"invalid_request_error",'
+    b'"param":null,"code":"invalid_api_key"}}'
+)
+OPENAI_MODEL = (
+    b'{"error":{"message":"The model `gpt-9` does not exist or you do not have access to it.",'
+    b'"type":"invalid_request_error","param":null,"code":"model_not_found"}}'
+)
+OPENAI_SERVER = (
+    b'{"error":{"message":"The server had an error while processing your request.",'
+    b'"type":"server_error","param":null,"code":null}}'
+)
+OPENAI_BAD = (
+    b'{"error":{"message":"Invalid type for \'temperature\'","type":"invalid_request_error",'
+    b'"param":"temperature","code":"invalid_type"}}'
+)
+AZURE_DEPLOYMENT = (
+    b'{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource '
+    b'does not exist."}}'
+)
+
+
+def anthropic(kind: str, message: str = "x") -> bytes:
+    return (
+        b'{"type":"error","error":{"type":"' + kind.encode() + b'","message":"'
+        + message.encode() + b'"},"request_id":"req_011"}'
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected_class", "expected_reason"),
+    [
+        # OpenAI
+        (429, OPENAI_RATE, "rate_limited", "rate_limit_exceeded"),
+        (429, OPENAI_QUOTA, "quota", "insufficient_quota"),
+        (429, OPENAI_QUOTA_NULL_CODE, "quota", "insufficient_quota"),
+        (400, OPENAI_CONTEXT, "caller_fault", "context_length_exceeded"),
+        (401, OPENAI_KEY, "credential", "invalid_api_key"),
+        (404, OPENAI_MODEL, "model_unavailable", "model_not_found"),
+        (500, OPENAI_SERVER, "transient", "server_error"),
+        (503, b"<html>Service Unavailable</html>", "transient", "503"),
+        (502, b"", "transient", "502"),
+        (400, OPENAI_BAD, "caller_fault", "invalid_type"),
+        (413, b"", "caller_fault", "413"),
+        (422, b"{}", "caller_fault", "422"),
+        (504, b"", "timeout", "504"),
+        # Azure OpenAI
+        (404, AZURE_DEPLOYMENT, "model_unavailable", "DeploymentNotFound"),
+        # Anthropic
+        (529, anthropic("overloaded_error", "Overloaded"), "transient", "overloaded_error"),
+        (429, anthropic("rate_limit_error"), "rate_limited", "rate_limit_error"),
+        (401, anthropic("authentication_error"), "credential", "authentication_error"),
+        (403, anthropic("permission_error"), "credential", "permission_error"),
+        (402, anthropic("billing_error"), "quota", "billing_error"),
+        (404, anthropic("not_found_error"), "model_unavailable", "not_found_error"),
+        (500, anthropic("api_error"), "transient", "api_error"),
+        (413, anthropic("request_too_large"), "caller_fault", "request_too_large"),
+        (
+            400,
+            anthropic("invalid_request_error", "max_tokens: field required"),
+            "caller_fault",
+            "invalid_request_error",
+        ),
+        (418, b"teapot", "unknown", "418"),
+    ],
+)
+def test_error_responses_map_to_failure_classes(
+    status: int, body: bytes, expected_class: str, expected_reason: str
+) -> None:
+    """Each provider error maps to the class that drives retry and fallback."""
+    verdict = classify_response(status, {}, body)
+    assert (verdict.cls, verdict.reason) == (expected_class, expected_reason)
+
+
+def test_context_window_errors_are_flagged_for_context_fallbacks() -> None:
+    """OpenAI's code and Anthropic's "prompt is too long" both mark context overflow."""
+    assert classify_response(400, {}, OPENAI_CONTEXT).context_exceeded
+    too_long = anthropic("invalid_request_error", "prompt is too long: 210000 tokens > 200000")
+    assert classify_response(400, {}, too_long).context_exceeded
+    assert not classify_response(400, {}, OPENAI_BAD).context_exceeded
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "7"}, 7.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"retry-after": "Wed, 25 Nov 2026 10:00:10 GMT"}, 10.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_headers(headers: dict[str, str], expected: float | None) -> None:
+    """retry-after-ms wins; Retry-After may be seconds or an HTTP date."""
+    now = 1_795_600_800.0  # 2026-11-25T10:00:00Z
+    assert retry_after_seconds(headers, now=now) == expected
+
+
+def test_retry_after_is_carried_on_the_verdict() -> None:
+    """The classifier hands Retry-After to the retry policy and the circuit breaker."""
+    verdict = classify_response(429, {"retry-after": "3"}, OPENAI_RATE)
+    assert verdict.retry_after_s == 3.0
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("upstream_unreachable", "connection"),
+        ("upstream_timeout", "timeout"),
+        ("stream_interrupted", "connection"),
+        ("malformed_response", "transient"),
+        ("something_else", "unknown"),
+    ],
+)
+def test_io_edge_failures(kind: str, expected: str) -> None:
+    """Failures outside the protocol classify by what broke."""
+    assert classify_exception(kind).cls == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+            "transient",
+        ),
+        (b'{"type":"error","error":{"type":"rate_limit_error","message":"x"}}', "rate_limited"),
+        (b'{"error":{"message":"x","type":"server_error","code":null}}', "transient"),
+        (b'{"error":{"message":"x","type":"invalid_request_error","code":"bad"}}', "caller_fault"),
+    ],
+)
+def test_in_band_stream_errors(data: bytes, expected: str) -> None:
+    """An error as the first event of a 200 stream classifies like its HTTP twin."""
+    assert classify_stream_error(data).cls == expected

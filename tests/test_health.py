@@ -1,0 +1,97 @@
+"""The circuit breaker state machine, driven with an explicit clock (no sleeping)."""
+
+from __future__ import annotations
+
+from proxy.config import CircuitConfig
+from proxy.health import TargetHealth
+
+CIRCUIT = CircuitConfig(consecutive_failures=3, error_rate=0.5, window_s=10, min_requests=4,
+                        cooldown_s=5)  # fmt: skip
+
+
+def fail(
+    health: TargetHealth, now: float, cls: str = "transient", retry_after: float | None = None
+) -> None:
+    health.start()
+    health.failed(now, cls, retry_after)  # type: ignore[arg-type]
+
+
+def succeed(health: TargetHealth, now: float) -> None:
+    health.start()
+    health.succeeded(now, 0.05)
+
+
+def test_opens_after_consecutive_failures_and_skips() -> None:
+    """N consecutive failures open the circuit; an open target is not available."""
+    health = TargetHealth("p/m", CIRCUIT)
+    for t in range(3):
+        assert health.available(float(t))
+        fail(health, float(t))
+    assert health.state == "open"
+    assert not health.available(3.0)
+
+
+def test_half_open_admits_one_probe_then_closes_on_success() -> None:
+    """After the cooldown exactly one probe is admitted; its success closes the circuit."""
+    health = TargetHealth("p/m", CIRCUIT)
+    for t in range(3):
+        fail(health, float(t))
+    assert health.available(2 + 5.0)
+    assert health.state == "half_open"
+    health.start()
+    assert not health.available(7.1), "a second request must wait for the probe"
+    health.succeeded(7.2, 0.05)
+    state: str = health.state
+    assert state == "closed"
+    assert health.available(7.3)
+
+
+def test_failed_probe_reopens_for_another_cooldown() -> None:
+    """A failing probe sends the circuit back to open."""
+    health = TargetHealth("p/m", CIRCUIT)
+    for t in range(3):
+        fail(health, float(t))
+    assert health.available(8.0)
+    fail(health, 8.0)
+    assert health.state == "open"
+    assert not health.available(12.0)
+    assert health.available(13.0)
+
+
+def test_error_rate_over_the_window_opens() -> None:
+    """Alternating failures never reach N in a row, but the error rate opens the circuit."""
+    health = TargetHealth("p/m", CIRCUIT)
+    for t in range(6):
+        (fail if t % 2 else succeed)(health, float(t))
+    fail(health, 6.0)
+    assert health.state == "open"
+
+
+def test_caller_faults_never_count_against_the_target() -> None:
+    """A bad request is the caller's fault: the target stays closed."""
+    health = TargetHealth("p/m", CIRCUIT)
+    for t in range(10):
+        fail(health, float(t), cls="caller_fault")
+    assert health.state == "closed"
+
+
+def test_retry_after_lengthens_the_cooldown() -> None:
+    """The cooldown is at least the provider's Retry-After."""
+    health = TargetHealth("p/m", CIRCUIT)
+    for t in range(3):
+        fail(health, float(t), cls="rate_limited", retry_after=30.0)
+    assert not health.available(2 + 5.0 + 1)
+    assert health.available(2 + 30.0)
+
+
+def test_transitions_and_snapshot_report_state() -> None:
+    """Transitions are counted by state entered; the snapshot is JSON-ready."""
+    health = TargetHealth("p/m", CIRCUIT)
+    for t in range(3):
+        fail(health, float(t))
+    health.available(8.0)
+    succeed(health, 8.1)
+    assert dict(health.transitions) == {"open": 1, "half_open": 1, "closed": 1}
+    snap = health.snapshot(9.0)
+    assert snap["state"] == "closed"
+    assert snap["recent_errors"][0]["class"] == "transient"
