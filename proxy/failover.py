@@ -43,6 +43,7 @@ class Ready(msgspec.Struct):
     request: UpstreamRequest
     response: aiohttp.ClientResponse
     attempt: AttemptRecord
+    health: TargetHealth
     preface: bytes = b""
     body: bytes | None = None
 
@@ -342,7 +343,7 @@ async def _commit(
             verdict = classify_exception("malformed_response")
             return _failed(target, attempt, health, verdict, response=response, body=body)
     health.succeeded(time.monotonic(), _first_byte_s(attempt))
-    return Ready(target, request, response, attempt, body=body)
+    return Ready(target, request, response, attempt, health, body=body)
 
 
 async def _commit_stream(
@@ -369,10 +370,10 @@ async def _commit_stream(
                     )
                 if kind == "content":
                     health.succeeded(time.monotonic(), _first_byte_s(attempt))
-                    return Ready(target, request, response, attempt, preface=preface)
+                    return Ready(target, request, response, attempt, health, preface=preface)
     # The stream ended before any content: nothing to fail over for, relay it as it is.
     health.succeeded(time.monotonic(), _first_byte_s(attempt))
-    return Ready(target, request, response, attempt, preface=preface)
+    return Ready(target, request, response, attempt, health, preface=preface)
 
 
 async def _read_all(response: aiohttp.ClientResponse, idle_s: float) -> bytes:

@@ -68,7 +68,8 @@ class TargetHealth:
 
     # --- outcomes -----------------------------------------------------------
     def succeeded(self, now: float, first_byte_s: float | None) -> None:
-        self._finish(now, ok=True)
+        """The attempt committed; it stays in flight until `release()` (end of relay)."""
+        self._record(now, ok=True)
         self.consecutive_failures = 0
         if first_byte_s is not None:
             self._observe(now, first_byte_s)
@@ -89,9 +90,16 @@ class TargetHealth:
         self.inflight = max(self.inflight - 1, 0)
         self.probe_out = False
 
+    def release(self) -> None:
+        """A committed attempt's response has been relayed (or abandoned by the client)."""
+        self.inflight = max(self.inflight - 1, 0)
+
     # --- internals ----------------------------------------------------------
     def _finish(self, now: float, ok: bool) -> None:
         self.inflight = max(self.inflight - 1, 0)
+        self._record(now, ok)
+
+    def _record(self, now: float, ok: bool) -> None:
         self.probe_out = False
         self._window.append((now, ok))
         horizon = now - self.circuit.window_s

@@ -84,6 +84,17 @@ def test_retry_after_lengthens_the_cooldown() -> None:
     assert health.available(2 + 30.0)
 
 
+def test_committed_attempts_stay_in_flight_until_released() -> None:
+    """A stream that committed still counts for least_inflight / max_inflight until relayed."""
+    health = TargetHealth("p/m", CIRCUIT)
+    succeed(health, 1.0)
+    assert health.inflight == 1
+    health.release()
+    assert health.inflight == 0
+    fail(health, 2.0)
+    assert health.inflight == 0
+
+
 def test_transitions_and_snapshot_report_state() -> None:
     """Transitions are counted by state entered; the snapshot is JSON-ready."""
     health = TargetHealth("p/m", CIRCUIT)
