@@ -34,6 +34,8 @@ class AttemptView(msgspec.Struct):
     model: str | None
     facts: ResponseFacts
     error: str | None
+    #: How the stream ended, from the relay and from the events themselves.
+    stream_outcome: str | None
     ttfc_s: float | None
     gaps_s: list[float]
     cost: float | None
@@ -81,7 +83,12 @@ class Processor:
         gaps = [(b - a) * _NS for a, b in itertools.pairwise(stamps)]
         model = attempt.model or record.request_model
         cost = self._cost(facts, facts.response_model or model)
-        return AttemptView(attempt, model, facts, _attempt_error(attempt, facts), ttfc, gaps, cost)
+        outcome = attempt.stream_outcome
+        if outcome == "completed" and facts.error_type:
+            # The provider ended the stream with an in-band error event after content.
+            outcome = "stream_error"
+        error = _attempt_error(attempt, facts)
+        return AttemptView(attempt, model, facts, error, outcome, ttfc, gaps, cost)
 
     def _cost(self, facts: ResponseFacts, model: str | None) -> float | None:
         if facts.input_tokens is None and facts.output_tokens is None:
@@ -105,7 +112,7 @@ class Processor:
             self._m.hedges.add(
                 1, {sc.SPANGATE_PROVIDER: attempt.provider, sc.ATTR_OUTCOME: attempt.hedge_outcome}
             )
-        if attempt.stream_outcome not in (None, "completed", "client_disconnected"):
+        if view.stream_outcome not in (None, "completed", "client_disconnected"):
             self._m.interrupted.add(1, {sc.SPANGATE_PROVIDER: attempt.provider})
         if record.operation is None:
             return
@@ -153,9 +160,9 @@ class Processor:
             sc.HTTP_REQUEST_METHOD: record.method,
             sc.URL_PATH: record.path,
             sc.URL_SCHEME: "http",
-            sc.HTTP_ROUTE: record.route,
             sc.SPANGATE_ATTEMPTS: len(views),
         }
+        _put(attrs, sc.HTTP_ROUTE, record.route)
         if record.status:
             attrs[sc.HTTP_RESPONSE_STATUS_CODE] = record.status
         _put(attrs, sc.CLIENT_ADDRESS, record.client_address)
@@ -172,8 +179,7 @@ class Processor:
         # HTTP semconv: a SERVER span is an error only for 5xx (or a broken stream);
         # a 4xx is the client's fault and keeps status UNSET.
         failed = error is not None and (record.status >= 500 or record.status < 400)
-        name = f"{record.method} {record.route}"
-        return self._spans.server(record, name, attrs, error if failed else None)
+        return self._spans.server(record, _http_name(record), attrs, error if failed else None)
 
     def _client_span(
         self, record: RequestRecord, request: RequestFacts | None, view: AttemptView
@@ -183,7 +189,7 @@ class Processor:
         if record.operation:
             name = f"{record.operation} {view.model}" if view.model else record.operation
         else:
-            name = f"{record.method} {record.route}"
+            name = _http_name(record)
         end = attempt.end_ns or record.end_ns
         times = (attempt.start_ns, end)
         return self._spans.client(record, attempt.span_id, name, times, attrs, view.error)
@@ -213,7 +219,7 @@ class Processor:
             attrs[sc.SPANGATE_BACKOFF_S] = attempt.backoff_s
         _put(attrs, sc.SPANGATE_HEDGE_ROLE, attempt.hedge_role)
         _put(attrs, sc.SPANGATE_HEDGE_OUTCOME, attempt.hedge_outcome)
-        _put(attrs, sc.SPANGATE_STREAM_OUTCOME, attempt.stream_outcome)
+        _put(attrs, sc.SPANGATE_STREAM_OUTCOME, view.stream_outcome)
         if attempt.usage_injected:
             attrs[sc.SPANGATE_USAGE_INJECTED] = True
         if view.cost is not None:
@@ -279,6 +285,11 @@ def _response_facts(
     return ResponseFacts(), []
 
 
+def _http_name(record: RequestRecord) -> str:
+    """HTTP span name: `{method} {route}`, or just the method when no template is known."""
+    return f"{record.method} {record.route}" if record.route else record.method
+
+
 def _served(views: list[AttemptView]) -> AttemptView | None:
     """The attempt whose response the client got: a hedge winner, else the last one."""
     for view in views:
@@ -309,8 +320,9 @@ def _server_error(record: RequestRecord, views: list[AttemptView]) -> str | None
         return record.error_type
     if record.status >= 500:
         return str(record.status)
-    if views and views[-1].record.stream_outcome not in (None, "completed"):
-        return views[-1].record.stream_outcome
+    served = _served(views)
+    if served is not None and served.stream_outcome not in (None, "completed"):
+        return served.error or served.stream_outcome
     return None
 
 

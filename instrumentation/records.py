@@ -147,7 +147,8 @@ class RequestRecord:
         self.end_ns = 0
         self.method = method
         self.path = path
-        self.route = path
+        #: Low-cardinality route template; None when only the raw path is known.
+        self.route: str | None = path
         self.trace_id = 0
         self.span_id = 0
         self.parent: Parent | None = None

@@ -83,12 +83,13 @@ def _class_for(  # noqa: PLR0911 - an ordered rule table reads best as early ret
     # Everyone: 429 is a rate limit (OpenAI rate_limit_exceeded, Anthropic rate_limit_error).
     if status == 429:
         return "rate_limited", False
+    # 408 / 504: the upstream (or a gateway in front of it) timed out. Checked before
+    # the error type: OpenAI labels a 504 body `server_error` too.
+    if status in (408, 504) or kind == "timeout_error":
+        return "timeout", False
     # Anthropic 529 overloaded_error, and any 5xx gateway/server trouble: transient.
     if status in (500, 502, 503, 529) or kind in ("overloaded_error", "api_error", "server_error"):
         return "transient", False
-    # 408 / 504: the upstream (or a gateway in front of it) timed out.
-    if status in (408, 504) or kind == "timeout_error":
-        return "timeout", False
     # 401 invalid key, 403 permission (Anthropic permission_error, OpenAI region block).
     if status in (401, 403):
         return "credential", False

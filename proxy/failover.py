@@ -23,7 +23,7 @@ from instrumentation.tracecontext import new_span_id
 from proxy import strategies
 from proxy.classify import Verdict, classify_exception, classify_response, classify_stream_error
 from proxy.config import RetryConfig, Timeouts
-from proxy.errors import SpangateError, Unavailable, UpstreamTimeout
+from proxy.errors import SpangateError, Unavailable, UpstreamTimeout, UpstreamUnreachable
 from proxy.health import HealthRegistry, TargetHealth
 from proxy.providers.base import Incoming, UpstreamRequest
 from proxy.routing import RoutePlan
@@ -107,6 +107,8 @@ async def run(
         if isinstance(result, Ready):
             if route is not plan.route:
                 record.fallback = route.alias
+            if last is not None:
+                last.discard()
             return result
         if result is not None:
             if last is not None:
@@ -156,6 +158,8 @@ async def _serve_route(ctx: _Context, route: Route) -> Ready | Failed | None:
             break
         result, budget = await _serve_target(ctx, route, target, candidates, budget)
         if isinstance(result, Ready):
+            if last is not None:
+                last.discard()
             return result
         if last is not None:
             last.discard()
@@ -229,7 +233,13 @@ async def _maybe_hedged(
     if threshold is None:
         return await _attempt(ctx, route, target, backoff), 1
     primary = asyncio.ensure_future(_attempt(ctx, route, target, backoff))
-    done, _ = await asyncio.wait({primary}, timeout=threshold)
+    try:
+        done, _ = await asyncio.wait({primary}, timeout=threshold)
+    except asyncio.CancelledError:
+        # asyncio.wait does not cancel what it waits for: the client left, so must we.
+        primary.cancel()
+        await asyncio.wait({primary})
+        raise
     if done:
         return primary.result(), 1
     second = _next_available(ctx, route, candidates)
@@ -257,12 +267,13 @@ async def _race(tasks: list[asyncio.Future[Ready | Failed]]) -> Ready | Failed:
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                result = task.result()
-                if isinstance(result, Ready):
-                    result.attempt.hedge_outcome = "won"
-                    return result
-                failures.append(result)
+            ready = [r for r in (t.result() for t in done) if isinstance(r, Ready)]
+            failures += [r for r in (t.result() for t in done) if isinstance(r, Failed)]
+            if ready:
+                for extra in ready[1:]:  # committed in the same wakeup: too late, close it
+                    _lose(extra)
+                ready[0].attempt.hedge_outcome = "won"
+                return ready[0]
     finally:
         for task in pending:
             task.cancel()
@@ -271,6 +282,14 @@ async def _race(tasks: list[asyncio.Future[Ready | Failed]]) -> Ready | Failed:
     for failure in failures[:-1]:
         failure.discard()
     return failures[-1]
+
+
+def _lose(result: Ready) -> None:
+    """A committed attempt that lost the race: close it and give its slot back."""
+    result.response.close()
+    result.health.release()
+    result.attempt.fail("hedge_lost")
+    result.attempt.hedge_outcome = "lost"
 
 
 # --- one attempt ----------------------------------------------------------------
@@ -336,7 +355,7 @@ async def _commit(
     if is_event_stream(response) and "Content-Encoding" not in response.headers:
         return await _commit_stream(target, request, response, attempt, health, timeouts)
     body: bytes | None = None
-    if response.content_length is not None and response.content_length <= _WHOLE_BODY_LIMIT:
+    if _read_before_commit(response):
         body = await _read_all(response, timeouts.idle_s)
         if not _valid_json(response, body):
             attempt.on_body(body)
@@ -371,9 +390,27 @@ async def _commit_stream(
                 if kind == "content":
                     health.succeeded(time.monotonic(), _first_byte_s(attempt))
                     return Ready(target, request, response, attempt, health, preface=preface)
-    # The stream ended before any content: nothing to fail over for, relay it as it is.
-    health.succeeded(time.monotonic(), _first_byte_s(attempt))
-    return Ready(target, request, response, attempt, health, preface=preface)
+    if adapter.stream_finished(preface):
+        # A complete stream without content (e.g. max_tokens 0): relay it as it is.
+        health.succeeded(time.monotonic(), _first_byte_s(attempt))
+        return Ready(target, request, response, attempt, health, preface=preface)
+    # The upstream hung up before any content and before its terminal event.
+    attempt.on_events(preface)
+    attempt.on_end("stream_interrupted")
+    response.close()
+    error = UpstreamUnreachable(
+        f"provider {target.provider.name!r} ended the stream before sending any content"
+    )
+    return _failed(target, attempt, health, classify_exception("stream_interrupted"), error=error)
+
+
+def _read_before_commit(response: aiohttp.ClientResponse) -> bool:
+    """Bodies read (and checked) before anything reaches the client: sized ones up to
+    the limit, and JSON API answers of unknown length (chunked), which are small."""
+    length = response.content_length
+    if length is not None:
+        return length <= _WHOLE_BODY_LIMIT
+    return response.content_type == "application/json"
 
 
 async def _read_all(response: aiohttp.ClientResponse, idle_s: float) -> bytes:
@@ -390,7 +427,8 @@ _validate = msgspec.json.Decoder(_AnyJSON | list[object]).decode
 
 def _valid_json(response: aiohttp.ClientResponse, body: bytes) -> bool:
     """A 2xx JSON body that does not parse is a provider fault worth another target."""
-    if response.content_type != "application/json" or not body:
+    encoded = "Content-Encoding" in response.headers  # compressed bytes are not JSON text
+    if response.content_type != "application/json" or not body or encoded:
         return True
     try:
         _validate(body)

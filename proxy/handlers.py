@@ -64,7 +64,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         record.status = response.status
         return response
     except asyncio.CancelledError:
-        record.error_type = record.error_type or "client_disconnected"
+        if not any(a.stream_outcome == "completed" for a in record.attempts):
+            record.error_type = record.error_type or "client_disconnected"
         raise
     finally:
         telemetry.finish(record)
@@ -75,6 +76,7 @@ async def _proxy(request: web.Request, record: RequestRecord) -> web.StreamRespo
     fmt = endpoint.wire if endpoint is not None else guess_format(request)
     try:
         if endpoint is None:
+            record.route = None
             raise _not_served(request)
         _describe(record, endpoint)
         return await _forward(request, endpoint, record)
@@ -85,7 +87,11 @@ async def _proxy(request: web.Request, record: RequestRecord) -> web.StreamRespo
 
 def _describe(record: RequestRecord, endpoint: Endpoint) -> None:
     record.api, record.operation, record.wire = endpoint.api, endpoint.operation, endpoint.wire
-    if endpoint.deployment is not None:
+    if endpoint.api == "other":
+        # Pass-through paths carry ids (/v1/files/file-abc): no low-cardinality
+        # template is known, so http.route is left out (HTTP semconv).
+        record.route = None
+    elif endpoint.deployment is not None:
         record.route = f"/openai/deployments/{{deployment}}/{endpoint.path}"
 
 
@@ -122,6 +128,8 @@ async def _forward(
     )
     if isinstance(result, Failed):
         return _final_failure(result, record, extra)
+    record.status = result.response.status
+    adapter = result.target.provider.adapter
     try:
         return await relay(
             request,
@@ -129,7 +137,8 @@ async def _forward(
             wire=endpoint.wire,
             idle_s=result.target.effective_timeouts().idle_s,
             tap=result.attempt,
-            transform=result.target.provider.adapter.stream_transform(result.request),
+            transform=adapter.stream_transform(result.request),
+            finished=adapter.stream_finished,
             preface=result.preface,
             body=result.body,
             extra=extra,

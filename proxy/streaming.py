@@ -9,7 +9,7 @@ format instead of a silent truncation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import aiohttp
@@ -55,6 +55,8 @@ def is_event_stream(response: aiohttp.ClientResponse) -> bool:
 
 
 Extra = Mapping[str, str] | None
+#: Does a block of events carry the stream's terminal event?
+Finished = Callable[[bytes], bool]
 
 
 async def relay(
@@ -65,6 +67,7 @@ async def relay(
     idle_s: float,
     tap: Tap,
     transform: Transform | None = None,
+    finished: Finished | None = None,
     preface: bytes = b"",
     body: bytes | None = None,
     extra: Extra = None,
@@ -77,7 +80,7 @@ async def relay(
     if is_event_stream(response) and "Content-Encoding" not in response.headers:
         return await _relay_events(
             request, response, wire=wire, idle_s=idle_s, tap=tap, transform=transform,
-            preface=preface, extra=extra,
+            finished=finished, preface=preface, extra=extra,
         )  # fmt: skip
     length = response.content_length
     if length is not None and length <= _WHOLE_BODY_LIMIT:
@@ -127,11 +130,12 @@ async def _relay_events(
     idle_s: float,
     tap: Tap,
     transform: Transform | None,
+    finished: Finished | None,
     preface: bytes,
     extra: Extra,
 ) -> web.StreamResponse:
     out = await _start(request, response, extra)
-    pending = preface
+    pending, done = preface, False
     try:
         while True:
             cut = split_complete(pending)
@@ -139,6 +143,7 @@ async def _relay_events(
                 block, pending = pending[:cut], pending[cut:]
                 tap.on_events(block)
                 await _write(out, transform(block) if transform else block)
+                done = done or (finished is not None and finished(block))
             chunk = await _read(response, idle_s)
             if not chunk:
                 break
@@ -146,8 +151,16 @@ async def _relay_events(
         if pending:
             tap.on_events(pending)
             await _write(out, pending)
-    except _ClientGone:
-        tap.on_end("client_disconnected")
+            done = done or (finished is not None and finished(pending))
+        if finished is not None and not done:
+            # A clean close without the terminal event is a truncation, not a success.
+            return await _interrupt(out, wire, tap, _Truncated())
+    except (_ClientGone, asyncio.CancelledError) as exc:
+        # An SDK may hang up right after the terminal event (openai-python does after
+        # `data: [DONE]`): that stream was complete, not abandoned.
+        tap.on_end(None if done else "client_disconnected")
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         return out
     except (TimeoutError, aiohttp.ClientError) as exc:
         return await _interrupt(out, wire, tap, exc)
@@ -168,8 +181,10 @@ async def _relay_bytes(
     try:
         while chunk := await _read(response, idle_s):
             await _write(out, chunk)
-    except _ClientGone:
+    except (_ClientGone, asyncio.CancelledError) as exc:
         tap.on_end("client_disconnected")
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         return out
     except (TimeoutError, aiohttp.ClientError) as exc:
         return await _interrupt(out, wire if is_event_stream(response) else None, tap, exc)
@@ -179,6 +194,10 @@ async def _relay_bytes(
 
 class _ClientGone(Exception):
     pass
+
+
+class _Truncated(Exception):
+    """The upstream closed the stream cleanly but before its terminal event."""
 
 
 async def _read(response: aiohttp.ClientResponse, idle_s: float) -> bytes:
@@ -206,13 +225,8 @@ async def _interrupt(
     out: web.StreamResponse, wire: Wire | None, tap: Tap, exc: BaseException
 ) -> web.StreamResponse:
     """The upstream broke after the commit point: say so in-band, never truncate silently."""
-    reason = "stream_idle_timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
+    reason, message = _interruption(exc)
     tap.on_end(reason)
-    message = (
-        "the provider stopped sending within the idle timeout"
-        if reason == "stream_idle_timeout"
-        else f"the provider's stream broke off ({_name(exc)})"
-    )
     try:
         if wire is not None:
             await out.write(stream_error_event(wire, message))
@@ -220,6 +234,15 @@ async def _interrupt(
     except (ConnectionError, aiohttp.ClientConnectionResetError):
         pass
     return out
+
+
+def _interruption(exc: BaseException) -> tuple[str, str]:
+    """(stream outcome, client-facing message) for a stream that broke after the commit."""
+    if isinstance(exc, TimeoutError):
+        return "stream_idle_timeout", "the provider stopped sending within the idle timeout"
+    if isinstance(exc, _Truncated):
+        return "stream_truncated", "the provider closed the stream before its final event"
+    return "stream_interrupted", f"the provider's stream broke off ({_name(exc)})"
 
 
 def _name(exc: BaseException) -> str:

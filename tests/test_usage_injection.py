@@ -48,10 +48,21 @@ def test_inject_inserts_stream_options_when_absent() -> None:
         [CONTENT, FINAL + USAGE, DONE],
     ],
 )
-def test_strip_removes_only_the_usage_chunk(blocks: list[bytes]) -> None:
-    """Whatever the block boundaries, the client gets every other byte unchanged."""
+def test_strip_restores_the_uninjected_stream(blocks: list[bytes]) -> None:
+    """Whatever the block boundaries, the client gets exactly the bytes the provider
+    sends without include_usage: no usage chunk and no `"usage":null` members."""
     out = b"".join(strip_usage_chunk(block) for block in blocks)
-    assert out == CONTENT + FINAL + DONE
+    assert out == (CONTENT + FINAL + DONE).replace(b',"usage":null', b"")
+
+
+def test_null_usage_is_removed_in_any_member_position_and_spacing() -> None:
+    """`"usage": null` first, last or spaced is removed without touching other members."""
+    first = b'data: {"usage": null, "id":"c"}\n\n'
+    assert strip_usage_chunk(first) == b'data: {"id":"c"}\n\n'
+    last = b'data: {"id":"c" , "usage" : null}\n\n'
+    assert strip_usage_chunk(last) == b'data: {"id":"c" }\n\n'
+    quoted = b'data: {"id":"c","choices":[{"delta":{"content":"say \\"usage\\":null"}}]}\n\n'
+    assert strip_usage_chunk(quoted) == quoted
 
 
 def test_strip_leaves_content_chunks_that_carry_usage() -> None:

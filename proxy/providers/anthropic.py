@@ -10,7 +10,9 @@ from proxy.sse import SSEEvent
 
 #: Frames Anthropic sends before any content: held back so a failure right
 #: after them can still move to another target.
-_OPENING = frozenset({"message_start", "ping"})
+#: A content_block_start carries an empty text (or a tool name without input):
+#: nothing the client could use yet, so it is held back too.
+_OPENING = frozenset({"message_start", "ping", "content_block_start"})
 
 
 class AnthropicAdapter(BaseAdapter):
@@ -23,3 +25,6 @@ class AnthropicAdapter(BaseAdapter):
         if event.event == "error":
             return "error"
         return "opening" if event.event in _OPENING else "content"
+
+    def stream_finished(self, block: bytes) -> bool:
+        return b"event: message_stop" in block

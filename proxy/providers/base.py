@@ -71,6 +71,10 @@ class Adapter(Protocol):
         """Classify a stream event before the commit point."""
         ...
 
+    def stream_finished(self, block: bytes) -> bool:
+        """Does this block of events carry the stream's terminal event?"""
+        ...
+
 
 class BaseAdapter:
     """Shared mechanics: header filtering, key substitution, model rewrite."""
@@ -94,6 +98,9 @@ class BaseAdapter:
 
     def stream_event_kind(self, event: SSEEvent) -> EventKind:
         return "error" if event.event == "error" else "content"
+
+    def stream_finished(self, block: bytes) -> bool:
+        return False
 
     def headers(self, incoming: Incoming, settings: ProviderSettings) -> CIMultiDict[str]:
         headers = forwardable(incoming.headers.items())

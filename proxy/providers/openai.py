@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import msgspec
+
 from proxy.endpoints import Wire
 from proxy.providers import openai_usage
 from proxy.providers.base import (
@@ -43,16 +45,78 @@ class OpenAIWire(BaseAdapter):
         # Chat/completions chunks: `data: {"error": ...}` is an in-band failure.
         # Responses API: `event: error` / `response.failed`; its lifecycle events
         # before the first output are opening frames.
-        if event.event in ("error", "response.failed") or event.data.lstrip().startswith(
-            '{"error"'
-        ):
+        if event.event in _ERROR_EVENTS or event.data.lstrip().startswith('{"error"'):
             return "error"
         if event.event in _RESPONSES_OPENING:
             return "opening"
+        if event.event == "message" and _is_empty_chunk(event.data):
+            # The first chat chunk usually carries only {"role":"assistant","content":""}.
+            return "opening"
         return "content"
 
+    def stream_finished(self, block: bytes) -> bool:
+        # Chat/completions end with `data: [DONE]`; the Responses API with a terminal event.
+        return b"data: [DONE]" in block or any(marker in block for marker in _RESPONSES_END)
 
-_RESPONSES_OPENING = frozenset({"response.created", "response.in_progress", "response.queued"})
+
+_ERROR_EVENTS = frozenset({"error", "response.failed"})
+_RESPONSES_END = (
+    b"event: response.completed",
+    b"event: response.incomplete",
+    b"event: response.failed",
+)
+_RESPONSES_OPENING = frozenset(
+    {
+        "response.created",
+        "response.in_progress",
+        "response.queued",
+        "response.output_item.added",
+        "response.content_part.added",
+    }
+)
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[object] | None = None
+    function_call: object | None = None
+    reasoning_content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+
+
+class _ChunkChoices(msgspec.Struct):
+    choices: list[_Choice] | None = None
+
+
+_decode_choices = msgspec.json.Decoder(_ChunkChoices).decode
+
+
+def _is_empty_chunk(data: str) -> bool:
+    """A chunk that carries no output yet: only a role, empty strings, no finish reason."""
+    try:
+        chunk = _decode_choices(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return bool(chunk.choices) and all(_choice_empty(c) for c in chunk.choices or ())
+
+
+def _choice_empty(choice: _Choice) -> bool:
+    if choice.finish_reason is not None or choice.text:
+        return False
+    delta = choice.delta or _Delta()
+    return not (
+        delta.content
+        or delta.refusal
+        or delta.tool_calls
+        or delta.function_call
+        or delta.reasoning_content
+    )
 
 
 class OpenAIAdapter(OpenAIWire):

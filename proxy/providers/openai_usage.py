@@ -52,12 +52,22 @@ class _Chunk(msgspec.Struct):
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 
 
+#: With include_usage set, OpenAI adds `"usage":null` to every chunk. The member
+#: cannot occur unescaped inside a JSON string, so removing it is exact.
+_NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
+
+
 def strip_usage_chunk(block: bytes) -> bytes:
-    """Remove the usage-only chunk from a block of complete events; all else unchanged."""
-    if b'"usage":{' not in block and b'"usage": {' not in block:
+    """Undo injection in a block of complete events: drop the usage-only chunk and the
+    `"usage":null` members, leaving every other byte as the provider sent it."""
+    if b'"usage"' not in block:
         return block
-    kept = [event for event in _EVENT.findall(block) if not _is_usage_only(event)]
-    rest = block[sum(len(e) for e in _EVENT.findall(block)) :]
+    block = _NULL_USAGE.sub(b"", block)
+    if b'"usage"' not in block:
+        return block
+    events = _EVENT.findall(block)
+    kept = [event for event in events if not _is_usage_only(event)]
+    rest = block[sum(len(e) for e in events) :]
     return b"".join(kept) + rest
 
 

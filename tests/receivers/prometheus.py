@@ -53,14 +53,21 @@ class PrometheusServer:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
                     if response.status == 200:
                         return self
             except OSError:
                 time.sleep(0.1)
+        self.stop()  # do not leak the process (or its data directory) when start fails
         raise AssertionError("prometheus did not become ready")
+
+    def __enter__(self) -> PrometheusServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -87,5 +94,6 @@ class PrometheusServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if hasattr(self, "_log"):
+            self._log.close()
         self._dir.cleanup()

@@ -84,24 +84,48 @@ class RotelReceiver:
             stderr=subprocess.STDOUT,
             env={**os.environ, "SPANGATE_ROTEL_OUT": str(self.out)},
         )
-        self._wait_listening()
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
+    def __enter__(self) -> RotelReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def _wait_listening(self) -> None:
+        """Both listeners accept connections (gRPC and HTTP bind separately)."""
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        pending = [self.grpc_port, self.http_port]
+        while pending and time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                break
             try:
-                with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2):
-                    return
+                with socket.create_connection(("127.0.0.1", pending[0]), timeout=0.2):
+                    pending.pop(0)
             except OSError:
                 time.sleep(0.05)
-        raise AssertionError("rotel did not start listening")
+        if pending:
+            log = (Path(self._dir.name) / "rotel.log").read_text(errors="replace")
+            raise AssertionError(f"rotel did not start listening on {pending}:\n{log}")
 
     def items(self, kind: str) -> list[dict[str, Any]]:
         if not self.out.exists():
             return []
-        rows = [json.loads(line) for line in self.out.read_text().splitlines() if line]
+        text = self.out.read_text()
+        # The agent may be writing right now: a last line without its newline is incomplete.
+        complete = text[: text.rfind("\n") + 1]
+        rows = [json.loads(line) for line in complete.splitlines() if line]
         return [row["data"] for row in rows if row["kind"] == kind]
+
+    def raw_output(self) -> str:
+        """Everything the receiver wrote (every span, metric and log record), as text."""
+        return self.out.read_text() if self.out.exists() else ""
 
     def wait_for(self, kind: str, predicate: Any, timeout: float = 20) -> list[dict[str, Any]]:
         """Poll until some received items of `kind` satisfy `predicate(items)`."""
@@ -121,5 +145,6 @@ class RotelReceiver:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if hasattr(self, "_log"):
+            self._log.close()
         self._dir.cleanup()

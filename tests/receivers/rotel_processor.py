@@ -55,12 +55,43 @@ def process_spans(resource_spans):
         _write("error", {"where": "spans", "error": repr(exc)})
 
 
+def _variant(obj):
+    """The payload of a PyO3 enum variant (MetricData_Sum, NumberDataPointValue_AsInt, ...)."""
+    return getattr(obj, "_0", obj)
+
+
+def _point(point):
+    row = {"attributes": _attrs(point.attributes)}
+    value = getattr(point, "value", None)
+    if value is not None:
+        row["value"] = _variant(value)
+    for name in ("count", "sum"):
+        if getattr(point, name, None) is not None:
+            row[name] = getattr(point, name)
+    bounds = getattr(point, "explicit_bounds", None)
+    if bounds is not None:
+        row["explicit_bounds"] = list(bounds)
+        row["bucket_counts"] = list(point.bucket_counts)
+    return row
+
+
+def _metric(resource, metric):
+    row = {"resource": resource, "name": metric.name, "unit": metric.unit, "points": []}
+    try:
+        data = _variant(metric.data)
+        row["type"] = type(data).__name__
+        row["points"] = [_point(point) for point in data.data_points]
+    except Exception as exc:
+        row["points_error"] = repr(exc)
+    return row
+
+
 def process_metrics(resource_metrics):
     try:
         resource = _attrs(resource_metrics.resource.attributes)
         for scope in resource_metrics.scope_metrics:
             for metric in scope.metrics:
-                _write("metric", {"resource": resource, "name": metric.name})
+                _write("metric", _metric(resource, metric))
     except Exception as exc:
         _write("error", {"where": "metrics", "error": repr(exc)})
 

@@ -1,0 +1,1 @@
+"""spangate's benchmark harness: `make bench` (see bench/README.md)."""

@@ -1,0 +1,177 @@
+"""The configurations compared in one run, and how each one is started.
+
+Every configuration answers the same POST /v1/chat/completions at its URL; the
+process under test (if any) is pinned to the proxy core and is the one whose
+CPU and memory are read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import nginx
+from bench.procs import (
+    LOAD_CORE,
+    PROXY_CORE,
+    VENV_PYTHON,
+    Proc,
+    Procs,
+    free_port,
+    wait_http_ok,
+    wait_tcp,
+)
+
+DIRECT = "direct"
+PASSTHROUGH = "aiohttp-passthrough"
+FULL = "spangate-full"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every configuration shares: the upstream and the OTLP receiver."""
+
+    procs: Procs
+    upstream_port: int
+    otlp_port: int
+    #: A port nothing listens on: the "collector unreachable" endpoint.
+    closed_port: int
+
+
+@dataclass(frozen=True)
+class Running:
+    name: str
+    url: str
+    #: The proxy under test; None for `direct` (nothing between client and upstream).
+    proc: Proc | None
+
+
+@dataclass(frozen=True)
+class Configuration:
+    name: str
+    meaning: str
+    start: Callable[[Setup], Running]
+
+
+def _direct(setup: Setup) -> Running:
+    return Running(DIRECT, f"http://127.0.0.1:{setup.upstream_port}", None)
+
+
+def _nginx_hop(setup: Setup) -> Running:
+    proc, port = nginx.start_hop(setup.procs, setup.upstream_port)
+    return Running("nginx-proxy", f"http://127.0.0.1:{port}", proc)
+
+
+def _passthrough(setup: Setup) -> Running:
+    port = free_port()
+    argv = [str(VENV_PYTHON), "-m", "bench.passthrough", "--port", str(port)]
+    argv += ["--upstream", f"http://127.0.0.1:{setup.upstream_port}"]
+    proc = setup.procs.start(PASSTHROUGH, argv, PROXY_CORE)
+    wait_tcp(proc, port)
+    return Running(PASSTHROUGH, f"http://127.0.0.1:{port}", proc)
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Our environment without OTEL_*/SPANGATE_* (the environment would beat the config)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SPANGATE_"))}
+    return {**env, **(extra or {})}
+
+
+def start_spangate(
+    procs: Procs,
+    name: str,
+    upstream_url: str,
+    telemetry: dict[str, Any],
+    *,
+    env: dict[str, str] | None = None,
+    pool_size: int = 256,
+) -> Running:
+    """`python -m proxy serve` on a generated config, stdout to `<workdir>/<name>.log`."""
+    port = free_port()
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "pool_size": pool_size},
+        "providers": {"upstream": {"kind": "openai", "base_url": upstream_url}},
+        "telemetry": telemetry,
+    }
+    path = procs.workdir / f"{name}.yaml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    argv = [str(VENV_PYTHON), "-m", "proxy", "serve", "--config", str(path), "--port", str(port)]
+    proc = procs.start(name, argv, PROXY_CORE, env=clean_env(env))
+    wait_http_ok(proc, f"http://127.0.0.1:{port}/readyz")
+    return Running(name, f"http://127.0.0.1:{port}", proc)
+
+
+def full_telemetry(otlp_port: int) -> dict[str, Any]:
+    """Traces, metrics and logs over OTLP/gRPC (metrics every 5 s, so exports happen in a run)."""
+    return {
+        "otlp_endpoint": f"http://127.0.0.1:{otlp_port}",
+        "otlp_protocol": "grpc",
+        "logs_otlp": True,
+        "metric_export_interval_ms": 5000,
+    }
+
+
+def _spangate_off(setup: Setup) -> Running:
+    upstream = f"http://127.0.0.1:{setup.upstream_port}"
+    extra = {"OTEL_SDK_DISABLED": "true"}
+    return start_spangate(setup.procs, "spangate-off", upstream, {"sdk_disabled": True}, env=extra)
+
+
+def _spangate_full(setup: Setup) -> Running:
+    upstream = f"http://127.0.0.1:{setup.upstream_port}"
+    return start_spangate(setup.procs, FULL, upstream, full_telemetry(setup.otlp_port))
+
+
+def _spangate_unreachable(setup: Setup) -> Running:
+    upstream = f"http://127.0.0.1:{setup.upstream_port}"
+    telemetry = full_telemetry(setup.closed_port)
+    return start_spangate(setup.procs, "spangate-unreachable", upstream, telemetry)
+
+
+CONFIGURATIONS = (
+    Configuration(DIRECT, "load generator straight to the nginx upstream (baseline)", _direct),
+    Configuration("nginx-proxy", "nginx as a plain keep-alive reverse proxy hop", _nginx_hop),
+    Configuration(PASSTHROUGH, "minimal aiohttp reverse proxy, no telemetry", _passthrough),
+    Configuration("spangate-off", "spangate with OTEL_SDK_DISABLED=true", _spangate_off),
+    Configuration(FULL, "spangate, traces+metrics+logs over OTLP/gRPC to rotel", _spangate_full),
+    Configuration(
+        "spangate-unreachable",
+        "spangate, full telemetry to a closed OTLP port",
+        _spangate_unreachable,
+    ),
+)
+
+
+def rotel_agent() -> Path:
+    spec = importlib.util.find_spec("rotel")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("rotel is not installed in the venv: .venv/bin/pip install rotel")
+    path = Path(spec.origin).parent / "rotel-agent"
+    if not path.exists():
+        raise RuntimeError(f"rotel-agent binary missing at {path}")
+    return path
+
+
+def start_rotel(procs: Procs) -> tuple[Proc, int]:
+    """A live OTLP receiver (gRPC + HTTP) that discards what it receives."""
+    grpc_port, http_port = free_port(), free_port()
+    argv = [
+        str(rotel_agent()),
+        "start",
+        "--otlp-grpc-endpoint",
+        f"127.0.0.1:{grpc_port}",
+        "--otlp-http-endpoint",
+        f"127.0.0.1:{http_port}",
+        "--exporter",
+        "blackhole",
+        "--pid-file",
+        str(procs.workdir / "rotel.pid"),
+    ]
+    proc = procs.start("rotel", argv, LOAD_CORE)
+    wait_tcp(proc, grpc_port)
+    return proc, grpc_port

@@ -1,0 +1,176 @@
+"""`make bench`: every configuration side by side, repeated, medians and ratios.
+
+Environment (defaults in brackets):
+  BENCH_SECONDS [10]        wrk duration per concurrency level
+  BENCH_REPEATS [3]         repeats of every configuration (interleaved); medians reported
+  BENCH_CONCURRENCY [1,16,128]
+  BENCH_WARMUP_SECONDS [1]  wrk warm-up (c=16) after each proxy start
+  BENCH_STREAMS [500]       sequential streams per configuration
+  BENCH_OPEN_STREAMS [1000] concurrent open streams for the RSS measurement (0 = skip)
+  BENCH_HOLD_SECONDS [8]    how long bench/slow_stream.py holds each stream open
+  BENCH_CONFIGS [all]       comma-separated subset of configuration names
+  BENCH_LITELLM [0]         LiteLLM comparison: not implemented (see bench/README.md)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from bench import configs, load, nginx, report
+from bench.chart import write_chart
+from bench.configs import CONFIGURATIONS, Configuration, Setup
+from bench.measure import ConfigRun, Settings, run_configuration, run_open_streams
+from bench.procs import REPO, Procs, free_port
+from bench.streams import OpenStreamsResult
+
+RESULTS = REPO / "bench" / "results"
+
+
+def settings_from_env() -> Settings:
+    env = os.environ
+    return Settings(
+        seconds=float(env.get("BENCH_SECONDS", "10")),
+        repeats=int(env.get("BENCH_REPEATS", "3")),
+        concurrency=tuple(int(c) for c in env.get("BENCH_CONCURRENCY", "1,16,128").split(",")),
+        warmup_s=float(env.get("BENCH_WARMUP_SECONDS", "1")),
+        streams=int(env.get("BENCH_STREAMS", "500")),
+        open_streams=int(env.get("BENCH_OPEN_STREAMS", "1000")),
+        hold_s=float(env.get("BENCH_HOLD_SECONDS", "8")),
+    )
+
+
+def selected_configurations() -> list[Configuration]:
+    wanted = os.environ.get("BENCH_CONFIGS")
+    if not wanted:
+        return list(CONFIGURATIONS)
+    names = {name.strip() for name in wanted.split(",")}
+    unknown = names - {c.name for c in CONFIGURATIONS}
+    if unknown:
+        raise SystemExit(f"unknown BENCH_CONFIGS {sorted(unknown)}")
+    # direct and the pass-through are the references every ratio needs.
+    names |= {configs.DIRECT, configs.PASSTHROUGH}
+    return [c for c in CONFIGURATIONS if c.name in names]
+
+
+def _package(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def _git_revision() -> str:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    dirty = (
+        " (dirty tree)" if git("status", "--porcelain", "--", "proxy", "instrumentation") else ""
+    )
+    return git("rev-parse", "--short", "HEAD") + dirty
+
+
+def versions() -> dict[str, str]:
+    from proxy import __version__
+
+    return {
+        "spangate": f"{__version__} @ {_git_revision()}",
+        "python": platform.python_version(),
+        "aiohttp": _package("aiohttp"),
+        "uvloop": _package("uvloop"),
+        "opentelemetry-sdk": _package("opentelemetry-sdk"),
+        "rotel": _package("rotel"),
+        "nginx": nginx.version(),
+        "wrk": load.version(),
+        "machine": f"{os.cpu_count()} cores (nproc {_nproc()}), {_cpu_model()}",
+        "kernel": platform.release(),
+    }
+
+
+def _nproc() -> str:
+    return subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def measure_all(
+    procs: Procs, settings: Settings, chosen: list[Configuration]
+) -> tuple[list[ConfigRun], list[OpenStreamsResult]]:
+    upstream, upstream_port = nginx.start_upstream(procs)
+    _, otlp_port = configs.start_rotel(procs)
+    setup = Setup(procs, upstream_port, otlp_port, closed_port=free_port())
+    script = load.write_script(procs.workdir)
+    runs: list[ConfigRun] = []
+    opens: list[OpenStreamsResult] = []
+    for repeat in range(1, settings.repeats + 1):
+        for config in chosen:
+            _log(f"repeat {repeat}/{settings.repeats}: {config.name}")
+            runs.append(run_configuration(config, setup, settings, script, upstream))
+        if settings.open_streams:
+            _log(f"repeat {repeat}/{settings.repeats}: {settings.open_streams} open streams")
+            opens.append(run_open_streams(setup, settings))
+    return runs, opens
+
+
+def _header(settings: Settings, chosen: list[Configuration], date: str) -> list[str]:
+    lines = [
+        f"# spangate benchmark, {date}",
+        "",
+        f"wrk {settings.seconds:g} s per level, concurrency {settings.concurrency}, "
+        f"{settings.repeats} repeat(s) (medians), {settings.streams} sequential streams, "
+        f"{settings.open_streams} open streams. Proxy under test pinned to core 0; nginx "
+        "upstream, rotel and load generators on core 1. Numbers from a shared, noisy 2-core "
+        "machine: compare configurations within this run, not across runs.",
+        "",
+        "Configurations:",
+        "",
+        *(f"- `{c.name}`: {c.meaning}" for c in chosen),
+    ]
+    if os.environ.get("BENCH_LITELLM") == "1":
+        lines += ["- LiteLLM (BENCH_LITELLM=1): not implemented, see bench/README.md"]
+    return lines
+
+
+def main() -> int:
+    settings = settings_from_env()
+    chosen = selected_configurations()
+    if os.environ.get("BENCH_LITELLM") == "1":
+        _log("BENCH_LITELLM=1: the LiteLLM comparison is not implemented; skipping it")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = REPO / "bench" / "work" / stamp
+    workdir.mkdir(parents=True)
+    procs = Procs(workdir)
+    try:
+        runs, opens = measure_all(procs, settings, chosen)
+    finally:
+        procs.stop_all()
+    date = dt.date.today().isoformat()
+    summary = report.summarize(runs, opens)
+    text = report.markdown(summary, _header(settings, chosen, date), versions())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{date}.md").write_text(text + f"\n![chart]({date}.png)\n")
+    (RESULTS / f"{date}.json").write_text(report.raw_json(runs, opens))
+    write_chart(summary, RESULTS / f"{date}.png", f"spangate bench {date}")
+    print(text)
+    _log(f"wrote {RESULTS / date}.md/.json/.png; process logs in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

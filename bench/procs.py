@@ -1,0 +1,188 @@
+"""Processes the harness starts: pinned launch, readiness, CPU and memory readings, stop by PID.
+
+Every process is started by us, tracked in a `Procs` stack and stopped by its
+own PID (SIGTERM, then SIGKILL after a grace period) — never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+#: Core of the proxy under test; upstream, receiver and load generators use the other one.
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if not self.alive():
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+@dataclass
+class Procs:
+    """The processes of one run, stopped in reverse start order."""
+
+    workdir: Path
+    started: list[Proc] = field(default_factory=list)
+
+    def start(
+        self, name: str, argv: Sequence[str], core: str, env: Mapping[str, str] | None = None
+    ) -> Proc:
+        log = self.workdir / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                ["taskset", "-c", core, *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                env=dict(env) if env is not None else None,
+            )
+        proc = Proc(name, popen, log)
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.started:
+            self.started.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            proc.stop()
+        self.started.clear()
+
+
+def wait_tcp(proc: Proc, port: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _check_alive(proc)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} did not listen on {port} within {timeout_s} s: see {proc.log}")
+
+
+def wait_http_ok(proc: Proc, url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _check_alive(proc)
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} not ready at {url} within {timeout_s} s: see {proc.log}")
+
+
+def _check_alive(proc: Proc) -> None:
+    if not proc.alive():
+        raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}: see {proc.log}")
+
+
+def tree(pid: int) -> list[int]:
+    """The process and all its live descendants: a helper process the proxy spawns counts too."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pending.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # After the command name: state is field 3, utime field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process tree (all threads), from /proc/<pid>/stat."""
+    total = 0.0
+    for member in tree(pid):
+        with contextlib.suppress(OSError):
+            total += _own_cpu_seconds(member)
+    return total
+
+
+def core_busy_seconds(core: str) -> float:
+    """Non-idle time of one CPU core (all processes), from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, line.split()[1:9])
+            return (user + nice + system + irq + softirq + steal) / _TICKS
+    raise RuntimeError(f"no cpu{core} in /proc/stat")
+
+
+def _own_memory_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {key} in /proc/{pid}/status")
+
+
+def memory_mb(pid: int, key: str = "VmRSS") -> float:
+    """A `kB` line of /proc/<pid>/status (VmRSS, VmHWM) in MB, summed over the process tree."""
+    total = 0
+    for member in tree(pid):
+        with contextlib.suppress(OSError):
+            total += _own_memory_kb(member, key)
+    return total / 1024
+
+
+def settle_cpu(pid: int, timeout_s: float = 3.0, quiet_s: float = 0.3) -> None:
+    """Wait until the process stops burning CPU (its queues drained), bounded by `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = cpu_seconds(pid)
+        if now - last < 1 / _TICKS + 1e-9:
+            return
+        last = now

@@ -1,0 +1,392 @@
+"""Streams and failover: retried elsewhere before the first content, never after.
+
+Before the commit point (the first content event) an upstream's opening frames
+are held back, so a stream that fails right at its start is served by the next
+target and the client sees one clean stream. After content reached the client,
+a failure ends the stream with a well-formed error event in the client's format
+and is never retried.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from conftest import Running
+from fakeprovider import reset_after, sse, stall, stream_error
+from test_failover_support import (
+    ANTHROPIC_HEADERS,
+    CLAUDE,
+    GPT,
+    HELLO,
+    Fakes,
+    attrs,
+    chat,
+    client_spans,
+    config,
+    label,
+    message,
+    metric_sum,
+    only_server_span,
+    post,
+    start_fakes,
+    targets,
+)
+
+Start = Callable[..., Running]
+OPENAI_TEXT = f"Hello from {GPT}: hi there"
+CLAUDE_TEXT = f"Hello from {CLAUDE}: hi there"
+
+
+@pytest.fixture
+def fakes() -> Iterator[Fakes]:
+    yield from start_fakes()
+
+
+def sse_blocks(raw: bytes) -> list[bytes]:
+    return [block for block in raw.split(b"\n\n") if block.strip()]
+
+
+def anthropic_event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+MESSAGE_START = anthropic_event(
+    "message_start",
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_from_the_failing_target",
+            "type": "message",
+            "role": "assistant",
+            "model": CLAUDE,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 6, "output_tokens": 1},
+        },
+    },
+)
+PING = anthropic_event("ping", {"type": "ping"})
+CONTENT_BLOCK_START = anthropic_event(
+    "content_block_start",
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+)
+OVERLOADED = anthropic_event(
+    "error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+)
+
+
+def openai_stream_text(running: Running) -> str:
+    """Stream a chat completion with the OpenAI SDK; the concatenated text."""
+    with openai.OpenAI(
+        base_url=running.openai_base_url, api_key="sk-test", max_retries=0
+    ) as client:
+        stream = client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def claude_stream_text(running: Running) -> str:
+    with (
+        anthropic.Anthropic(base_url=running.url, api_key="sk-ant", max_retries=0) as client,
+        client.messages.stream(model="m", max_tokens=64, messages=HELLO) as stream,
+    ):
+        return "".join(stream.text_stream)
+
+
+# --------------------------------------------------------------------------- before first content
+
+
+def test_openai_stream_whose_first_event_is_an_error_fails_over(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """a's 200 stream opens with `data: {"error": ...}`: b serves, the client sees b only."""
+    fakes.a.script(stream_error(after=0))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    assert openai_stream_text(running) == OPENAI_TEXT
+    assert [len(fakes.a.received), len(fakes.b.received)] == [1, 1]
+    first, second = client_spans(running)
+    assert attrs(first)["spangate.failure_class"] == "transient"
+    assert first.status.is_ok is False
+    assert attrs(second)["spangate.stream.outcome"] == "completed"
+    server = attrs(only_server_span(running))
+    assert (server["spangate.attempts"], server["spangate.target"]) == (2, label("b"))
+    assert "error.type" not in server
+
+
+async def test_openai_failed_stream_start_leaves_no_trace_in_the_client_bytes(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Raw check: the held-back error event of a never reaches the client."""
+    fakes.a.script(stream_error(after=0))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    status, headers, raw = await post(running.url, "/v1/chat/completions", chat(stream=True))
+    assert status == 200
+    assert headers["x-spangate-target"] == label("b")
+    assert b'"error"' not in raw
+    assert sse_blocks(raw)[-1] == b"data: [DONE]"
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        pytest.param([MESSAGE_START, OVERLOADED], id="message_start-error"),
+        pytest.param([MESSAGE_START, PING, OVERLOADED], id="message_start-ping-error"),
+        pytest.param([OVERLOADED], id="error-first"),
+    ],
+)
+async def test_anthropic_stream_failing_after_its_opening_frames_fails_over(
+    fakes: Fakes, spangate_for: Start, opening: list[bytes]
+) -> None:
+    """x sends message_start (and ping), then `event: error` overloaded: the opening frames
+    were held back, so y serves and the client gets exactly one message_start, y's."""
+    fakes.x.script(sse(opening))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("x", "y")}}))
+    status, headers, raw = await post(
+        running.url, "/v1/messages", message(stream=True), ANTHROPIC_HEADERS
+    )
+    assert status == 200
+    assert headers["x-spangate-target"] == label("y")
+    assert b"msg_from_the_failing_target" not in raw
+    assert b"event: error" not in raw
+    assert raw.count(b"event: message_start") == 1
+    first, _ = client_spans(running)
+    assert attrs(first)["spangate.failure_class"] == "transient"
+    assert attrs(first)["error.type"] == "overloaded_error"
+
+
+def test_anthropic_sdk_sees_a_clean_stream_after_an_opening_failure(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """The Anthropic SDK's stream helper gets y's full text, no error."""
+    fakes.x.script(sse([MESSAGE_START, OVERLOADED]))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("x", "y")}}))
+    assert claude_stream_text(running) == CLAUDE_TEXT
+
+
+def test_fake_default_anthropic_stream_error_at_start_fails_over(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """The fake's own stream_error(after=1) (message_start, then error) fails over too."""
+    fakes.x.script(stream_error(after=1))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("x", "y")}}))
+    assert claude_stream_text(running) == CLAUDE_TEXT
+    assert len(fakes.y.received) == 1
+
+
+def test_openai_error_right_after_the_role_chunk_fails_over(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """The first chat chunk carries only the role and empty content: still an opening frame."""
+    fakes.a.script(stream_error(after=1))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    assert openai_stream_text(running) == OPENAI_TEXT
+
+
+def test_anthropic_error_right_after_an_empty_content_block_start_fails_over(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """content_block_start with empty text carries no content yet: still failover-able."""
+    fakes.x.script(sse([MESSAGE_START, CONTENT_BLOCK_START, PING, OVERLOADED]))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("x", "y")}}))
+    assert claude_stream_text(running) == CLAUDE_TEXT
+
+
+def test_stream_first_byte_timeout_fails_over(fakes: Fakes, spangate_for: Start) -> None:
+    """Headers arrive but no event within first_byte_s: a timeout, the next target serves."""
+    fakes.a.script(stall(after=0, seconds=3))
+    models = {"m": {"targets": targets("a", "b"), "timeouts": {"first_byte_s": 0.3}}}
+    running = spangate_for(config(fakes, models))
+    assert openai_stream_text(running) == OPENAI_TEXT
+    first, _ = client_spans(running)
+    assert attrs(first)["spangate.failure_class"] == "timeout"
+    assert fakes.a.wait_for_disconnects(1)
+
+
+_TRUNCATION_BUG = (
+    "BUG: failover._commit_stream relays a stream that ended (clean EOF) before any content "
+    "and without a terminal event as a success ('nothing to fail over for'), so an upstream "
+    "that dies right at the start is not retried elsewhere"
+)
+
+
+def test_openai_stream_ending_with_no_event_at_all_fails_over(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """a answers 200 text/event-stream and closes without a single event: b serves."""
+    fakes.a.script(sse([]))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    assert openai_stream_text(running) == OPENAI_TEXT
+
+
+def test_anthropic_stream_ending_after_message_start_fails_over(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """x sends message_start and ends the stream: no content, no message_stop: y serves."""
+    fakes.x.script(sse([MESSAGE_START]))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("x", "y")}}))
+    assert claude_stream_text(running) == CLAUDE_TEXT
+
+
+# --------------------------------------------------------------------------- after content
+
+
+def test_openai_stream_reset_after_content_ends_with_an_error_and_no_retry(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """a resets after 3 events (content reached the client): the SDK raises while iterating,
+    b is never asked, the CLIENT span is an error with stream.outcome stream_interrupted and
+    spangate.streams.interrupted counts 1."""
+    fakes.a.script(reset_after(events=3))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    seen = []
+    with openai.OpenAI(
+        base_url=running.openai_base_url, api_key="sk-test", max_retries=0
+    ) as client:
+        stream = client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        with pytest.raises(openai.APIError) as caught:
+            for chunk in stream:
+                seen.append(chunk.choices[0].delta.content or "")
+    assert "".join(seen) == "Hello from"  # content did reach the client first
+    assert "incomplete" in caught.value.message
+    assert len(fakes.b.received) == 0
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "stream_interrupted"
+    assert attrs(only)["error.type"] == "stream_interrupted"
+    assert only.status.is_ok is False
+    server = only_server_span(running)
+    assert attrs(server)["spangate.attempts"] == 1
+    assert attrs(server)["error.type"] == "stream_interrupted"
+    assert server.status.is_ok is False
+    assert metric_sum(running, "spangate.streams.interrupted", {"spangate.provider": "a"}) == 1
+
+
+async def test_openai_interrupted_stream_wire_ends_with_a_data_error_event(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Raw check: the last event is an OpenAI `data: {"error": ...}` object, no [DONE]."""
+    fakes.a.script(reset_after(events=3))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    status, _, raw = await post(running.url, "/v1/chat/completions", chat(stream=True))
+    assert status == 200
+    blocks = sse_blocks(raw)
+    assert len(blocks) == 4
+    last = json.loads(blocks[-1].removeprefix(b"data: "))
+    assert last["error"]["code"] == "stream_interrupted"
+    assert last["error"]["type"] == "server_error"
+    assert b"[DONE]" not in raw
+
+
+def test_anthropic_stream_reset_after_content_raises_in_the_sdk(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """x resets after the first text delta: messages.stream raises, y is never asked."""
+    fakes.x.script(reset_after(events=4))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("x", "y")}}))
+    seen: list[str] = []
+    with (
+        anthropic.Anthropic(base_url=running.url, api_key="sk-ant", max_retries=0) as client,
+        pytest.raises(anthropic.APIError) as caught,
+        client.messages.stream(model="m", max_tokens=64, messages=HELLO) as stream,
+    ):
+        seen.extend(stream.text_stream)
+    assert seen == ["Hello"]
+    assert "incomplete" in str(caught.value)
+    assert len(fakes.y.received) == 0
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "stream_interrupted"
+    assert metric_sum(running, "spangate.streams.interrupted") == 1
+
+
+async def test_anthropic_interrupted_stream_wire_ends_with_event_error(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Raw check: Anthropic's in-band error is `event: error` with an api_error body."""
+    fakes.x.script(reset_after(events=4))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("x", "y")}}))
+    _, _, raw = await post(running.url, "/v1/messages", message(stream=True), ANTHROPIC_HEADERS)
+    last = sse_blocks(raw)[-1]
+    name, data = last.split(b"\n", 1)
+    assert name == b"event: error"
+    body = json.loads(data.removeprefix(b"data: "))
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "api_error"
+    assert b"message_stop" not in raw
+
+
+def test_idle_gap_after_content_ends_the_stream_with_an_error(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """A stall longer than timeouts.idle_s after content: stream_idle_timeout, no retry."""
+    fakes.a.script(stall(after=3, seconds=3))
+    models = {"m": {"targets": targets("a", "b"), "timeouts": {"idle_s": 0.3}}}
+    running = spangate_for(config(fakes, models))
+    with pytest.raises(openai.APIError):
+        openai_stream_text(running)
+    assert len(fakes.b.received) == 0
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "stream_idle_timeout"
+    assert metric_sum(running, "spangate.streams.interrupted") == 1
+    assert fakes.a.wait_for_disconnects(1), "the stalled upstream was not closed"
+
+
+def test_upstream_error_event_after_content_counts_as_an_interrupted_stream(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """a sends content, then its own `data: {"error": ...}`: no retry (content went out),
+    and the stream is a failure in the telemetry like any other broken stream."""
+    fakes.a.script(stream_error(after=3))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    with pytest.raises(openai.APIError):
+        openai_stream_text(running)
+    assert len(fakes.b.received) == 0
+    (only,) = client_spans(running)
+    assert only.status.is_ok is False
+    server = only_server_span(running)
+    assert server.status.is_ok is False, attrs(server)
+    assert attrs(only)["spangate.stream.outcome"] != "completed"
+    assert metric_sum(running, "spangate.streams.interrupted") == 1
+
+
+OPENAI_HELLO_CHUNK = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,'
+    b'"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},'
+    b'"finish_reason":null}]}\n\n'
+)
+TEXT_DELTA = anthropic_event(
+    "content_block_delta",
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
+)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "events"),
+    [
+        pytest.param("openai", [OPENAI_HELLO_CHUNK], id="openai-no-done"),
+        pytest.param(
+            "anthropic", [MESSAGE_START, CONTENT_BLOCK_START, TEXT_DELTA], id="anthropic-no-stop"
+        ),
+    ],
+)
+async def test_stream_truncated_after_content_ends_with_an_error_event(
+    fakes: Fakes, spangate_for: Start, dialect: str, events: list[bytes]
+) -> None:
+    """The upstream closes cleanly mid-answer (content sent, no terminal event): the client's
+    stream must end with an error event in its format and count as interrupted."""
+    name, path, body, headers = (
+        ("a", "/v1/chat/completions", chat(stream=True), None)
+        if dialect == "openai"
+        else ("x", "/v1/messages", message(stream=True), ANTHROPIC_HEADERS)
+    )
+    fakes[name].script(sse(events))
+    running = spangate_for(config(fakes, {"m": {"targets": targets(name)}}))
+    _, _, raw = await post(running.url, path, body, headers)
+    last = sse_blocks(raw)[-1]
+    assert last.startswith(b"event: error" if dialect == "anthropic" else b'data: {"error"'), raw
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] != "completed"
+    assert metric_sum(running, "spangate.streams.interrupted") == 1

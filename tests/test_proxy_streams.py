@@ -1,0 +1,384 @@
+"""Streams and lifecycle: incremental relay, client disconnects, upstream breaks after the
+commit point, graceful shutdown of a real spangate process, and the health endpoints.
+
+No test measures time: "before the stall ends" is checked by reading with a timeout much
+shorter than the fake provider's stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+from conftest import Running, basic_config
+from fakeprovider import FakeProvider, reset_after, sse, stall
+from harness import SpangateProcess
+from opentelemetry.trace import StatusCode
+
+GPT = "gpt-4o-mini"
+CLAUDE = "claude-sonnet-4-6"
+HELLO: Any = [{"role": "user", "content": "hi there"}]
+CHAT_STREAM = {"model": GPT, "messages": HELLO, "stream": True}
+CLAUDE_STREAM = {"model": CLAUDE, "max_tokens": 64, "messages": HELLO, "stream": True}
+RESPONSES_STREAM = {"model": "gpt-4o", "input": "hello", "stream": True}
+ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "k"}
+READ_TIMEOUT_S = 1.0  # much shorter than every stall below
+STALL_S = 5.0
+STALL_PROBE_S = 0.2  # "nothing more yet" check, well inside the stall
+
+# (path, body, headers, events the provider sends before stalling)
+STREAMS = pytest.mark.parametrize(
+    ("path", "body", "headers", "before_stall"),
+    [
+        ("/v1/chat/completions", CHAT_STREAM, {}, 2),
+        ("/v1/messages", CLAUDE_STREAM, ANTHROPIC_HEADERS, 2),
+        ("/v1/responses", RESPONSES_STREAM, {}, 4),
+    ],
+    ids=["chat", "messages", "responses"],
+)
+
+
+async def read_event(resp: aiohttp.ClientResponse) -> bytes:
+    """One SSE event, or TimeoutError when none arrives within READ_TIMEOUT_S."""
+    return await asyncio.wait_for(resp.content.readuntil(b"\n\n"), READ_TIMEOUT_S)
+
+
+def events_of(raw: bytes) -> list[bytes]:
+    return [block + b"\n\n" for block in raw.split(b"\n\n") if block]
+
+
+def spans_by_kind(running: Running) -> dict[str, Any]:
+    """{"server": span, "client": span} of the one request a test made.
+
+    A request's telemetry is submitted when its handler ends, which may be just after the
+    client saw the end of the response, so this polls (bounded) until both spans exist.
+    """
+    deadline = time.monotonic() + 5
+    spans = running.finished_spans()
+    while len(spans) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        spans = running.finished_spans()
+    assert len(spans) == 2, [s.name for s in spans]
+    server = next(s for s in spans if s.name.startswith("POST "))
+    client = next(s for s in spans if not s.name.startswith("POST "))
+    return {"server": server, "client": client}
+
+
+# --------------------------------------------------------------------------- incremental relay
+
+
+@STREAMS
+async def test_stream_events_arrive_before_the_upstream_stall_ends(
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    before_stall: int,
+    fake: FakeProvider,
+    spangate: Running,
+) -> None:
+    """Events the provider sent are readable while it is still stalling (no buffering)."""
+    fake.script(stall(after=before_stall, seconds=STALL_S))
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(spangate.url + path, json=body, headers=headers)
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        first = [await read_event(resp) for _ in range(before_stall)]
+        with pytest.raises(asyncio.TimeoutError):  # the stall: nothing more is available yet
+            await asyncio.wait_for(resp.content.readuntil(b"\n\n"), STALL_PROBE_S)
+        resp.close()
+    assert all(b"data: {" in event for event in first)
+
+
+async def test_stream_is_flushed_on_event_boundaries(fake: FakeProvider, spangate: Running) -> None:
+    """An event split across upstream writes reaches the client whole, never half of it."""
+    events = [
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"content":"b"}}]}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    fake.script(sse([events[0], events[1][:20], (0.2, events[1][20:]), events[2]]))
+    reads: list[bytes] = []
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(spangate.openai_base_url + "/chat/completions", json=CHAT_STREAM)
+        while chunk := await resp.content.readany():
+            reads.append(chunk)
+    assert b"".join(reads) == b"".join(events)
+    assert all(chunk.endswith(b"\n\n") for chunk in reads), reads
+
+
+# --------------------------------------------------------------------------- client disconnects
+
+
+@STREAMS
+async def test_client_disconnect_mid_stream_cancels_the_upstream_request(
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    before_stall: int,
+    fake: FakeProvider,
+    spangate: Running,
+) -> None:
+    """Closing the client response mid-stream closes spangate's upstream connection too."""
+    fake.script(stall(after=before_stall, seconds=STALL_S * 2))
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(spangate.url + path, json=body, headers=headers)
+        for _ in range(before_stall):  # all of them: spangate is now waiting on the provider
+            await read_event(resp)
+        resp.close()
+    assert await fake.await_disconnects(1, within=STALL_S)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: streaming._relay_events never calls tap.on_end() when aiohttp cancels the "
+    "handler on client disconnect, so the CLIENT span has no stream outcome and no error",
+)
+async def test_client_disconnect_marks_the_attempt_span(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """An abandoned stream ends its CLIENT span with client_disconnected and ERROR status."""
+    fake.script(stall(after=2, seconds=STALL_S * 2))
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(spangate.openai_base_url + "/chat/completions", json=CHAT_STREAM)
+        for _ in range(2):  # all sent events: spangate is now waiting on the provider
+            await read_event(resp)
+        resp.close()
+    assert await fake.await_disconnects(1, within=STALL_S)
+    spans = await asyncio.to_thread(spans_by_kind, spangate)
+    assert spans["server"].attributes["error.type"] == "client_disconnected"
+    client = spans["client"]
+    assert client.attributes.get("spangate.stream.outcome") == "client_disconnected"
+    assert client.status.status_code == StatusCode.ERROR
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the openai SDK closes the connection right after `data: [DONE]`; when that "
+    "happens before the upstream's end of body, spangate records a complete stream as "
+    "client_disconnected (SERVER span ERROR, status 0, no CLIENT outcome)",
+)
+def test_sdk_closing_right_after_done_is_a_completed_stream(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """A client that got every event up to [DONE] and then closed had a successful stream."""
+    fake.script(stall(after=1000, seconds=0.5))  # all events, then a pause before end of body
+    with openai.OpenAI(base_url=spangate.openai_base_url, api_key="k", max_retries=0) as client:
+        chunks = list(client.chat.completions.create(model=GPT, messages=HELLO, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    spans = spans_by_kind(spangate)
+    server = spans["server"]
+    assert "error.type" not in server.attributes
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.status.status_code != StatusCode.ERROR
+    assert spans["client"].attributes.get("spangate.stream.outcome") == "completed"
+
+
+# --------------------------------------------------------------------------- upstream breaks
+
+
+def test_openai_stream_reset_after_content_raises_in_the_sdk(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """A reset after two events ends the stream with an error event; the SDK raises APIError."""
+    fake.script(reset_after(events=2))
+    received = []
+    with (
+        openai.OpenAI(base_url=spangate.openai_base_url, api_key="k", max_retries=0) as client,
+        pytest.raises(openai.APIError) as caught,
+    ):
+        for chunk in client.chat.completions.create(model=GPT, messages=HELLO, stream=True):
+            received.append(chunk)
+    assert len(received) == 2
+    assert received[1].choices[0].delta.content == "Hello"
+    assert "spangate" in caught.value.message
+    assert "incomplete" in caught.value.message
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["code"] == "stream_interrupted"
+
+
+async def test_openai_stream_reset_wire_ends_with_one_error_event(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """On the wire: the delivered events, then one `data: {"error": ...}` event, no [DONE]."""
+    fake.script(reset_after(events=2))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(spangate.openai_base_url + "/chat/completions", json=CHAT_STREAM) as resp,
+    ):
+        raw = await resp.read()
+    events = events_of(raw)
+    assert len(events) == 3
+    assert raw.endswith(b"\n\n")
+    assert b"[DONE]" not in raw
+    last = json.loads(events[-1].removeprefix(b"data: "))
+    assert set(last) == {"error"}
+    assert set(last["error"]) == {"message", "type", "param", "code"}
+    assert last["error"]["type"] == "server_error"
+
+
+def test_anthropic_stream_reset_after_content_raises_in_the_sdk(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """A reset after content ends the stream with `event: error`; messages.stream raises."""
+    fake.script(reset_after(events=4))  # message_start, block start, ping, first delta
+    texts: list[str] = []
+    with (
+        anthropic.Anthropic(base_url=spangate.url, api_key="k", max_retries=0) as client,
+        pytest.raises(anthropic.APIError) as caught,
+        client.messages.stream(model=CLAUDE, max_tokens=64, messages=HELLO) as stream,
+    ):
+        texts.extend(stream.text_stream)
+    assert texts == ["Hello"]
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "api_error"
+    assert "incomplete" in body["error"]["message"]
+
+
+async def test_anthropic_stream_reset_wire_ends_with_error_event(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """On the wire: the delivered events, then `event: error` with an Anthropic error body."""
+    fake.script(reset_after(events=2))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(spangate.url + "/v1/messages", json=CLAUDE_STREAM) as resp,
+    ):
+        raw = await resp.read()
+    events = events_of(raw)
+    assert [e.split(b"\n", 1)[0] for e in events] == [
+        b"event: message_start",
+        b"event: content_block_start",
+        b"event: error",
+    ]
+    data = json.loads(events[-1].split(b"\ndata: ", 1)[1])
+    assert data["type"] == "error"
+    assert set(data["error"]) == {"type", "message"}
+
+
+def test_responses_stream_reset_raises_in_the_sdk(fake: FakeProvider, spangate: Running) -> None:
+    """A broken Responses API stream also makes the openai SDK raise instead of truncating."""
+    fake.script(reset_after(events=5))
+    with (
+        openai.OpenAI(base_url=spangate.openai_base_url, api_key="k", max_retries=0) as client,
+        pytest.raises(openai.APIError),
+    ):
+        list(client.responses.create(model="gpt-4o", input="hello", stream=True))
+
+
+def test_stream_idle_timeout_ends_with_an_error_event(
+    fake: FakeProvider, spangate_for: Callable[..., Running]
+) -> None:
+    """Silence longer than timeouts.idle_s after content: the SDK raises, naming the idle timeout."""
+    running = spangate_for(basic_config(fake, server={"timeouts": {"idle_s": 0.3}}))
+    fake.script(stall(after=2, seconds=STALL_S))
+    with (
+        openai.OpenAI(base_url=running.openai_base_url, api_key="k", max_retries=0) as client,
+        pytest.raises(openai.APIError) as caught,
+    ):
+        list(client.chat.completions.create(model=GPT, messages=HELLO, stream=True))
+    assert "idle" in caught.value.message
+
+
+# --------------------------------------------------------------------------- usage injection bytes
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='BUG: with stream_usage: inject the client still sees `"usage":null` in every chunk '
+    "(the provider adds it because of the injected include_usage); README promises the "
+    "bytes the provider would have sent without injection",
+)
+async def test_injected_usage_leaves_no_trace_in_client_bytes(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """The client's stream bytes equal the un-injected provider stream (ids aside)."""
+    async with aiohttp.ClientSession() as http:
+        url = "/chat/completions"
+        async with http.post(fake.openai_base_url + url, json=CHAT_STREAM) as resp:
+            direct = await resp.read()
+        async with http.post(spangate.openai_base_url + url, json=CHAT_STREAM) as resp:
+            proxied = await resp.read()
+    direct_id = json.loads(events_of(direct)[0][6:])["id"].encode()
+    proxied_id = json.loads(events_of(proxied)[0][6:])["id"].encode()
+    assert proxied.replace(proxied_id, direct_id) == direct
+
+
+# --------------------------------------------------------------------------- health endpoints
+
+
+async def test_healthz_and_readyz_answer_200(spangate: Running) -> None:
+    """/healthz is 200 while alive; /readyz is 200 once the listener is up."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(spangate.url + "/healthz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["status"] == "alive"
+        async with http.get(spangate.url + "/readyz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["status"] == "ready"
+
+
+# --------------------------------------------------------------------------- graceful shutdown
+
+
+async def http_get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str
+) -> tuple[int, bytes]:
+    """GET `path` on an open keep-alive connection."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: spangate\r\n\r\n".encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(v) for n, _, v in (x.partition(":") for x in lines) if n.lower() == "content-length")  # fmt: skip
+    return int(lines[0].split()[1]), await reader.readexactly(length)
+
+
+async def refuses_connections(port: int, within: float) -> bool:
+    """True once a new TCP connection to `port` is refused (polled until `within` s pass)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return True
+        writer.close()
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_sigterm_drains_an_inflight_stream_and_exits_zero(fake: FakeProvider) -> None:
+    """SIGTERM: new connections are refused, /readyz turns 503, the open stream finishes, exit 0."""
+    fake.script(stall(after=1, seconds=2))
+    with SpangateProcess(basic_config(fake)) as proc:
+        port = int(proc.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await http_get(reader, writer, "/readyz"))[0] == 200
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(proc.url + "/v1/chat/completions", json=CHAT_STREAM)
+            assert resp.status == 200
+            first = await read_event(resp)  # the stream is committed and in flight
+            proc.terminate()
+            assert await refuses_connections(port, within=1.5)
+            status, body = await http_get(reader, writer, "/readyz")  # an already-open connection
+            assert (status, json.loads(body)["status"]) == (503, "draining")
+            rest = await asyncio.wait_for(resp.content.read(), 10)
+        writer.close()
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+        events = events_of(first + rest)
+        assert events[-1] == b"data: [DONE]\n\n"
+        chunks = [json.loads(e[6:]) for e in events[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert text == f"Hello from {GPT}: hi there"
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        logged = [entry["event"] for entry in proc.logs()]
+        assert "spangate.draining" in logged and "spangate.stopped" in logged
+        assert "spangate.drain_timeout" not in logged
+        assert "Traceback" not in proc.raw_output()

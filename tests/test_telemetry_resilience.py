@@ -1,0 +1,156 @@
+"""Telemetry never hurts traffic: failing or blocked span exporters cost spans, not requests.
+
+The exporters are tiny SpanExporter subclasses handed to Telemetry's public
+constructor; drops are read from the spangate.telemetry.dropped counter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from conftest import Running, basic_config
+from fakeprovider import FakeProvider
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from structlog.testing import capture_logs
+from test_telemetry_support import (
+    GPT,
+    completed_lines,
+    count,
+    oai,
+    points_where,
+    settle,
+    spangate_with,
+    total,
+)
+
+from instrumentation import semconv as sc
+
+HELLO: Any = [{"role": "user", "content": "hi there"}]
+#: Export as soon as spans are queued (the default batch delay is a second).
+FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "5"}
+
+
+class RaisingExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        raise ConnectionError("collector down")
+
+
+class FailingExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        return SpanExportResult.FAILURE
+
+
+class BlockingExporter(SpanExporter):
+    """Blocks every export until released (bounded, so a broken test cannot hang)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.exported: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        self.release.wait(20)
+        self.exported.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def wait_for_requests_counted(running: Running, expected: int, within_s: float = 10) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        data = running.metrics.get_metrics_data()
+        points = [
+            p
+            for rm in (data.resource_metrics if data else [])
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == sc.METRIC_REQUESTS
+            for p in m.data.data_points
+        ]
+        if total(points) >= expected:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("exporter_class", [RaisingExporter, FailingExporter])
+def test_failing_span_exporter_drops_and_counts_but_requests_succeed(
+    fake: FakeProvider, exporter_class: type[RaisingExporter | FailingExporter]
+) -> None:
+    """An exporter that raises or returns FAILURE: every request still succeeds, and each lost
+    span is counted as spangate.telemetry.dropped{signal=spans, reason=export_failed}.
+    """
+    exporter = exporter_class()
+    with (
+        spangate_with(basic_config(fake), env=FAST_EXPORT, span_exporter=exporter) as running,
+        capture_logs() as captured,
+    ):
+        client = oai(running)
+        for _ in range(3):
+            assert client.chat.completions.create(model=GPT, messages=HELLO).choices
+        chunks = list(client.chat.completions.create(model=GPT, messages=HELLO, stream=True))
+        assert chunks
+        settle(running)
+        assert exporter.calls >= 1
+        dropped = running.metric_points(sc.METRIC_TELEMETRY_DROPPED)
+        failed = points_where(dropped, spangate__signal="spans", spangate__reason="export_failed")
+        assert total(failed) == 8  # 4 requests x (SERVER + CLIENT)
+        # Metrics and log lines do not depend on the span exporter.
+        assert total(running.metric_points(sc.METRIC_REQUESTS)) == 4
+        assert count(running.metric_points(sc.METRIC_OPERATION_DURATION)) == 4
+    assert len(completed_lines(captured)) == 4
+
+
+def test_dropped_counter_starts_at_zero_for_queue_full(fake: FakeProvider) -> None:
+    """With a healthy exporter the dropped counter is exported, with queue_full at 0."""
+    with spangate_with(basic_config(fake)) as running:
+        oai(running).chat.completions.create(model=GPT, messages=HELLO)
+        settle(running)
+        dropped = running.metric_points(sc.METRIC_TELEMETRY_DROPPED)
+    full = points_where(dropped, spangate__signal="spans", spangate__reason="queue_full")
+    assert total(full) == 0
+    assert total(points_where(dropped, spangate__reason="export_failed")) == 0
+
+
+def test_blocked_span_exporter_does_not_block_requests(fake: FakeProvider) -> None:
+    """While the exporter is stuck inside export(), further requests (and streams) complete."""
+    exporter = BlockingExporter()
+    with spangate_with(basic_config(fake), env=FAST_EXPORT, span_exporter=exporter) as running:
+        client = oai(running)
+        try:
+            client.chat.completions.create(model=GPT, messages=HELLO)
+            assert exporter.entered.wait(10), "the exporter was never called"
+            for _ in range(5):
+                assert client.chat.completions.create(model=GPT, messages=HELLO).choices
+            assert list(client.chat.completions.create(model=GPT, messages=HELLO, stream=True))
+            assert not exporter.release.is_set()
+            # Metrics keep flowing meanwhile (read without flushing the blocked span queue).
+            assert wait_for_requests_counted(running, 7)
+        finally:
+            exporter.release.set()
+        settle(running)
+        assert len(exporter.exported) == 14
+
+
+@pytest.mark.skip(
+    reason=(
+        "not reachable through public constructor arguments: Telemetry builds its span "
+        "BatchQueue with the fixed max_queue=4096, so queue_full needs ~2,300 requests "
+        "against a blocked exporter; the zero-valued queue_full series is checked above"
+    )
+)
+def test_span_queue_overflow_is_counted_as_queue_full() -> None:
+    """A blocked exporter plus a full span queue: drops counted as {spans, queue_full}."""
