@@ -31,6 +31,8 @@ from bench.procs import REPO, Procs, free_port
 from bench.streams import OpenStreamsResult
 
 RESULTS = REPO / "bench" / "results"
+README = REPO / "bench" / "README.md"
+_BEGIN, _END = "<!-- latest:begin -->", "<!-- latest:end -->"
 
 
 def settings_from_env() -> Settings:
@@ -147,6 +149,25 @@ def _header(settings: Settings, chosen: list[Configuration], date: str) -> list[
     return lines
 
 
+def _update_readme(summary: report.Summary, settings: Settings, date: str) -> None:
+    """Replace the README's "Latest results" block with this run's targets and chart."""
+    text = README.read_text()
+    if _BEGIN not in text or _END not in text:
+        return
+    block = [
+        _BEGIN,
+        f"Run of {date}: {settings.repeats} repeat(s) x {settings.seconds:g} s per level "
+        f"(full tables: [results/{date}.md](results/{date}.md)).",
+        "",
+        *report.targets_table(summary),
+        "",
+        f"![CPU per request and added latency per configuration](results/{date}.png)",
+        _END,
+    ]
+    head, rest = text.split(_BEGIN, 1)
+    README.write_text(head + "\n".join(block) + rest.split(_END, 1)[1])
+
+
 def main() -> int:
     settings = settings_from_env()
     chosen = selected_configurations()
@@ -167,6 +188,7 @@ def main() -> int:
     (RESULTS / f"{date}.md").write_text(text + f"\n![chart]({date}.png)\n")
     (RESULTS / f"{date}.json").write_text(report.raw_json(runs, opens))
     write_chart(summary, RESULTS / f"{date}.png", f"spangate bench {date}")
+    _update_readme(summary, settings, date)
     print(text)
     _log(f"wrote {RESULTS / date}.md/.json/.png; process logs in {workdir}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from urllib.parse import unquote
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -56,17 +57,17 @@ class Telemetry:
         redactor: Redactor,
         *,
         env: Mapping[str, str] | None = None,
-        inflight: Callable[[], int] = lambda: 0,
         span_exporter: SpanExporter | None = None,
         metric_readers: Sequence[MetricReader] = (),
         log_exporter: LogRecordExporter | None = None,
     ) -> None:
         env = os.environ if env is None else env
+        self._inflight: Callable[[], int] = lambda: 0
         self.enabled = not (_truthy(env.get("OTEL_SDK_DISABLED")) or config.sdk_disabled)
         self.drops = DropCounter()
         for signal in ("records", "spans"):
             self.drops.add(signal, "queue_full", 0)
-        self.resource = _resource(config)
+        self.resource = _resource(config, env)
         self._sampler = make_sampler(
             env.get("OTEL_TRACES_SAMPLER") or config.traces_sampler,
             env.get("OTEL_TRACES_SAMPLER_ARG") or config.traces_sampler_arg,
@@ -76,7 +77,14 @@ class Telemetry:
         )
         self._span_exporter = self._pick_span_exporter(env, config, span_exporter)
         self.span_queue = (
-            BatchQueue("spans", self._export_spans, self.drops, delay_s=_batch_delay(env))
+            BatchQueue(
+                "spans",
+                self._export_spans,
+                self.drops,
+                max_queue=_int_env(env, "OTEL_BSP_MAX_QUEUE_SIZE", 4096),
+                max_batch=_int_env(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+                delay_s=_batch_delay(env),
+            )
             if self._span_exporter is not None
             else None
         )
@@ -84,7 +92,9 @@ class Telemetry:
         self.meter_provider = self._meters(env, config, metric_readers)
         self.logger_provider = self._loggers(env, config, log_exporter)
         self._instruments = instruments = Instruments(
-            self.meter_provider.get_meter("spangate", __version__), inflight, self.drops
+            self.meter_provider.get_meter("spangate", __version__),
+            lambda: self._inflight(),
+            self.drops,
         )
         processor = Processor(
             instruments,
@@ -193,6 +203,10 @@ class Telemetry:
                 protocol=otlp.protocol_for("traces", env, config),
             )
 
+    def watch_inflight(self, read: Callable[[], int]) -> None:
+        """Where the in-flight gauge reads its value (the server's live counter)."""
+        self._inflight = read
+
     def watch_health(self, source: HealthSource) -> None:
         """Report circuit state and transitions of `source` as metrics."""
         self._instruments.health.append(source)
@@ -259,14 +273,30 @@ def _batch_delay(env: Mapping[str, str]) -> float:
         return 1.0
 
 
-def _resource(config: TelemetryConfig) -> Resource:
+def _resource(config: TelemetryConfig, env: Mapping[str, str]) -> Resource:
+    """Config first, then OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME on top: the env wins."""
     attributes: dict[str, str] = {
         "service.name": config.service_name or "spangate",
         "service.version": __version__,
         **config.resource_attributes,
+        **_parse_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES", "")),
     }
-    # Config first, then OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES on top: the env wins.
-    return Resource.create(attributes).merge(OTELResourceDetector().detect())
+    if env.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = env["OTEL_SERVICE_NAME"]
+    return Resource.create(attributes)
+
+
+def _parse_resource_attributes(raw: str) -> dict[str, str]:
+    """`key1=value1,key2=value2`, values percent-decoded (OTel SDK environment spec)."""
+    pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
+    return {key.strip(): unquote(value.strip()) for key, value in pairs if key.strip()}
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return max(int(env.get(name, default)), 1)
+    except ValueError:
+        return default
 
 
 def _prices(config: TelemetryConfig) -> dict[str, Price]:

@@ -31,9 +31,8 @@ def create_app(runtime: RuntimeConfig, telemetry: Telemetry | None = None) -> we
     )
     app[RUNTIME] = runtime
     app[STATE] = state
-    app[TELEMETRY] = telemetry or Telemetry(
-        runtime.config.telemetry, redactor_for(runtime.config), inflight=lambda: state.inflight
-    )
+    app[TELEMETRY] = telemetry or Telemetry(runtime.config.telemetry, redactor_for(runtime.config))
+    app[TELEMETRY].watch_inflight(lambda: state.inflight)
     app[UPSTREAM] = Upstream(server.pool_size)
     app[HEALTH] = HealthRegistry()
     app[TELEMETRY].watch_health(app[HEALTH])

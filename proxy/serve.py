@@ -35,15 +35,9 @@ def _install_uvloop() -> None:
 
 async def _serve(runtime: RuntimeConfig, source: str) -> None:
     settings = runtime.config.server
-    state_holder: list[ServerState] = []
-    telemetry = Telemetry(
-        runtime.config.telemetry,
-        redactor_for(runtime.config),
-        inflight=lambda: state_holder[0].inflight if state_holder else 0,
-    )
+    telemetry = Telemetry(runtime.config.telemetry, redactor_for(runtime.config))
     configure_logging(redactor_for(runtime.config), sinks=log_sinks(telemetry))
     app = create_app(runtime, telemetry)
-    state_holder.append(app[STATE])
     runner = web.AppRunner(
         app,
         handler_cancellation=True,

@@ -8,6 +8,7 @@ sync and async SDKs alike and read telemetry where it lands.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import time
 from typing import Any
 
 import pytest
@@ -68,7 +69,14 @@ class Running:
         return self.server.url + "/v1"
 
     def flush(self) -> None:
-        """Wait until every finished request's telemetry has been built and exported."""
+        """Wait until no request is in flight (a client can read the last byte before the
+        handler hands its record over), then until its telemetry is built and exported."""
+        from proxy.appkeys import STATE
+
+        state = self.server.app[STATE]
+        deadline = time.monotonic() + 10
+        while state.inflight and time.monotonic() < deadline:
+            time.sleep(0.005)
         assert self.telemetry.flush(10)
 
     def finished_spans(self) -> list[Any]:

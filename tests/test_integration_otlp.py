@@ -21,6 +21,7 @@ from test_integration_support import (
     CLIENT,
     GPT,
     HELLO,
+    NO_OTLP,
     SERVER,
     SERVICE_NAME,
     Usage,
@@ -51,6 +52,7 @@ class Exported:
     """One spangate run driven by the four SDK calls, and the collector it exported to."""
 
     protocol: str
+    fake: FakeProvider
     receiver: RotelReceiver
     proc: SpangateProcess
     usages: dict[str, Usage]
@@ -65,7 +67,7 @@ def exported(request: pytest.FixtureRequest) -> Iterator[Exported]:
         with started(config_for(fake), env) as proc:
             usages = drive_all_four(proc)
             servers = wait_for_requests(receiver, 4)
-            yield Exported(protocol, receiver, proc, usages, servers)
+            yield Exported(protocol, fake, receiver, proc, usages, servers)
 
 
 def latest_metrics(receiver: RotelReceiver) -> dict[str, dict[str, Any]]:
@@ -104,6 +106,22 @@ def test_each_request_is_a_server_span_with_a_client_child_in_the_same_trace(
     assert routes.count(ALIAS) == 1  # only the aliased call names a route
 
 
+def test_each_upstream_call_carries_the_traceparent_of_its_client_span(
+    exported: Exported,
+) -> None:
+    clients = {
+        (k["trace_id"], k["span_id"])
+        for server in exported.servers
+        for k in children(exported.receiver, server)
+    }
+    sent = set()
+    for received in exported.fake.received:
+        _, trace_id, span_id, flags = received.headers["traceparent"].split("-")
+        assert flags == "01"
+        sent.add((trace_id, span_id))
+    assert sent == clients
+
+
 def client_spans(exported: Exported) -> dict[tuple[str, bool], dict[str, Any]]:
     """The CLIENT spans of the four calls, by (provider, streamed)."""
     out: dict[tuple[str, bool], dict[str, Any]] = {}
@@ -116,7 +134,12 @@ def client_spans(exported: Exported) -> dict[tuple[str, bool], dict[str, Any]]:
 
 def test_client_spans_carry_genai_attributes(exported: Exported) -> None:
     spans = client_spans(exported)
-    assert set(spans) == {("openai", False), ("openai", True), ("anthropic", False), ("anthropic", True)}
+    assert set(spans) == {
+        ("openai", False),
+        ("openai", True),
+        ("anthropic", False),
+        ("anthropic", True),
+    }
     expected = {
         ("openai", False): ("openai", GPT, ["stop"]),
         ("openai", True): ("openai-stream", GPT, ["stop"]),
@@ -226,3 +249,37 @@ def test_sigterm_right_after_a_request_still_delivers_its_telemetry(protocol: st
             lambda: "spangate.requests" in {m["name"] for m in receiver.items("metric")},
             what="the final metric export",
         )
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=["grpc", "http"])
+def test_the_config_section_configures_export_and_the_environment_wins(protocol: str) -> None:
+    with FakeProvider() as fake, RotelReceiver() as receiver:
+        telemetry = {
+            "otlp_endpoint": endpoint_of(receiver, protocol),
+            "otlp_protocol": protocol,
+            "service_name": "from-config",
+            "resource_attributes": {"team": "llm-platform", "deployment.environment": "config"},
+            "logs_otlp": True,
+            "metric_export_interval_ms": 500,
+        }
+        env = {
+            **NO_OTLP,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_SERVICE_NAME": "",
+            "OTEL_LOGS_EXPORTER": "",
+            "OTEL_METRIC_EXPORT_INTERVAL": "",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",  # wins over the config
+        }
+        with started(config_for(fake, telemetry=telemetry), env) as proc:
+            openai_client(proc).chat.completions.create(model=GPT, messages=HELLO)
+            wait_for_requests(receiver, 1)
+            poll(
+                lambda: receiver.items("metric") and receiver.items("log"),
+                what="metrics and logs exported as the config says",
+            )
+        for kind in ("span", "metric", "log"):
+            for item in receiver.items(kind):
+                resource = item["resource"]
+                assert resource["service.name"] == "from-config", (kind, resource)
+                assert resource["team"] == "llm-platform", (kind, resource)
+                assert resource["deployment.environment"] == "test", (kind, resource)

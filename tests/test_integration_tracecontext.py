@@ -42,9 +42,12 @@ ANTHROPIC_SCOPE = "com.anthropic.sdk.python"
 
 @pytest.fixture(scope="module")
 def setup() -> Iterator[tuple[FakeProvider, RotelReceiver, SpangateProcess]]:
-    with FakeProvider() as fake, RotelReceiver() as receiver:
-        with started(config_for(fake), otlp_env(receiver.http_endpoint)) as proc:
-            yield fake, receiver, proc
+    with (
+        FakeProvider() as fake,
+        RotelReceiver() as receiver,
+        started(config_for(fake), otlp_env(receiver.http_endpoint)) as proc,
+    ):
+        yield fake, receiver, proc
 
 
 def parse_traceparent(value: str) -> tuple[str, str, str]:
@@ -74,7 +77,10 @@ def test_caller_traceparent_is_continued_and_propagated_upstream(
     openai_client(proc).chat.completions.create(
         model=GPT,
         messages=HELLO,
-        extra_headers={"traceparent": f"00-{trace_id}-{caller_span}-01"},
+        extra_headers={
+            "traceparent": f"00-{trace_id}-{caller_span}-01",
+            "tracestate": "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+        },
     )
 
     server = wait_for_server_span(receiver, trace_id)
@@ -88,6 +94,41 @@ def test_caller_traceparent_is_continued_and_propagated_upstream(
     assert sent_trace == trace_id
     assert sent_span == client["span_id"]  # the provider's parent is the attempt's CLIENT span
     assert flags == "01"
+    assert upstream.headers["tracestate"] == "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+
+
+def test_unsampled_caller_trace_exports_no_spans_but_is_still_logged(
+    setup: tuple[FakeProvider, RotelReceiver, SpangateProcess],
+) -> None:
+    """parentbased_always_on: the caller's "not sampled" is honoured and passed on."""
+    fake, receiver, proc = setup
+    gpt = openai_client(proc)
+    unsampled = secrets.token_hex(16)
+    before = len(fake.received)
+    gpt.chat.completions.create(
+        model=GPT,
+        messages=HELLO,
+        extra_headers={"traceparent": f"00-{unsampled}-{secrets.token_hex(8)}-00"},
+    )
+    (upstream,) = fake.received[before:]
+    sent_trace, _, flags = parse_traceparent(upstream.headers["traceparent"])
+    assert (sent_trace, flags) == (unsampled, "00")
+
+    # A sampled request after it: once its spans are in, the unsampled one's would be too.
+    sampled = secrets.token_hex(16)
+    gpt.chat.completions.create(
+        model=GPT,
+        messages=HELLO,
+        extra_headers={"traceparent": f"00-{sampled}-{secrets.token_hex(8)}-01"},
+    )
+    wait_for_server_span(receiver, sampled)
+    assert [s for s in spans(receiver) if s["trace_id"] == unsampled] == []
+    # The log line is kept for every request, sampled or not, with its trace id.
+    logged = poll(
+        lambda: [r for r in receiver.items("log") if r["trace_id"] == unsampled],
+        what="the unsampled request's log record",
+    )
+    assert [r["body"] for r in logged] == ["request.completed"]
 
 
 def sdk_client_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
@@ -131,6 +172,7 @@ def test_anthropic_sdk_span_is_the_parent_of_spangate_server_span(
 
     with app_tracer.start_as_current_span("app-operation") as app_span:
         client(proc.url).messages.create(model=CLAUDE, max_tokens=16, messages=HELLO)
+    provider.shutdown()
     (sdk_span,) = sdk_client_spans(exporter)
     assert sdk_span.parent is not None
     assert sdk_span.parent.span_id == app_span.get_span_context().span_id
@@ -143,4 +185,3 @@ def test_anthropic_sdk_span_is_the_parent_of_spangate_server_span(
     assert spangate_client["name"] == f"chat {CLAUDE}"
     upstream_trace, upstream_span, _ = parse_traceparent(fake.last.headers["traceparent"])
     assert (upstream_trace, upstream_span) == (sdk_trace, spangate_client["span_id"])
-    provider.shutdown()

@@ -145,12 +145,23 @@ def test_blocked_span_exporter_does_not_block_requests(fake: FakeProvider) -> No
         assert len(exporter.exported) == 14
 
 
-@pytest.mark.skip(
-    reason=(
-        "not reachable through public constructor arguments: Telemetry builds its span "
-        "BatchQueue with the fixed max_queue=4096, so queue_full needs ~2,300 requests "
-        "against a blocked exporter; the zero-valued queue_full series is checked above"
-    )
-)
-def test_span_queue_overflow_is_counted_as_queue_full() -> None:
-    """A blocked exporter plus a full span queue: drops counted as {spans, queue_full}."""
+def test_span_queue_overflow_is_counted_as_queue_full(fake: FakeProvider) -> None:
+    """A blocked exporter plus a full span queue (OTEL_BSP_MAX_QUEUE_SIZE=4): requests still
+    succeed and the overflow is counted as {spans, queue_full}."""
+    exporter = BlockingExporter()
+    env = {**FAST_EXPORT, "OTEL_BSP_MAX_QUEUE_SIZE": "4", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2"}
+    with spangate_with(basic_config(fake), env=env, span_exporter=exporter) as running:
+        client = oai(running)
+        try:
+            client.chat.completions.create(model=GPT, messages=HELLO)
+            assert exporter.entered.wait(10), "the exporter was never called"
+            for _ in range(6):
+                assert client.chat.completions.create(model=GPT, messages=HELLO).choices
+            assert wait_for_requests_counted(running, 7)
+        finally:
+            exporter.release.set()
+        settle(running)
+        points = running.metric_points(sc.METRIC_TELEMETRY_DROPPED)
+    full = points_where(points, spangate__signal="spans", spangate__reason="queue_full")
+    # 6 requests x 2 spans arrived while at most 4 could wait: at least 8 were dropped.
+    assert total(full) >= 8

@@ -160,8 +160,8 @@ def spangate_with(
 ) -> Iterator[Running]:
     """spangate with in-memory metrics and logs, built through Telemetry's public constructor.
 
-    `span_exporter` replaces the in-memory span exporter; `live_inflight` wires the
-    in-flight gauge to the app's real request counter (as `create_app` does on its own).
+    `span_exporter` replaces the in-memory span exporter. `live_inflight` is kept for
+    readability at call sites: create_app always wires the gauge to the live counter.
     """
     runtime = runtime_for(config)
     spans, metrics, logs = (
@@ -169,22 +169,15 @@ def spangate_with(
         InMemoryMetricReader(),
         InMemoryLogRecordExporter(),  # type: ignore[no-untyped-call]
     )
-    apps: list[Any] = []
-
-    def inflight() -> int:
-        return int(apps[0][STATE].inflight) if apps else 0
-
     telemetry = Telemetry(
         runtime.config.telemetry,
         redactor_for(runtime.config),
         env=env or {},
-        inflight=inflight if live_inflight else (lambda: 0),
         span_exporter=span_exporter if span_exporter is not None else spans,
         metric_readers=[metrics],
         log_exporter=logs,
     )
     app = create_app(runtime, telemetry)
-    apps.append(app)
     server = SpangateThread(runtime, app).start()
     try:
         yield Running(server, telemetry, spans, metrics, logs)

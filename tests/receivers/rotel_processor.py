@@ -5,14 +5,25 @@ An exception here panics the agent, so every function swallows its own errors.
 
 import json
 import os
+import threading
+from typing import Any
+
+_LOCK = threading.Lock()
 
 
-def _write(kind, data):
-    with open(os.environ["SPANGATE_ROTEL_OUT"], "a") as handle:
-        handle.write(json.dumps({"kind": kind, "data": data}) + "\n")
+def _write(kind: str, data: Any) -> None:
+    # One write() of the whole line on an O_APPEND descriptor, under a lock: lines from
+    # concurrent export calls never interleave, and a reader never sees half of one for long.
+    line = (json.dumps({"kind": kind, "data": data}) + "\n").encode()
+    with _LOCK:
+        fd = os.open(os.environ["SPANGATE_ROTEL_OUT"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
 
-def _value(any_value):
+def _value(any_value: Any) -> Any:
     value = getattr(any_value, "value", any_value)
     if type(value).__name__ in ("ArrayValue", "KeyValueList"):
         return [_value(item) for item in value]
@@ -25,15 +36,15 @@ def _value(any_value):
     return str(value)
 
 
-def _attrs(items):
+def _attrs(items: Any) -> Any:
     return {kv.key: _value(kv.value) for kv in items}
 
 
-def _hex(raw):
+def _hex(raw: Any) -> Any:
     return bytes(raw).hex() if raw else ""
 
 
-def process_spans(resource_spans):
+def process_spans(resource_spans: Any) -> None:
     try:
         resource = _attrs(resource_spans.resource.attributes)
         for scope in resource_spans.scope_spans:
@@ -55,12 +66,12 @@ def process_spans(resource_spans):
         _write("error", {"where": "spans", "error": repr(exc)})
 
 
-def _variant(obj):
+def _variant(obj: Any) -> Any:
     """The payload of a PyO3 enum variant (MetricData_Sum, NumberDataPointValue_AsInt, ...)."""
     return getattr(obj, "_0", obj)
 
 
-def _point(point):
+def _point(point: Any) -> Any:
     row = {"attributes": _attrs(point.attributes)}
     value = getattr(point, "value", None)
     if value is not None:
@@ -75,7 +86,7 @@ def _point(point):
     return row
 
 
-def _metric(resource, metric):
+def _metric(resource: Any, metric: Any) -> Any:
     row = {"resource": resource, "name": metric.name, "unit": metric.unit, "points": []}
     try:
         data = _variant(metric.data)
@@ -86,7 +97,7 @@ def _metric(resource, metric):
     return row
 
 
-def process_metrics(resource_metrics):
+def process_metrics(resource_metrics: Any) -> None:
     try:
         resource = _attrs(resource_metrics.resource.attributes)
         for scope in resource_metrics.scope_metrics:
@@ -96,7 +107,7 @@ def process_metrics(resource_metrics):
         _write("error", {"where": "metrics", "error": repr(exc)})
 
 
-def process_logs(resource_logs):
+def process_logs(resource_logs: Any) -> None:
     try:
         resource = _attrs(resource_logs.resource.attributes)
         for scope in resource_logs.scope_logs:
