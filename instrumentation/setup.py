@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from urllib.parse import unquote
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import structlog
 from opentelemetry import trace
@@ -93,7 +93,7 @@ class Telemetry:
         self.logger_provider = self._loggers(env, config, log_exporter)
         self._instruments = instruments = Instruments(
             self.meter_provider.get_meter("spangate", __version__),
-            lambda: self._inflight(),
+            lambda: self._inflight(),  # noqa: PLW0108 -- watch_inflight rebinds it later
             self.drops,
         )
         processor = Processor(
@@ -220,7 +220,9 @@ class Telemetry:
         record.parent = parent
         record.trace_id = parent.trace_id if parent is not None else new_trace_id()
         record.span_id = new_span_id()
-        record.sampled = self.span_queue is not None and self._sampler(parent, record.trace_id)
+        # The decision stands even when spans are not exported here: a provider that
+        # traces (vLLM) must still see the caller's sampled flag, as with the OTel SDK.
+        record.sampled = self._sampler(parent, record.trace_id)
         record.client_address = peer
         record.user_agent = headers.get("User-Agent")
         return record

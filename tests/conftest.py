@@ -7,8 +7,8 @@ sync and async SDKs alike and read telemetry where it lands.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -68,14 +68,15 @@ class Running:
     def openai_base_url(self) -> str:
         return self.server.url + "/v1"
 
-    def flush(self) -> None:
+    def flush(self, settle: bool = True) -> None:
         """Wait until no request is in flight (a client can read the last byte before the
-        handler hands its record over), then until its telemetry is built and exported."""
+        handler hands its record over), then until its telemetry is built and exported.
+        `settle=False` skips the wait: a snapshot taken while a request is deliberately held."""
         from proxy.appkeys import STATE
 
         state = self.server.app[STATE]
         deadline = time.monotonic() + 10
-        while state.inflight and time.monotonic() < deadline:
+        while settle and state.inflight and time.monotonic() < deadline:
             time.sleep(0.005)
         assert self.telemetry.flush(10)
 
@@ -83,8 +84,8 @@ class Running:
         self.flush()
         return list(self.spans.get_finished_spans())
 
-    def metric_points(self, name: str) -> list[Any]:
-        self.flush()
+    def metric_points(self, name: str, settle: bool = True) -> list[Any]:
+        self.flush(settle)
         data = self.metrics.get_metrics_data()
         points: list[Any] = []
         for resource in data.resource_metrics if data else []:

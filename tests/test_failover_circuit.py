@@ -74,7 +74,9 @@ async def open_circuit_of_a(fakes: Fakes, running: Running) -> None:
 
 
 def circuit_open_metric(running: Running, name: str) -> float:
-    return metric_sum(running, "spangate.circuit.open", {"spangate.target": label(name)})
+    """A gauge read now: it must not wait for a probe deliberately held in flight."""
+    match = {"spangate.target": label(name)}
+    return metric_sum(running, "spangate.circuit.open", match, settle=False)
 
 
 def transitions(running: Running, name: str, state: str) -> float:

@@ -146,10 +146,12 @@ def attrs(span: Any) -> dict[str, Any]:
     return dict(span.attributes)
 
 
-def metric_sum(running: Running, name: str, match: dict[str, Any] | None = None) -> float:
+def metric_sum(
+    running: Running, name: str, match: dict[str, Any] | None = None, settle: bool = True
+) -> float:
     """Sum of a metric's points whose attributes include every item of `match`."""
     total = 0.0
-    for point in running.metric_points(name):
+    for point in running.metric_points(name, settle):
         point_attrs = dict(point.attributes)
         if all(point_attrs.get(k) == v for k, v in (match or {}).items()):
             total += point.value

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fakeprovider import FakeProvider
+from fakeprovider import FakeProvider, stall
 from harness import SpangateProcess
 from receivers.rotel import RotelReceiver
 from test_integration_support import (
@@ -283,3 +283,28 @@ def test_the_config_section_configures_export_and_the_environment_wins(protocol:
                 assert resource["service.name"] == "from-config", (kind, resource)
                 assert resource["team"] == "llm-platform", (kind, resource)
                 assert resource["deployment.environment"] == "test", (kind, resource)
+
+
+def test_a_stream_draining_at_sigterm_is_exported_once_it_ends() -> None:
+    """SIGTERM mid-stream: the stream finishes during the drain, then its spans are flushed."""
+    slow = {"OTEL_BSP_SCHEDULE_DELAY": "3600000", "OTEL_METRIC_EXPORT_INTERVAL": "3600000"}
+    with FakeProvider() as fake, RotelReceiver() as receiver:
+        fake.script(stall(after=2, seconds=1.0))
+        proc = SpangateProcess(config_for(fake), otlp_env(receiver.http_endpoint, **slow)).start()
+        try:
+            stream = openai_client(proc).chat.completions.create(
+                model=GPT, messages=HELLO, stream=True
+            )
+            chunks = iter(stream)
+            first = next(chunks)
+            proc.terminate()  # while the provider is pausing mid-stream
+            rest = list(chunks)
+            assert [first, *rest][-1].choices[0].finish_reason == "stop"
+            assert proc.wait(30) == 0
+        finally:
+            proc.stop()
+        (server,) = wait_for_requests(receiver, 1, timeout=10)
+        (client,) = children(receiver, server)
+        assert client["attributes"]["gen_ai.request.stream"] is True
+        assert client["attributes"]["spangate.stream.outcome"] == "completed"
+        assert client["attributes"]["gen_ai.usage.output_tokens"] > 0

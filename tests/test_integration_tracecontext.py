@@ -25,6 +25,7 @@ from test_integration_support import (
     CLIENT,
     GPT,
     HELLO,
+    NO_OTLP,
     SERVER,
     children,
     config_for,
@@ -185,3 +186,23 @@ def test_anthropic_sdk_span_is_the_parent_of_spangate_server_span(
     assert spangate_client["name"] == f"chat {CLAUDE}"
     upstream_trace, upstream_span, _ = parse_traceparent(fake.last.headers["traceparent"])
     assert (upstream_trace, upstream_span) == (sdk_trace, spangate_client["span_id"])
+
+
+def test_without_an_exporter_the_callers_sampling_decision_still_reaches_the_provider() -> None:
+    """spangate not exporting spans must not switch tracing off for the app's model server.
+
+    parentbased_always_on with a sampled parent is a sampled decision whether or not
+    spans are exported (as with the OpenTelemetry SDK and no span processor); a
+    provider that traces (e.g. vLLM) drops its spans for `-00`.
+    """
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    with FakeProvider() as fake, started(config_for(fake), NO_OTLP) as proc:
+        proc.wait_for_log("telemetry.traces_not_exported")
+        openai_client(proc).chat.completions.create(
+            model=GPT,
+            messages=HELLO,
+            extra_headers={"traceparent": f"00-{trace_id}-{caller_span}-01"},
+        )
+        sent_trace, _, flags = parse_traceparent(fake.last.headers["traceparent"])
+    assert sent_trace == trace_id
+    assert flags == "01"

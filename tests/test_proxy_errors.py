@@ -125,8 +125,14 @@ def small(fake: FakeProvider, spangate_for: Callable[..., Running]) -> Running:
 async def test_malformed_json_is_400(fmt: Format, fake: FakeProvider, spangate: Running) -> None:
     """A body that is not JSON: 400 invalid_json, saying the JSON is invalid."""
     reply = await send(spangate.url, fmt, b'{"model": "x", "messages": [')
-    check_error(fmt, reply, 400, code="invalid_json", anthropic_type="invalid_request_error",
-                mentions=("JSON",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        400,
+        code="invalid_json",
+        anthropic_type="invalid_request_error",
+        mentions=("JSON",),
+    )
     assert fake.received == []
 
 
@@ -134,8 +140,14 @@ async def test_malformed_json_is_400(fmt: Format, fake: FakeProvider, spangate: 
 async def test_json_array_body_is_400(fmt: Format, fake: FakeProvider, spangate: Running) -> None:
     """A JSON array instead of an object: 400 saying the body must be a JSON object."""
     reply = await send(spangate.url, fmt, json.dumps([fmt.valid]).encode())
-    check_error(fmt, reply, 400, code="invalid_json", anthropic_type="invalid_request_error",
-                mentions=("JSON object",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        400,
+        code="invalid_json",
+        anthropic_type="invalid_request_error",
+        mentions=("JSON object",),
+    )
     assert fake.received == []
 
 
@@ -143,8 +155,14 @@ async def test_json_array_body_is_400(fmt: Format, fake: FakeProvider, spangate:
 async def test_empty_body_is_400(fmt: Format, fake: FakeProvider, spangate: Running) -> None:
     """An empty POST body: 400 asking for a JSON object."""
     reply = await send(spangate.url, fmt, b"")
-    check_error(fmt, reply, 400, code="invalid_json", anthropic_type="invalid_request_error",
-                mentions=("JSON object",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        400,
+        code="invalid_json",
+        anthropic_type="invalid_request_error",
+        mentions=("JSON object",),
+    )
     assert fake.received == []
 
 
@@ -153,8 +171,15 @@ async def test_missing_model_is_400(fmt: Format, fake: FakeProvider, spangate: R
     """No `model`: 400 missing_model with param "model", naming the parameter."""
     body = {k: v for k, v in fmt.valid.items() if k != "model"}
     reply = await send(spangate.url, fmt, json.dumps(body).encode())
-    check_error(fmt, reply, 400, code="missing_model", anthropic_type="invalid_request_error",
-                param="model", mentions=("model",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        400,
+        code="missing_model",
+        anthropic_type="invalid_request_error",
+        param="model",
+        mentions=("model",),
+    )
     assert fake.received == []
 
 
@@ -164,8 +189,14 @@ async def test_model_of_wrong_type_is_400(
 ) -> None:
     """`model` that is not a string: 400 that points at `model`."""
     reply = await send(spangate.url, fmt, json.dumps({**fmt.valid, "model": 5}).encode())
-    check_error(fmt, reply, 400, code="invalid_json", anthropic_type="invalid_request_error",
-                mentions=("model",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        400,
+        code="invalid_json",
+        anthropic_type="invalid_request_error",
+        mentions=("model",),
+    )
     assert fake.received == []
 
 
@@ -176,8 +207,14 @@ async def test_body_over_max_body_bytes_is_413(
     """A body over server.max_body_bytes (Content-Length known): 413 naming the setting."""
     big = {**fmt.valid, "padding": "x" * (2 * SMALL_LIMIT)}
     reply = await send(small.url, fmt, json.dumps(big).encode())
-    check_error(fmt, reply, 413, code="body_too_large", anthropic_type="request_too_large",
-                mentions=("max_body_bytes", str(SMALL_LIMIT)))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        413,
+        code="body_too_large",
+        anthropic_type="request_too_large",
+        mentions=("max_body_bytes", str(SMALL_LIMIT)),
+    )
     assert fake.received == []
 
 
@@ -194,8 +231,14 @@ async def test_chunked_body_over_max_body_bytes_is_413(
         yield b'"}'
 
     reply = await send(small.url, fmt, chunks())
-    check_error(fmt, reply, 413, code="body_too_large", anthropic_type="request_too_large",
-                mentions=("max_body_bytes",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        413,
+        code="body_too_large",
+        anthropic_type="request_too_large",
+        mentions=("max_body_bytes",),
+    )
     assert fake.received == []
 
 
@@ -251,8 +294,14 @@ async def test_unknown_path_is_404(
 ) -> None:
     """A path spangate does not serve: 404 unknown_path that says where the APIs live."""
     reply = await send(spangate.url, fmt, fmt.body, path=path)
-    check_error(fmt, reply, 404, code="unknown_path", anthropic_type="not_found_error",
-                mentions=(path, "/v1/"))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        404,
+        code="unknown_path",
+        anthropic_type="not_found_error",
+        mentions=(path, "/v1/"),
+    )
     assert fake.received == []
 
 
@@ -269,8 +318,15 @@ async def test_unreachable_upstream_is_502(
         provider["base_url"] = f"http://127.0.0.1:{unused_port()}"
     running = spangate_for(config)
     reply = await send(running.url, fmt, fmt.body)
-    check_error(fmt, reply, 502, code="upstream_unreachable", anthropic_type="api_error",
-                openai_type="server_error", mentions=("base_url",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        502,
+        code="upstream_unreachable",
+        anthropic_type="api_error",
+        openai_type="server_error",
+        mentions=("base_url",),
+    )
 
 
 @FORMATS
@@ -282,8 +338,15 @@ async def test_slow_upstream_is_504(
     running = spangate_for(config)
     fake.script(delay(5))
     reply = await send(running.url, fmt, fmt.body)
-    check_error(fmt, reply, 504, code="upstream_timeout", anthropic_type="timeout_error",
-                openai_type="server_error", mentions=("first_byte_s",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        504,
+        code="upstream_timeout",
+        anthropic_type="timeout_error",
+        openai_type="server_error",
+        mentions=("first_byte_s",),
+    )
     assert await fake.await_disconnects(1)  # spangate gave up on the upstream request
 
 
@@ -294,8 +357,15 @@ async def test_upstream_reset_before_answering_is_502(
     """The provider resets the connection without a response: 502 upstream_unreachable."""
     fake.script(reset())
     reply = await send(spangate.url, fmt, fmt.body)
-    check_error(fmt, reply, 502, code="upstream_unreachable", anthropic_type="api_error",
-                openai_type="server_error", mentions=("closed the connection",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        502,
+        code="upstream_unreachable",
+        anthropic_type="api_error",
+        openai_type="server_error",
+        mentions=("closed the connection",),
+    )
     assert len(fake.received) == 1
 
 
@@ -366,16 +436,22 @@ async def test_absolute_form_uri_is_refused(
     request += b"Content-Length: 0\r\n\r\n"
     status, body = await raw_exchange(spangate.server.port, request)
     reply = Reply(status, "application/json", body)
-    check_error(fmt, reply, 400, code="absolute_uri_refused",
-                anthropic_type="invalid_request_error", mentions=("forward proxy",))  # fmt: skip
+    check_error(
+        fmt,
+        reply,
+        400,
+        code="absolute_uri_refused",
+        anthropic_type="invalid_request_error",
+        mentions=("forward proxy",),
+    )
     assert fake.received == []
 
 
 async def test_connect_is_refused(fake: FakeProvider, spangate: Running) -> None:
     """CONNECT host:port: refused with a 4xx (connect_refused); nothing is contacted."""
     port = fake.port
-    request = f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    request = request.encode()
+    target = f"127.0.0.1:{port}"
+    request = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n".encode()
     status, body = await raw_exchange(spangate.server.port, request)
     assert 400 <= status < 500
     assert_no_traceback(body)

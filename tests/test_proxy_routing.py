@@ -421,7 +421,9 @@ async def test_gzipped_body_is_relayed_compressed(fake: FakeProvider, spangate: 
     fake.script(gzipped(), gzipped())
     url = "/chat/completions"
     _, _, direct = await post(fake.openai_base_url + url, body, auto_decompress=False)
-    status, headers, proxied = await post(spangate.openai_base_url + url, body, auto_decompress=False)  # fmt: skip
+    status, headers, proxied = await post(
+        spangate.openai_base_url + url, body, auto_decompress=False
+    )
     assert status == 200
     assert headers["Content-Encoding"] == "gzip"
     assert proxied == direct
@@ -436,11 +438,6 @@ def test_gzipped_body_is_parsed_by_the_sdk(fake: FakeProvider, spangate: Running
     assert completion.choices[0].message.content == f"Hello from {GPT}: hi there"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: failover._valid_json parses a gzip-compressed 200 body as JSON, calls it "
-    "malformed_response and fails over to the next target",
-)
 async def test_gzipped_answer_is_not_mistaken_for_malformed_json(
     fake: FakeProvider, spangate_for: Callable[..., Running]
 ) -> None:

@@ -69,9 +69,7 @@ async def adirect(fake: FakeProvider) -> AsyncIterator[openai.AsyncOpenAI]:
 
 @pytest.fixture
 async def aproxied(spangate: Running) -> AsyncIterator[openai.AsyncOpenAI]:
-    client = openai.AsyncOpenAI(
-        base_url=spangate.openai_base_url, api_key="sk-test", max_retries=0
-    )
+    client = openai.AsyncOpenAI(base_url=spangate.openai_base_url, api_key="sk-test", max_retries=0)
     async with client:
         yield client
 
@@ -163,7 +161,7 @@ async def test_openai_async_chat_equals_direct(
 def test_openai_sync_chat_stream_chunks_equal_direct(
     fake: FakeProvider, direct: openai.OpenAI, proxied: openai.OpenAI
 ) -> None:
-    """The client sees the provider's chunks (no usage chunk); upstream only gains stream_options."""
+    """The client sees the provider's chunks (no usage chunk); upstream gains stream_options."""
     a = dumps(direct.chat.completions.create(model=GPT, messages=HELLO, stream=True))
     b = dumps(proxied.chat.completions.create(model=GPT, messages=HELLO, stream=True))
     assert all(chunk["choices"] for chunk in b), "the injected usage chunk reached the client"
@@ -178,12 +176,16 @@ async def test_openai_async_chat_stream_chunks_equal_direct(
     fake: FakeProvider, adirect: openai.AsyncOpenAI, aproxied: openai.AsyncOpenAI
 ) -> None:
     """Async streaming: the same chunks as direct; upstream only gains stream_options."""
-    a = [c.model_dump() async for c in await adirect.chat.completions.create(
-        model=GPT, messages=HELLO, stream=True
-    )]  # fmt: skip
-    b = [c.model_dump() async for c in await aproxied.chat.completions.create(
-        model=GPT, messages=HELLO, stream=True
-    )]  # fmt: skip
+    a = [
+        c.model_dump()
+        async for c in await adirect.chat.completions.create(model=GPT, messages=HELLO, stream=True)
+    ]
+    b = [
+        c.model_dump()
+        async for c in await aproxied.chat.completions.create(
+            model=GPT, messages=HELLO, stream=True
+        )
+    ]
     assert without_ids(b) == without_ids(a)
     assert_only_usage_injected(fake)
 
@@ -241,8 +243,12 @@ def test_openai_chat_tool_call_stream_equals_direct(
     fake: FakeProvider, direct: openai.OpenAI, proxied: openai.OpenAI
 ) -> None:
     """Streamed tool_call deltas reach the client as the provider sent them."""
-    a = dumps(direct.chat.completions.create(model=GPT, messages=HELLO, tools=[CHAT_TOOL], stream=True))
-    b = dumps(proxied.chat.completions.create(model=GPT, messages=HELLO, tools=[CHAT_TOOL], stream=True))  # fmt: skip
+    a = dumps(
+        direct.chat.completions.create(model=GPT, messages=HELLO, tools=[CHAT_TOOL], stream=True)
+    )
+    b = dumps(
+        proxied.chat.completions.create(model=GPT, messages=HELLO, tools=[CHAT_TOOL], stream=True)
+    )
     assert without_ids(b) == without_ids(a)
     assert b[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert_only_usage_injected(fake)
@@ -334,9 +340,7 @@ def test_anthropic_sync_message_equals_direct(
     assert_same_request(fake)
 
 
-async def test_anthropic_async_message_equals_direct(
-    fake: FakeProvider, spangate: Running
-) -> None:
+async def test_anthropic_async_message_equals_direct(fake: FakeProvider, spangate: Running) -> None:
     """An async messages.create is identical through spangate."""
     direct = anthropic.AsyncAnthropic(base_url=fake.base_url, api_key="k", max_retries=0)
     proxied = anthropic.AsyncAnthropic(base_url=spangate.url, api_key="k", max_retries=0)
@@ -382,9 +386,10 @@ async def test_anthropic_async_stream_equals_direct(fake: FakeProvider, spangate
     finals = []
     for base_url in (fake.base_url, spangate.url):
         client = anthropic.AsyncAnthropic(base_url=base_url, api_key="k", max_retries=0)
-        async with client, client.messages.stream(
-            model=CLAUDE, max_tokens=64, messages=HELLO
-        ) as stream:
+        async with (
+            client,
+            client.messages.stream(model=CLAUDE, max_tokens=64, messages=HELLO) as stream,
+        ):
             finals.append((await stream.get_final_message()).model_dump())
     assert finals[1] == finals[0]
     assert_same_request(fake)

@@ -261,7 +261,7 @@ def test_inflight_gauge_counts_a_request_in_progress(fake: FakeProvider) -> None
         fake.script(stall(after=2, seconds=30))
         stream = oai(running).chat.completions.create(model=GPT, messages=HELLO, stream=True)
         next(iter(stream))
-        (during,) = running.metric_points(sc.METRIC_INFLIGHT)
+        (during,) = running.metric_points(sc.METRIC_INFLIGHT, settle=False)
         assert during.value == 1
         stream.close()
         assert fake.wait_for_disconnects(1, within=10)

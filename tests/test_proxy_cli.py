@@ -1,0 +1,296 @@
+"""The command line as a real subprocess: `python -m proxy --version | check-config | serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness import REPO
+
+from proxy import __version__
+
+GOOD_CONFIG: dict[str, Any] = {
+    "providers": {
+        "openai": {
+            "kind": "openai",
+            "base_url": "http://127.0.0.1:9/",
+            "api_key": "${SPANGATE_CLI_TEST_KEY}",
+        },
+        "anthropic": {"kind": "anthropic", "base_url": "http://127.0.0.1:9"},
+        "azure-eu": {
+            "kind": "azure_openai",
+            "base_url": "https://myres.openai.azure.com",
+            "api_version": "2024-10-21",
+        },
+    },
+    "models": {
+        "fast": {
+            "targets": [
+                {"provider": "openai", "model": "gpt-4o-mini"},
+                {"provider": "azure-eu", "model": "gpt4o-deploy"},
+            ]
+        },
+        "claude": {"targets": [{"provider": "anthropic", "model": "claude-sonnet-4-6"}]},
+    },
+}
+SECRET = "sk-cli-test-secret-9f8e7d"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without SPANGATE_CONFIG or OTEL_* settings, plus `extra`."""
+    env = {
+        k: v for k, v in os.environ.items() if k != "SPANGATE_CONFIG" and not k.startswith("OTEL_")
+    }
+    return {**env, **extra}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env if env is not None else clean_env(),
+        timeout=60,
+        check=False,
+    )
+
+
+def write_config(tmp_path: Path, config: Any, name: str = "spangate.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+    return path
+
+
+def assert_no_traceback(*texts: str) -> None:
+    for text in texts:
+        assert "Traceback" not in text
+        assert 'File "' not in text
+
+
+# --------------------------------------------------------------------------- --version
+
+
+def test_version_prints_the_package_version() -> None:
+    """`--version` prints `spangate <version>` and exits 0."""
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"spangate {__version__}"
+
+
+# --------------------------------------------------------------------------- check-config
+
+
+def test_check_config_prints_resolved_providers_and_models(tmp_path: Path) -> None:
+    """check-config on a valid file prints providers and aliases (no secrets) and exits 0."""
+    path = write_config(tmp_path, GOOD_CONFIG)
+    result = run_cli("check-config", str(path), env=clean_env(SPANGATE_CLI_TEST_KEY=SECRET))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    described = json.loads(result.stdout)
+    assert set(described["providers"]) == {"openai", "anthropic", "azure-eu"}
+    assert described["providers"]["openai"]["base_url"] == "http://127.0.0.1:9"
+    assert described["providers"]["openai"]["api_key"] == "configured"
+    assert described["providers"]["anthropic"]["api_key"] == "forwarded from client"
+    assert described["providers"]["azure-eu"]["kind"] == "azure_openai"
+    assert described["models"]["fast"]["targets"] == ["openai/gpt-4o-mini", "azure-eu/gpt4o-deploy"]
+    assert described["models"]["claude"]["targets"] == ["anthropic/claude-sonnet-4-6"]
+    assert SECRET not in result.stdout
+
+
+def test_check_config_names_an_unknown_provider_by_key(tmp_path: Path) -> None:
+    """A target naming an unknown provider: exit 1, message with the exact key path."""
+    config = {
+        "providers": {
+            "openai": {"kind": "openai", "base_url": "https://api.openai.com"},
+            "anthropic": {"kind": "anthropic", "base_url": "https://api.anthropic.com"},
+        },
+        "models": {
+            "gpt-4o": {
+                "targets": [
+                    {"provider": "openai", "model": "gpt-4o"},
+                    {"provider": "azure-eu", "model": "gpt-4o"},
+                ]
+            }
+        },
+    }
+    result = run_cli("check-config", str(write_config(tmp_path, config)))
+    assert result.returncode == 1
+    assert (
+        "models.gpt-4o.targets[1].provider: unknown provider 'azure-eu' (known: anthropic, openai)"
+        in result.stderr
+    )
+    assert result.stdout == ""
+    assert_no_traceback(result.stderr)
+
+
+def test_check_config_names_a_missing_environment_variable(tmp_path: Path) -> None:
+    """`${VAR}` without a default and VAR unset: exit 1, naming the variable and the key."""
+    path = write_config(tmp_path, GOOD_CONFIG)
+    result = run_cli("check-config", str(path))  # SPANGATE_CLI_TEST_KEY is not set
+    assert result.returncode == 1
+    assert "SPANGATE_CLI_TEST_KEY" in result.stderr
+    assert "providers.openai.api_key" in result.stderr
+    assert_no_traceback(result.stderr)
+
+
+def test_check_config_uses_the_default_of_an_unset_variable(tmp_path: Path) -> None:
+    """`${VAR:-default}` with VAR unset takes the default; `$$` is a literal dollar."""
+    config = {
+        "providers": {
+            "openai": {
+                "kind": "openai",
+                "base_url": "${SPANGATE_CLI_TEST_URL:-http://127.0.0.1:8000}",
+                "headers": {"x-price": "$$5"},
+            }
+        }
+    }
+    result = run_cli("check-config", str(write_config(tmp_path, config)))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["providers"]["openai"]["base_url"] == "http://127.0.0.1:8000"
+
+
+def test_check_config_rejects_an_alias_mixing_wire_formats(tmp_path: Path) -> None:
+    """An alias with OpenAI and Anthropic targets: exit 1, naming the alias."""
+    config = {
+        "providers": {
+            "openai": {"kind": "openai", "base_url": "https://api.openai.com"},
+            "anthropic": {"kind": "anthropic", "base_url": "https://api.anthropic.com"},
+        },
+        "models": {
+            "mixed": {
+                "targets": [
+                    {"provider": "openai", "model": "gpt-4o"},
+                    {"provider": "anthropic", "model": "claude-sonnet-4-6"},
+                ]
+            }
+        },
+    }
+    result = run_cli("check-config", str(write_config(tmp_path, config)))
+    assert result.returncode == 1
+    assert "models.mixed.targets" in result.stderr
+    assert_no_traceback(result.stderr)
+
+
+def test_check_config_on_a_missing_file_says_so(tmp_path: Path) -> None:
+    """A path that does not exist: exit 1 with `cannot read config file`."""
+    result = run_cli("check-config", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert "cannot read config file" in result.stderr
+    assert_no_traceback(result.stderr)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+INVALID_CONFIGS = {
+    "unknown-key": {"providers": {"o": {"kind": "openai", "base_url": "http://a"}}, "bogus": 1},
+    "unknown-kind": {"providers": {"o": {"kind": "nope", "base_url": "http://a"}}},
+    "bad-base-url": {"providers": {"o": {"kind": "openai", "base_url": "ftp://a"}}},
+    "azure-without-version": {"providers": {"a": {"kind": "azure_openai", "base_url": "http://a"}}},
+    "no-providers": {"providers": {}},
+    "not-yaml": "providers: [unclosed\n",
+    "not-a-mapping": "- just\n- a list\n",
+}
+EXPECTED_KEY = {
+    "unknown-key": "bogus",
+    "unknown-kind": "providers.o.kind",
+    "bad-base-url": "providers.o.base_url",
+    "azure-without-version": "providers.a.api_version",
+    "no-providers": "providers",
+    "not-yaml": "YAML",
+    "not-a-mapping": "mapping",
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_CONFIGS))
+def test_serve_with_an_invalid_config_exits_nonzero_without_traceback(
+    tmp_path: Path, case: str
+) -> None:
+    """`serve --config BAD` exits non-zero with a one-line reason naming the key; no traceback."""
+    path = write_config(tmp_path, INVALID_CONFIGS[case])
+    result = run_cli("serve", "--config", str(path), "--port", "0")
+    assert result.returncode != 0
+    assert_no_traceback(result.stdout, result.stderr)
+    assert result.stderr.startswith("spangate: config error")
+    assert EXPECTED_KEY[case] in result.stderr
+    assert "spangate.ready" not in result.stdout
+
+
+@contextmanager
+def serving(tmp_path: Path, *args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m proxy serve ARGS` with stdout+stderr in tmp_path/out.log; SIGTERM on exit."""
+    with (tmp_path / "out.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def wait_for_event(proc: subprocess.Popen[bytes], log: Path, event: str) -> dict[str, Any]:
+    """The first JSON log line with this event (bounded wait; fails if the process exits)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for line in log.read_bytes().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == event:
+                return entry
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"no {event!r} line; output:\n{log.read_text(errors='replace')}")
+
+
+def test_serve_without_config_uses_the_embedded_default(tmp_path: Path) -> None:
+    """`serve --port 0` with no config logs spangate.ready with config "embedded default"."""
+    with serving(tmp_path, "--port", "0", env=clean_env()) as proc:
+        ready = wait_for_event(proc, tmp_path / "out.log", "spangate.ready")
+        assert ready["config"] == "embedded default"
+        assert ready["address"].startswith("http://127.0.0.1:")
+        assert not ready["address"].endswith(":0")
+        with urllib.request.urlopen(ready["address"] + "/healthz", timeout=10) as resp:
+            assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    output = (tmp_path / "out.log").read_text()
+    assert_no_traceback(output)
+    assert '"spangate.stopped"' in output
+
+
+def test_serve_reads_spangate_config_from_the_environment(tmp_path: Path) -> None:
+    """With no --config, SPANGATE_CONFIG names the file; the ready line says which."""
+    path = write_config(
+        tmp_path, {"providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:9"}}}
+    )
+    with serving(tmp_path, "--port", "0", env=clean_env(SPANGATE_CONFIG=str(path))) as proc:
+        ready = wait_for_event(proc, tmp_path / "out.log", "spangate.ready")
+        assert ready["config"] == str(path)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
