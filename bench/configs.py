@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from bench.procs import (
 DIRECT = "direct"
 PASSTHROUGH = "aiohttp-passthrough"
 FULL = "spangate-full"
+WORKERS2 = "spangate-workers2"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ def start_spangate(
     *,
     env: dict[str, str] | None = None,
     pool_size: int = 256,
+    args: tuple[str, ...] = (),
+    core: str = PROXY_CORE,
 ) -> Running:
     """`python -m proxy serve` on a generated config, stdout to `<workdir>/<name>.log`."""
     port = free_port()
@@ -101,9 +105,20 @@ def start_spangate(
     path = procs.workdir / f"{name}.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     argv = [str(VENV_PYTHON), "-m", "proxy", "serve", "--config", str(path), "--port", str(port)]
-    proc = procs.start(name, argv, PROXY_CORE, env=clean_env(env))
+    proc = procs.start(name, argv + list(args), core, env=clean_env(env))
     wait_http_ok(proc, f"http://127.0.0.1:{port}/readyz")
+    # With --workers, /readyz answers from whichever worker is up first; the supervisor's
+    # spangate.ready line means all are.
+    wait_logged(proc, '"spangate.ready"')
     return Running(name, f"http://127.0.0.1:{port}", proc)
+
+
+def wait_logged(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in proc.log.read_text(errors="replace"):
+        if time.monotonic() > deadline or not proc.alive():
+            raise RuntimeError(f"{proc.name} never logged {text}: see {proc.log}")
+        time.sleep(0.05)
 
 
 def full_telemetry(otlp_port: int) -> dict[str, Any]:
@@ -127,6 +142,17 @@ def _spangate_full(setup: Setup) -> Running:
     return start_spangate(setup.procs, FULL, upstream, full_telemetry(setup.otlp_port))
 
 
+def _spangate_workers2(setup: Setup) -> Running:
+    """spangate-full with `--workers 2`, allowed on every core (the others are pinned to one):
+    what a second core buys at high concurrency. Its CPU figures cover all its processes."""
+    upstream = f"http://127.0.0.1:{setup.upstream_port}"
+    every_core = ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
+    telemetry = full_telemetry(setup.otlp_port)
+    return start_spangate(
+        setup.procs, WORKERS2, upstream, telemetry, args=("--workers", "2"), core=every_core
+    )
+
+
 def _spangate_unreachable(setup: Setup) -> Running:
     upstream = f"http://127.0.0.1:{setup.upstream_port}"
     telemetry = full_telemetry(setup.closed_port)
@@ -143,6 +169,13 @@ CONFIGURATIONS = (
         "spangate-unreachable",
         "spangate, full telemetry to a closed OTLP port",
         _spangate_unreachable,
+    ),
+)
+#: Only when named in BENCH_CONFIGS (e.g. spangate-workers2): not pinned, so it would
+#: disturb the pinned measurements of a default run.
+OPTIONAL_CONFIGURATIONS = (
+    Configuration(
+        WORKERS2, "spangate-full with --workers 2, not pinned to one core", _spangate_workers2
     ),
 )
 

@@ -8,7 +8,8 @@ Environment (defaults in brackets):
   BENCH_STREAMS [500]       sequential streams per configuration
   BENCH_OPEN_STREAMS [1000] concurrent open streams for the RSS measurement (0 = skip)
   BENCH_HOLD_SECONDS [8]    how long bench/slow_stream.py holds each stream open
-  BENCH_CONFIGS [all]       comma-separated subset of configuration names
+  BENCH_CONFIGS [all]       comma-separated subset of configuration names (+ optional
+                            spangate-workers2: --workers 2, not pinned)
   BENCH_LITELLM [0]         LiteLLM comparison: not implemented (see bench/README.md)
 """
 
@@ -53,12 +54,13 @@ def selected_configurations() -> list[Configuration]:
     if not wanted:
         return list(CONFIGURATIONS)
     names = {name.strip() for name in wanted.split(",")}
-    unknown = names - {c.name for c in CONFIGURATIONS}
+    known = (*CONFIGURATIONS, *configs.OPTIONAL_CONFIGURATIONS)
+    unknown = names - {c.name for c in known}
     if unknown:
         raise SystemExit(f"unknown BENCH_CONFIGS {sorted(unknown)}")
     # direct and the pass-through are the references every ratio needs.
     names |= {configs.DIRECT, configs.PASSTHROUGH}
-    return [c for c in CONFIGURATIONS if c.name in names]
+    return [c for c in known if c.name in names]
 
 
 def _package(name: str) -> str:

@@ -52,15 +52,17 @@ def _kwargs(
 
 
 def span_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
+    """The SDK's OTLP span exporter for its transport (TLS, headers, compression,
+    retries), with spangate's own encoder in place of the SDK's (instrumentation/spanwire.py)."""
     grpc = protocol_for("traces", env, config) == "grpc"
     kwargs = _kwargs("traces", env, config, grpc)
     if grpc:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from instrumentation.spanexport import GrpcSpanExporter
 
-        return OTLPSpanExporter(**kwargs)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+        return GrpcSpanExporter(**kwargs)
+    from instrumentation.spanexport import HttpSpanExporter
 
-    return Http(**kwargs)
+    return HttpSpanExporter(**kwargs)
 
 
 def metric_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:

@@ -27,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port; 0 = any free)")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        help="processes sharing the port, Linux SO_REUSEPORT "
+        "(default: $SPANGATE_WORKERS, else server.workers, else 1)",
+    )
     check = commands.add_parser("check-config", help="validate a config file and print it resolved")
     check.add_argument("file")
     return parser
@@ -37,8 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check(args.file)
     return _serve(
-        getattr(args, "config", None), getattr(args, "host", None), getattr(args, "port", None)
+        getattr(args, "config", None),
+        getattr(args, "host", None),
+        getattr(args, "port", None),
+        getattr(args, "workers", None),
     )
+
+
+def _worker_count(text: str) -> int:
+    """argparse type for --workers (and the check for SPANGATE_WORKERS): a whole number >= 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return count
 
 
 def _load(path: str | None) -> RuntimeConfig:
@@ -55,7 +75,7 @@ def _check(path: str) -> int:
     return 0
 
 
-def _serve(path: str | None, host: str | None, port: int | None) -> int:
+def _serve(path: str | None, host: str | None, port: int | None, workers: int | None) -> int:
     path = path or os.environ.get("SPANGATE_CONFIG") or None
     source = path or "embedded default"
     try:
@@ -64,10 +84,29 @@ def _serve(path: str | None, host: str | None, port: int | None) -> int:
         print(f"spangate: config error in {source}: {exc}", file=sys.stderr)
         return 1
     runtime = _override_listen(runtime, host, port)
+    try:
+        count = _workers(workers, runtime)
+    except argparse.ArgumentTypeError as exc:
+        print(f"spangate: SPANGATE_WORKERS {exc}", file=sys.stderr)
+        return 1
     configure_logging(redactor_for(runtime.config))
+    if count > 1:
+        from proxy.workers import supervise
+
+        return supervise(runtime, path, source, count)
     from proxy.serve import serve
 
     return serve(runtime, source)
+
+
+def _workers(flag: int | None, runtime: RuntimeConfig) -> int:
+    """--workers, else $SPANGATE_WORKERS, else server.workers."""
+    if flag is not None:
+        return flag
+    env = os.environ.get("SPANGATE_WORKERS")
+    if env:
+        return _worker_count(env)
+    return runtime.config.server.workers
 
 
 def _override_listen(runtime: RuntimeConfig, host: str | None, port: int | None) -> RuntimeConfig:

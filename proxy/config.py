@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -65,6 +65,8 @@ class ServerConfig(_Base, frozen=True):
     timeouts: Timeouts = Timeouts()
     #: Upstream connection pool size (keep-alive connections).
     pool_size: int = 256
+    #: Processes sharing the port (SO_REUSEPORT); `--workers` / SPANGATE_WORKERS win.
+    workers: Annotated[int, msgspec.Meta(ge=1)] = 1
 
 
 class ProviderConfig(_Base, frozen=True):

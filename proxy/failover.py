@@ -320,8 +320,12 @@ async def _exchange(
     health: TargetHealth,
 ) -> Ready | Failed:
     timeouts = target.effective_timeouts()
-    first_byte = max(min(timeouts.first_byte_s, ctx.remaining()), 0.001)
-    limited = msgspec.structs.replace(timeouts, first_byte_s=first_byte)
+    remaining = ctx.remaining()
+    limited = (
+        timeouts
+        if timeouts.first_byte_s <= remaining
+        else msgspec.structs.replace(timeouts, first_byte_s=max(remaining, 0.001))
+    )
     try:
         response = await ctx.upstream.send(request, limited, target.provider.name)
     except SpangateError as exc:

@@ -31,24 +31,24 @@ AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
 _OWN_PREFIX = "x-spangate-"
 
 
-def _listed_in_connection(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
-    named: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            named.update(token.strip().lower() for token in value.split(","))
-    return frozenset(named)
+def _listed_in_connection(value: str) -> frozenset[str]:
+    return frozenset(token.strip().lower() for token in value.split(","))
 
 
 def forwardable(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """Client headers that may go upstream: no hop-by-hop, no spangate-own headers."""
-    items = list(headers)
-    drop = _HOP_BY_HOP | _listed_in_connection(items)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
-        lower = name.lower()
-        if lower not in drop and not lower.startswith(_OWN_PREFIX):
-            out.add(name, value)
-    return out
+    items = [(name, value, name.lower()) for name, value in headers]
+    drop = _HOP_BY_HOP
+    for _, value, lower in items:
+        if lower == "connection":
+            drop = drop | _listed_in_connection(value)
+    return CIMultiDict(
+        [
+            (name, value)
+            for name, value, lower in items
+            if lower not in drop and not lower.startswith(_OWN_PREFIX)
+        ]
+    )
 
 
 def relayable(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:

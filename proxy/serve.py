@@ -1,9 +1,18 @@
-"""The serving process: event loop, listener, signals and the shutdown drain."""
+"""The serving process: event loop, listener, signals and the shutdown drain.
+
+The same code runs stand-alone and as one worker of `serve --workers N`
+(proxy/workers.py); a worker differs only in sharing its port (SO_REUSEPORT),
+its metrics port offset, and telling the supervisor when it is ready.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -15,13 +24,26 @@ from proxy.appkeys import STATE, TELEMETRY
 from proxy.handlers import metrics
 from proxy.runtime import RuntimeConfig
 from proxy.state import ServerState
+from proxy.workers import WorkerSlot
 
 log = structlog.get_logger("spangate")
+
+#: spangate's own endpoints, which say which worker answered when there are several.
+_OWN_PATHS = frozenset({"/healthz", "/readyz", "/spangate/status", "/metrics"})
+
+
+class ListenError(Exception):
+    """A listener could not be opened (port taken, address not local, ...)."""
 
 
 def serve(runtime: RuntimeConfig, source: str) -> int:
     _install_uvloop()
-    asyncio.run(_serve(runtime, source))
+    slot = WorkerSlot.from_env(os.environ)
+    try:
+        asyncio.run(_serve(runtime, source, slot))
+    except ListenError as exc:
+        print(f"spangate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -33,11 +55,14 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve(runtime: RuntimeConfig, source: str) -> None:
+async def _serve(runtime: RuntimeConfig, source: str, slot: WorkerSlot | None) -> None:
     settings = runtime.config.server
     telemetry = Telemetry(runtime.config.telemetry, redactor_for(runtime.config))
     configure_logging(redactor_for(runtime.config), sinks=log_sinks(telemetry))
     app = create_app(runtime, telemetry)
+    if slot is not None:
+        _tag_logs(slot.index)
+        app.on_response_prepare.append(_worker_headers(slot))
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -47,33 +72,93 @@ async def _serve(runtime: RuntimeConfig, source: str) -> None:
     await runner.setup()
     assert runner.server is not None
     loop = asyncio.get_running_loop()
-    # Our own listener (not a TCPSite) so that draining can stop accepting new
-    # connections while the open ones finish.
-    listener = await loop.create_server(runner.server, settings.host, settings.port, backlog=1024)
+    try:
+        # Our own listener (not a TCPSite) so that draining can stop accepting new
+        # connections while the open ones finish.
+        listener = await _listen(runner.server, settings.host, settings.port, slot is not None)
+        metrics_runner = await _metrics_listener(runtime, telemetry, slot)
+    except ListenError:
+        await runner.cleanup()
+        raise
     host, port = listener.sockets[0].getsockname()[:2]
-    metrics_runner = await _metrics_listener(runtime, telemetry)
     state = app[STATE]
     state.ready = True
-    log.info("spangate.ready", address=f"http://{host}:{port}", config=source)
+    _announce(f"http://{host}:{port}", source, slot)
     await _wait_for_signal(loop)
     await _drain(listener, runner, state, settings.drain_timeout_s)
     if metrics_runner is not None:
         await metrics_runner.cleanup()
 
 
-async def _metrics_listener(runtime: RuntimeConfig, telemetry: Telemetry) -> web.AppRunner | None:
-    """/metrics on its own address, when telemetry.prometheus.port is set."""
+async def _listen(server: web.Server, host: str, port: int, shared: bool) -> asyncio.Server:
+    """The main listener. Only a supervised worker sets SO_REUSEPORT: a stand-alone
+    spangate must fail when something else already holds the port, not share it."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.create_server(server, host, port, backlog=1024, reuse_port=shared)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _announce(address: str, source: str, slot: WorkerSlot | None) -> None:
+    if slot is None:
+        log.info("spangate.ready", address=address, config=source)
+        return
+    # The supervisor logs the one spangate.ready line once every worker is up.
+    log.info("spangate.worker_ready", address=address, pid=os.getpid())
+    slot.signal_ready()
+
+
+def _tag_logs(index: int) -> None:
+    """Every log line of a worker says which one it is. A processor, not a context
+    variable: request lines are written from telemetry threads, which see no contextvars."""
+
+    def add(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("worker", index)
+        return event
+
+    structlog.configure(processors=[add, *structlog.get_config()["processors"]])
+
+
+def _worker_headers(
+    slot: WorkerSlot,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """Which worker answered /healthz, /readyz, /spangate/status or /metrics: with a
+    shared port each of those is one worker's view. Proxied responses stay untouched."""
+    index, pid = str(slot.index), str(os.getpid())
+
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path in _OWN_PATHS:
+            response.headers["x-spangate-worker"] = index
+            response.headers["x-spangate-worker-pid"] = pid
+
+    return add
+
+
+async def _metrics_listener(
+    runtime: RuntimeConfig, telemetry: Telemetry, slot: WorkerSlot | None
+) -> web.AppRunner | None:
+    """/metrics on its own address, when telemetry.prometheus.port is set (worker i of
+    `--workers N` on port + i, so each worker can be scraped)."""
     prometheus = runtime.config.telemetry.prometheus
     if prometheus.port is None or not prometheus.enabled:
         return None
     app = web.Application()
     app[TELEMETRY] = telemetry
     app.router.add_get("/metrics", metrics)
+    if slot is not None:
+        app.on_response_prepare.append(_worker_headers(slot))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host = prometheus.host or runtime.config.server.host
-    await web.TCPSite(runner, host, prometheus.port).start()
-    log.info("spangate.metrics_listener", address=f"http://{host}:{prometheus.port}/metrics")
+    port = prometheus.port + slot.index if slot is not None and prometheus.port else prometheus.port
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(f"cannot listen for metrics on {host}:{port}: {exc.strerror}") from None
+    actual = runner.addresses[0][1] if runner.addresses else port
+    log.info("spangate.metrics_listener", address=f"http://{host}:{actual}/metrics")
     return runner
 
 

@@ -7,6 +7,7 @@ spangate errors with a message that names the provider and what to check.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 
 import aiohttp
@@ -50,9 +51,7 @@ class Upstream:
     ) -> aiohttp.ClientResponse:
         """Send and wait for response headers; the caller owns (and closes) the response."""
         assert self._session is not None, "Upstream.start() was not awaited"
-        timeout = aiohttp.ClientTimeout(
-            total=timeouts.total_s or None, sock_connect=timeouts.connect_s
-        )
+        timeout = _client_timeout(timeouts.total_s, timeouts.connect_s)
         try:
             async with asyncio.timeout(timeouts.first_byte_s):
                 return await self._session.request(
@@ -75,6 +74,13 @@ class Upstream:
                 f"provider {provider!r} closed the connection before responding "
                 f"({type(exc).__name__})"
             ) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _client_timeout(total_s: float, connect_s: float) -> aiohttp.ClientTimeout:
+    """One immutable ClientTimeout per distinct setting: building it (an attrs class
+    with validation) on every attempt showed in the profile."""
+    return aiohttp.ClientTimeout(total=total_s or None, sock_connect=connect_s)
 
 
 def _reason(exc: aiohttp.ClientConnectorError) -> str:

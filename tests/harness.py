@@ -81,12 +81,18 @@ def spangate_thread(config: dict[str, Any]) -> Iterator[SpangateThread]:
 class SpangateProcess:
     """`python -m proxy serve` with a config file, listening on a free port."""
 
-    def __init__(self, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="spangate-test-")
         self.config_path = Path(self._dir.name) / "spangate.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.stdout_path = Path(self._dir.name) / "stdout.log"
         self._env = {**os.environ, **(env or {})}
+        self._args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -102,6 +108,7 @@ class SpangateProcess:
                 str(self.config_path),
                 "--port",
                 "0",
+                *self._args,
             ],
             stdout=self._stdout,
             stderr=subprocess.STDOUT,

@@ -6,6 +6,7 @@ constructor; drops are read from the spangate.telemetry.dropped counter.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -165,3 +166,11 @@ def test_span_queue_overflow_is_counted_as_queue_full(fake: FakeProvider) -> Non
     full = points_where(points, spangate__signal="spans", spangate__reason="queue_full")
     # 6 requests x 2 spans arrived while at most 4 could wait: at least 8 were dropped.
     assert total(full) >= 8
+
+
+def test_busy_telemetry_threads_hand_the_gil_back_to_the_event_loop_quickly(
+    spangate: Running,
+) -> None:
+    """With telemetry threads running, the GIL switch interval is at most 0.5 ms (not
+    Python's 5 ms), so an exporter encoding a batch cannot stall a request for longer."""
+    assert sys.getswitchinterval() <= 0.0005

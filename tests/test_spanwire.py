@@ -1,0 +1,157 @@
+"""instrumentation.spanwire writes the same OTLP message the SDK's encoder builds.
+
+Both outputs are parsed with the official protobuf classes and compared as
+messages, so any field spanwire gets wrong (tag, wire type, presence) fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from conftest import Running, basic_config
+from fakeprovider import FakeProvider, openai_error, stall
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
+from test_telemetry_support import CLAUDE, GPT, oai
+
+from instrumentation import otlp
+from instrumentation.spanwire import SpanEncoder
+from proxy.config import TelemetryConfig
+
+HELLO: Any = [{"role": "user", "content": "hi there"}]
+
+
+def assert_same_message(spans: list[ReadableSpan]) -> None:
+    encoder = SpanEncoder()
+    first = encoder.encode(spans)
+    assert ExportTraceServiceRequest.FromString(first) == encode_spans(spans)
+    # A second pass is served from the caches and must be byte-identical.
+    assert encoder.encode(spans) == first
+
+
+def test_spans_of_real_traffic_encode_exactly_like_the_sdk(
+    fake: FakeProvider, spangate_for: Any
+) -> None:
+    """Chat, stream, a failover with an error attempt, Anthropic and a caller traceparent."""
+    running: Running = spangate_for(basic_config(fake))
+    client = oai(running)
+    client.chat.completions.create(model=GPT, messages=HELLO, temperature=0.5, max_tokens=9)
+    list(client.chat.completions.create(model=GPT, messages=HELLO, stream=True))
+    fake.script(openai_error(429))
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=GPT, messages=HELLO)
+    fake.script(stall(after=2, seconds=0.01))
+    list(client.chat.completions.create(model=GPT, messages=HELLO, stream=True))
+    client.chat.completions.create(
+        model=GPT,
+        messages=HELLO,
+        extra_headers={"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01", "tracestate": "v=1,w=2"},
+    )
+    anthropic.Anthropic(base_url=running.url, api_key="sk-test", max_retries=0).messages.create(
+        model=CLAUDE, max_tokens=16, messages=HELLO
+    )
+    spans = running.finished_spans()
+    assert len(spans) >= 12
+    assert_same_message(spans)
+
+
+def test_every_attribute_type_and_optional_field_encodes_like_the_sdk() -> None:
+    """Zero values inside AnyValue's oneof, negatives, floats, arrays, bytes, events, links,
+    remote parents, trace state, dropped counts, two resources and a scope without version."""
+    remote = SpanContext(7, 8, is_remote=True, trace_state=TraceState([("a", "1")]))
+    local = SpanContext(7, 9, is_remote=False)
+    attributes: dict[str, Any] = {
+        "s": "x",
+        "empty": "",
+        "t": True,
+        "f": False,
+        "zero": 0,
+        "neg": -5,
+        "big": 2**62,
+        "pi": 3.25,
+        "fzero": 0.0,
+        "strs": ("a", "b"),
+        "ints": [1, -2],
+        "long": "y" * 1000,
+    }
+    spans = [
+        ReadableSpan(
+            name="chat gpt",
+            context=SpanContext(7, 10, is_remote=False, trace_state=TraceState([("k", "v")])),
+            parent=remote,
+            resource=Resource({"service.name": "a", "n": 1}),
+            attributes=attributes,
+            events=[Event("e", {"k": "v", "n": 2}, timestamp=5), Event("bare", timestamp=6)],
+            links=[Link(local, {"l": True})],
+            kind=SpanKind.CLIENT,
+            status=Status(StatusCode.ERROR, "boom"),
+            start_time=1,
+            end_time=2**63 + 3,
+            instrumentation_scope=InstrumentationScope("spangate", "1.0", "https://schema"),
+        ),
+        ReadableSpan(
+            name="POST /v1",
+            context=local,
+            parent=None,
+            resource=Resource({"service.name": "b"}, schema_url="https://r"),
+            attributes={},
+            kind=SpanKind.SERVER,
+            status=Status(StatusCode.OK),
+            start_time=10,
+            end_time=20,
+            instrumentation_scope=InstrumentationScope("other"),
+        ),
+        ReadableSpan(
+            name="internal",
+            context=SpanContext(7, 11, is_remote=False),
+            parent=local,
+            resource=Resource({"service.name": "a", "n": 1}),
+            kind=SpanKind.INTERNAL,
+            start_time=3,
+            end_time=4,
+        ),
+    ]
+    assert_same_message(spans)
+
+
+def test_the_pair_cache_tells_true_from_one_and_stays_bounded() -> None:
+    """`True` and `1` are equal in Python but different OTLP values; the cache is capped."""
+    encoder = SpanEncoder()
+
+    def make(value: Any) -> ReadableSpan:
+        return ReadableSpan(
+            name="s",
+            context=SpanContext(1, 2, is_remote=False),
+            attributes={"k": value},
+            resource=Resource({}),
+            start_time=1,
+            end_time=2,
+        )
+
+    for value in (True, 1, False, 0):
+        parsed = ExportTraceServiceRequest.FromString(encoder.encode([make(value)]))
+        assert parsed == encode_spans([make(value)])
+    for n in range(10_000):
+        encoder.encode([make(f"value-{n}")])
+    assert len(encoder._pairs) <= 8192
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_span_exporters_use_spanwire_with_the_installed_sdk(protocol: str) -> None:
+    """Both transports take the fast encoder; an SDK change that disables it fails here."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+    }
+    exporter = otlp.span_exporter(env, TelemetryConfig())
+    try:
+        assert exporter.fast is True
+    finally:
+        exporter.shutdown()
