@@ -53,14 +53,14 @@ def _kwargs(
 
 def span_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
     """The SDK's OTLP span exporter for its transport (TLS, headers, compression,
-    retries), with spangate's own encoder in place of the SDK's (instrumentation/spanwire.py)."""
+    retries), with spangate's own encoder in place of the SDK's (instrumentation/otlpwire.py)."""
     grpc = protocol_for("traces", env, config) == "grpc"
     kwargs = _kwargs("traces", env, config, grpc)
     if grpc:
-        from instrumentation.spanexport import GrpcSpanExporter
+        from instrumentation.otlpexport import GrpcSpanExporter
 
         return GrpcSpanExporter(**kwargs)
-    from instrumentation.spanexport import HttpSpanExporter
+    from instrumentation.otlpexport import HttpSpanExporter
 
     return HttpSpanExporter(**kwargs)
 
@@ -83,9 +83,9 @@ def log_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
     grpc = protocol_for("logs", env, config) == "grpc"
     kwargs = _kwargs("logs", env, config, grpc)
     if grpc:
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from instrumentation.otlpexport import GrpcLogExporter
 
-        return OTLPLogExporter(**kwargs)
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
+        return GrpcLogExporter(**kwargs)
+    from instrumentation.otlpexport import HttpLogExporter
 
-    return Http(**kwargs)
+    return HttpLogExporter(**kwargs)

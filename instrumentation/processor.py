@@ -84,8 +84,9 @@ class Processor:
         model = attempt.model or record.request_model
         cost = self._cost(facts, facts.response_model or model)
         outcome = attempt.stream_outcome
-        if outcome == "completed" and facts.error_type:
-            # The provider ended the stream with an in-band error event after content.
+        if outcome in ("completed", "client_disconnected") and facts.error_type:
+            # The provider ended the stream with an in-band error event after content;
+            # an SDK that hangs up on reading it must not turn that into the client's doing.
             outcome = "stream_error"
         error = _attempt_error(attempt, facts)
         return AttemptView(attempt, model, facts, error, outcome, ttfc, gaps, cost)

@@ -19,10 +19,12 @@ from instrumentation.records import RequestRecord
 
 log = logging.getLogger("spangate.telemetry")
 
-#: How often the worker looks for records. Polling, not a wake-up per record:
-#: `Event.set` took a lock and a notify on every request (~2 % of the event
-#: loop's time in the bench profile); telemetry may lag by this much.
-POLL_S = 0.02
+#: How often the worker looks for records: polling, not a wake-up per record
+#: (`Event.set` took a lock and a notify on every request, ~2 % of the event
+#: loop's time in the bench profile). Every POLL_S while records keep coming,
+#: backing off to IDLE_POLL_S when none do; telemetry may lag by that much.
+POLL_S = 0.002
+IDLE_POLL_S = 0.05
 #: The GIL switch interval while telemetry threads run. A busy telemetry or
 #: exporter thread keeps the event loop waiting for up to this long when a
 #: socket becomes ready (the default 5 ms showed up as p99 stalls).
@@ -52,13 +54,15 @@ class RecordSink:
         self._queue.append(record)
 
     def _run(self) -> None:
+        poll = POLL_S
         while not self._stopped:
-            self._wake.wait(POLL_S)
+            self._wake.wait(poll)
             self._wake.clear()
-            self._drain()
+            poll = POLL_S if self._drain() else min(poll * 2, IDLE_POLL_S)
         self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self) -> int:
+        done = 0
         while self._queue:
             self._busy = True
             record = self._queue.popleft()
@@ -68,7 +72,9 @@ class RecordSink:
                 # Telemetry must never take the proxy down; say so quietly.
                 log.debug("telemetry processing failed", exc_info=True)
                 self._drops.add("records", "processing_error")
+            done += 1
         self._busy = False
+        return done
 
     def flush(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

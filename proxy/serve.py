@@ -8,6 +8,7 @@ its metrics port offset, and telling the supervisor when it is ready.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -82,12 +83,24 @@ async def _serve(runtime: RuntimeConfig, source: str, slot: WorkerSlot | None) -
         raise
     host, port = listener.sockets[0].getsockname()[:2]
     state = app[STATE]
+    _settle_garbage_collector()
     state.ready = True
     _announce(f"http://{host}:{port}", source, slot)
     await _wait_for_signal(loop)
     await _drain(listener, runner, state, settings.drain_timeout_s)
     if metrics_runner is not None:
         await metrics_runner.cleanup()
+
+
+def _settle_garbage_collector() -> None:
+    """Keep full collections off the request path.
+
+    Everything allocated at startup (config, SDK, imported modules) lives for the
+    whole process; frozen, the collector never walks it again. Without this,
+    full collections walking it showed as 5-10 ms p99 stalls in the bench.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _listen(server: web.Server, host: str, port: int, shared: bool) -> asyncio.Server:

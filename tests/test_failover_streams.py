@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 from conftest import Running
-from fakeprovider import reset_after, sse, stall, stream_error
+from fakeprovider import SSE_DONE, reset_after, sse, stall, stream_error
 from test_failover_support import (
     ANTHROPIC_HEADERS,
     CLAUDE,
@@ -361,6 +361,22 @@ TEXT_DELTA = anthropic_event(
     "content_block_delta",
     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
 )
+
+
+def test_error_event_read_by_a_client_that_then_hangs_up_is_still_the_providers_fault(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """The provider sends content, an in-band error event, then keeps the connection
+    open: the SDK raises and hangs up first, yet the stream counts as interrupted by
+    the provider (stream_error), not as abandoned by the client."""
+    error = b'data: {"error":{"message":"overloaded","type":"server_error","code":null}}\n\n'
+    fakes.a.script(sse([OPENAI_HELLO_CHUNK, error, (2.0, SSE_DONE)]))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    with pytest.raises(openai.APIError):
+        openai_stream_text(running)
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "stream_error"
+    assert metric_sum(running, "spangate.streams.interrupted") == 1
 
 
 @pytest.mark.parametrize(

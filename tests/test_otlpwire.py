@@ -1,7 +1,7 @@
-"""instrumentation.spanwire writes the same OTLP message the SDK's encoder builds.
+"""instrumentation.otlpwire writes the same OTLP messages the SDK's encoders build.
 
 Both outputs are parsed with the official protobuf classes and compared as
-messages, so any field spanwire gets wrong (tag, wire type, presence) fails.
+messages, so any field otlpwire gets wrong (tag, wire type, presence) fails.
 """
 
 from __future__ import annotations
@@ -13,16 +13,30 @@ import openai
 import pytest
 from conftest import Running, basic_config
 from fakeprovider import FakeProvider, openai_error, stall
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
 from test_telemetry_support import CLAUDE, GPT, oai
 
 from instrumentation import otlp
-from instrumentation.spanwire import SpanEncoder
+from instrumentation.otlpwire import LogEncoder, SpanEncoder
 from proxy.config import TelemetryConfig
 
 HELLO: Any = [{"role": "user", "content": "hi there"}]
@@ -144,14 +158,81 @@ def test_the_pair_cache_tells_true_from_one_and_stays_bounded() -> None:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_otlp_span_exporters_use_spanwire_with_the_installed_sdk(protocol: str) -> None:
-    """Both transports take the fast encoder; an SDK change that disables it fails here."""
+def test_otlp_exporters_use_otlpwire_with_the_installed_sdk(protocol: str) -> None:
+    """Spans and logs, both transports take the fast encoders; an SDK change that
+    disables them fails here."""
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
         "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
     }
-    exporter = otlp.span_exporter(env, TelemetryConfig())
-    try:
-        assert exporter.fast is True
-    finally:
-        exporter.shutdown()
+    for exporter in (
+        otlp.span_exporter(env, TelemetryConfig()),
+        otlp.log_exporter(env, TelemetryConfig()),
+    ):
+        try:
+            assert exporter.fast is True
+        finally:
+            exporter.shutdown()
+
+
+def assert_same_logs(records: list[ReadableLogRecord]) -> None:
+    encoder = LogEncoder()
+    first = encoder.encode(records)
+    assert ExportLogsServiceRequest.FromString(first) == encode_logs(records)
+    assert encoder.encode(records) == first
+
+
+def test_log_records_of_real_traffic_encode_exactly_like_the_sdk(
+    fake: FakeProvider, spangate_for: Any
+) -> None:
+    """GenAI content events (nested maps and lists in the
+    body, trace context, event names) encode exactly as the SDK's encoder does."""
+    capture = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "EVENT_ONLY"}
+    running: Running = spangate_for(basic_config(fake), env=capture)
+    client = oai(running)
+    client.chat.completions.create(model=GPT, messages=HELLO)
+    list(client.chat.completions.create(model=GPT, messages=HELLO, stream=True))
+    fake.script(openai_error(500))
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model=GPT, messages=HELLO)
+    running.flush()
+    records = list(running.logs.get_finished_logs())
+    assert len(records) >= 3
+    assert any(r.log_record.event_name for r in records)
+    assert any(isinstance(r.log_record.body, dict) for r in records)
+    assert_same_logs(records)
+
+
+def test_log_record_optional_fields_encode_like_the_sdk() -> None:
+    """Severity, no body, zero trace context, string body, attributes of every type."""
+    resource = Resource({"service.name": "a"})
+    scope = InstrumentationScope("spangate", "1.0", "https://schema")
+    records = [
+        ReadableLogRecord(
+            LogRecord(timestamp=5, observed_timestamp=6, body=None),
+            resource=resource,
+            instrumentation_scope=scope,
+        ),
+        ReadableLogRecord(
+            LogRecord(
+                timestamp=7,
+                observed_timestamp=8,
+                context=set_span_in_context(
+                    NonRecordingSpan(SpanContext(9, 10, is_remote=False, trace_flags=TraceFlags(1)))
+                ),
+                severity_text="WARN",
+                severity_number=SeverityNumber.WARN,
+                body="text body",
+                attributes={"s": "x", "b": False, "i": 0, "f": 1.5, "l": ("a", "b")},
+                event_name="gen_ai.client.inference.operation.details",
+            ),
+            resource=resource,
+            instrumentation_scope=scope,
+        ),
+        ReadableLogRecord(
+            LogRecord(timestamp=1, body={"nested": [{"k": 1}, [True, None]], "n": -3}),
+            resource=Resource({"service.name": "b"}),
+            instrumentation_scope=None,
+        ),
+    ]
+    assert_same_logs(records)

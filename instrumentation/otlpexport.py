@@ -1,4 +1,4 @@
-"""The SDK's OTLP span exporters with spanwire's encoder in place of the SDK's.
+"""The SDK's OTLP span and log exporters with otlpwire's encoders in place of the SDK's.
 
 Only the encoding changes; transport, headers, compression, retries and
 timeouts stay the SDK's. The hooks used are the SDK's own seams: gRPC's
@@ -12,13 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as _GrpcLogs
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as _Grpc
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as _HttpLogs
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as _Http
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from instrumentation.spanwire import SpanEncoder
+from instrumentation.otlpwire import LogEncoder, SpanEncoder
 
 
 class GrpcSpanExporter(_Grpc):
@@ -41,11 +46,42 @@ class HttpSpanExporter(_Http):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._encoder = SpanEncoder()
-        client = getattr(self, "_client", None)
-        self.fast = callable(getattr(client, "export", None))
+        self.fast = _has_client(self)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not self.fast or getattr(self, "_shutdown", False):
             return super().export(spans)
         result = self._client.export(self._encoder.encode(spans))
         return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+
+
+class GrpcLogExporter(_GrpcLogs):
+    fast = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._encoder = LogEncoder()
+
+    def _translate_data(self, data: Sequence[ReadableLogRecord]) -> ExportLogsServiceRequest:
+        message: ExportLogsServiceRequest = ExportLogsServiceRequest.FromString(
+            self._encoder.encode(data)
+        )
+        return message
+
+
+class HttpLogExporter(_HttpLogs):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._encoder = LogEncoder()
+        self.fast = _has_client(self)
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        if not self.fast or getattr(self, "_shutdown", False):
+            return super().export(batch)
+        result = self._client.export(self._encoder.encode(batch))
+        return LogRecordExportResult.SUCCESS if result.success else LogRecordExportResult.FAILURE
+
+
+def _has_client(exporter: Any) -> bool:
+    """The SDK's HTTP client that sends encoded bytes (opentelemetry-exporter-otlp ≥ 1.4x)."""
+    return callable(getattr(getattr(exporter, "_client", None), "export", None))
