@@ -33,7 +33,9 @@ from bench.streams import OpenStreamsResult
 
 RESULTS = REPO / "bench" / "results"
 README = REPO / "bench" / "README.md"
+MAIN_README = REPO / "README.md"
 _BEGIN, _END = "<!-- latest:begin -->", "<!-- latest:end -->"
+_MAIN_BEGIN, _MAIN_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def settings_from_env() -> Settings:
@@ -168,6 +170,19 @@ def _update_readme(summary: report.Summary, settings: Settings, date: str) -> No
     ]
     head, rest = text.split(_BEGIN, 1)
     README.write_text(head + "\n".join(block) + rest.split(_END, 1)[1])
+    mirror_to_main_readme()
+
+
+def mirror_to_main_readme() -> None:
+    """Copy bench/README.md's latest block into the project README (links re-rooted)."""
+    latest, main = README.read_text(), MAIN_README.read_text()
+    if _BEGIN not in latest or _MAIN_BEGIN not in main or _MAIN_END not in main:
+        return
+    block = latest.split(_BEGIN, 1)[1].split(_END, 1)[0].strip("\n")
+    block = block.replace("](results/", "](bench/results/")
+    head, rest = main.split(_MAIN_BEGIN, 1)
+    tail = rest.split(_MAIN_END, 1)[1]
+    MAIN_README.write_text(f"{head}{_MAIN_BEGIN}\n{block}\n{_MAIN_END}{tail}")
 
 
 def main() -> int:

@@ -31,12 +31,33 @@ _OFF = {"sdk_disabled": True}
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
 
 
+#: Where the GIL time goes, by area: a stack counts once if any frame matches.
+_AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "OTLP exporters: protobuf encoding + gRPC send",
+        ("common/_internal/", "grpc/exporter.py", "_exporter/__init__.py"),
+    ),
+    ("telemetry worker: instrumentation/processor.py", ("instrumentation/processor.py",)),
+    ("- metrics SDK recording (anywhere)", ("metrics/_internal/",)),
+    ("- JSON log line: structlog, json, redaction", ("structlog/", "json/encoder", "Redactor")),
+    ("log records to OTel (instrumentation/logbridge.py)", ("instrumentation/logbridge.py",)),
+    ("hand-off to the worker: Condition.notify / Event.set", ("Condition.notify", "Event.set")),
+    ("asyncio.timeout / aiohttp ClientTimeout", ("asyncio/timeouts.py", "ClientTimeout")),
+    ("header filtering (proxy/headers.py)", ("proxy/headers.py",)),
+)
+
+
 @dataclass(frozen=True)
 class Profile:
     total: int
     self_time: Counter[str]
     own_inclusive: Counter[str]
     threads: Counter[str]
+    areas: Counter[str]
+
+
+def _areas(stack: str) -> list[str]:
+    return [label for label, needles in _AREAS if any(n in stack for n in needles)]
 
 
 def _short(frame: str) -> str:
@@ -63,6 +84,7 @@ def parse_raw(text: str) -> Profile:
     self_time: Counter[str] = Counter()
     own: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
     total = 0
     for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -72,11 +94,12 @@ def parse_raw(text: str) -> Profile:
         owner, frames = _owner(stack.split(";"))
         total += count
         threads[owner] += count
+        areas.update(dict.fromkeys(_areas(stack), count))
         if frames:
             self_time[_short(frames[-1])] += count
         for name in {_short(f) for f in frames if _OWN.search(f)}:
             own[name] += count
-    return Profile(total, self_time, own, threads)
+    return Profile(total, self_time, own, threads, areas)
 
 
 def _rows(counter: Counter[str], total: int, limit: int) -> list[str]:
@@ -94,6 +117,10 @@ def render(profile: Profile, wrk: load.WrkResult, seconds: float, name: str) -> 
             "",
             f"wrk while profiled: {wrk.rps:.0f} req/s, p50 {wrk.p50_ms:.3f} ms, "
             f"p99 {wrk.p99_ms:.3f} ms (sampling slows the process: compare shares, not speed).",
+            "",
+            "## Where the time goes (inclusive, by area)",
+            "",
+            *_area_rows(profile),
             "",
             "## Top 15 self time (all code)",
             "",
@@ -113,6 +140,13 @@ def render(profile: Profile, wrk: load.WrkResult, seconds: float, name: str) -> 
             "",
         ]
     )
+
+
+def _area_rows(profile: Profile) -> list[str]:
+    rows = ["| % samples | area |", "|---:|---|"]
+    for label, _ in _AREAS:
+        rows.append(f"| {100 * profile.areas[label] / max(profile.total, 1):.1f} | {label} |")
+    return rows
 
 
 def _is_own(name: str) -> bool:

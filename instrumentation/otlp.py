@@ -54,38 +54,30 @@ def _kwargs(
 def span_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
     """The SDK's OTLP span exporter for its transport (TLS, headers, compression,
     retries), with spangate's own encoder in place of the SDK's (instrumentation/otlpwire.py)."""
-    grpc = protocol_for("traces", env, config) == "grpc"
-    kwargs = _kwargs("traces", env, config, grpc)
-    if grpc:
-        from instrumentation.otlpexport import GrpcSpanExporter
+    from instrumentation import otlpexport
 
-        return GrpcSpanExporter(**kwargs)
-    from instrumentation.otlpexport import HttpSpanExporter
-
-    return HttpSpanExporter(**kwargs)
+    return _exporter(
+        "traces", env, config, otlpexport.GrpcSpanExporter, otlpexport.HttpSpanExporter
+    )
 
 
 def metric_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
-    grpc = protocol_for("metrics", env, config) == "grpc"
-    kwargs = _kwargs("metrics", env, config, grpc)
-    if grpc:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-        return OTLPMetricExporter(**kwargs)
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as Http,
-    )
-
-    return Http(**kwargs)
+    return _exporter("metrics", env, config, Grpc, Http)
 
 
 def log_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
-    grpc = protocol_for("logs", env, config) == "grpc"
-    kwargs = _kwargs("logs", env, config, grpc)
-    if grpc:
-        from instrumentation.otlpexport import GrpcLogExporter
+    """Like span_exporter: the SDK's transport with spangate's log encoder."""
+    from instrumentation import otlpexport
 
-        return GrpcLogExporter(**kwargs)
-    from instrumentation.otlpexport import HttpLogExporter
+    return _exporter("logs", env, config, otlpexport.GrpcLogExporter, otlpexport.HttpLogExporter)
 
-    return HttpLogExporter(**kwargs)
+
+def _exporter(
+    signal: str, env: Mapping[str, str], config: TelemetryConfig, grpc: Any, http: Any
+) -> Any:
+    use_grpc = protocol_for(signal, env, config) == "grpc"
+    kwargs = _kwargs(signal, env, config, use_grpc)
+    return grpc(**kwargs) if use_grpc else http(**kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import structlog
@@ -281,5 +282,6 @@ async def metrics(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     """Live routing state: per-target circuit, in-flight, latency EWMA, recent errors."""
     app = request.app
-    body = {"targets": app[HEALTH].snapshot(), "config": describe(app[RUNTIME])}
+    # The pid says which process answered (one of several under --workers).
+    body = {"pid": os.getpid(), "targets": app[HEALTH].snapshot(), "config": describe(app[RUNTIME])}
     return web.json_response(body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -185,6 +186,18 @@ def test_port_zero_reports_the_real_shared_port(fake: FakeProvider) -> None:
         port = int(address.rsplit(":", 1)[1])
         with socket.socket() as intruder, pytest.raises(OSError):
             intruder.bind(("127.0.0.1", port))
+
+
+def test_status_json_names_the_worker_process_that_answered(fake: FakeProvider) -> None:
+    """/spangate/status is one worker's view: its `pid` matches the worker-pid header
+    and is one of the supervisor's workers."""
+    with workers(basic_config(fake)) as proc:
+        address = proc.wait_for_log("spangate.ready")["address"]
+        with urllib.request.urlopen(address + "/spangate/status", timeout=10) as resp:
+            body = json.loads(resp.read())
+            header_pid = int(resp.headers["x-spangate-worker-pid"])
+        assert body["pid"] == header_pid
+        assert header_pid in worker_pids(proc).values()
 
 
 def test_each_worker_gets_its_own_service_instance_id() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -15,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from receivers.process import ReceiverProcess
 from receivers.rotel import free_port
 
 
-class PrometheusServer:
+class PrometheusServer(ReceiverProcess):
     def __init__(self, target: str, metrics_path: str = "/metrics") -> None:
         binary = shutil.which("prometheus")
         if binary is None:
@@ -85,15 +85,3 @@ class PrometheusServer:
                 return result
             time.sleep(0.25)
         raise AssertionError(f"no series for {expr!r} within {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if hasattr(self, "_log"):
-            self._log.close()
-        self._dir.cleanup()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from receivers.process import ReceiverProcess
 
 PROCESSOR = Path(__file__).with_name("rotel_processor.py")
 
@@ -37,7 +38,7 @@ def free_port() -> int:
         return port
 
 
-class RotelReceiver:
+class RotelReceiver(ReceiverProcess):
     def __init__(self) -> None:
         agent = agent_path()
         if agent is None:
@@ -136,15 +137,3 @@ class RotelReceiver:
                 return items
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {kind}; received: {self.items(kind)[:20]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if hasattr(self, "_log"):
-            self._log.close()
-        self._dir.cleanup()
