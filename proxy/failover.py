@@ -382,7 +382,7 @@ async def _commit_stream(
     async with asyncio.timeout(timeouts.first_byte_s):
         while chunk := await response.content.readany():
             preface += chunk
-            for event in decoder.feed(chunk):
+            for event in decoder.events(chunk):
                 kind = adapter.stream_event_kind(event)
                 if kind == "error":
                     attempt.on_events(preface)

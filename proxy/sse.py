@@ -6,6 +6,8 @@ events completed by them. `split_complete` finds the relay's safe flush point.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import msgspec
 
 
@@ -21,6 +23,11 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        return list(self.events(chunk))
+
+    def events(self, chunk: bytes) -> Iterator[SSEEvent]:
+        """Like `feed`, lazily: a caller that stops early (the stream commit point stops
+        at the first content event) leaves the rest of the chunk undecoded."""
         buffer = self._pending + chunk
         lines = buffer.splitlines(keepends=True)
         # A trailing "\r" may be the first half of "\r\n" split across chunks.
@@ -28,12 +35,10 @@ class SSEDecoder:
             self._pending = lines.pop()
         else:
             self._pending = b""
-        events: list[SSEEvent] = []
         for raw in lines:
             event = self._line(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
             if event is not None:
-                events.append(event)
-        return events
+                yield event
 
     def _line(self, line: str) -> SSEEvent | None:
         if not line:

@@ -19,7 +19,6 @@ from proxy.providers.base import Incoming
 
 #: Chat completions and legacy completions accept stream_options; others do not.
 _APIS = frozenset({"chat_completions", "completions"})
-_EVENT = re.compile(rb"(?:[^\n]|\n(?!\n))*\n\n")
 
 
 def wants_injection(incoming: Incoming, enabled: bool) -> bool:
@@ -63,12 +62,22 @@ def strip_usage_chunk(block: bytes) -> bytes:
     if b'"usage"' not in block:
         return block
     block = _NULL_USAGE.sub(b"", block)
-    if b'"usage"' not in block:
-        return block
-    events = _EVENT.findall(block)
-    kept = [event for event in events if not _is_usage_only(event)]
-    rest = block[sum(len(e) for e in events) :]
-    return b"".join(kept) + rest
+    # Only events still naming "usage" can be the usage chunk: find each by byte
+    # search and decode just that one (decoding every chunk of the block was a
+    # quarter of the proxy's time per stream in the bench profile).
+    start = 0
+    while (at := block.find(b'"usage"', start)) >= 0:
+        begin = block.rfind(b"\n\n", 0, at)
+        begin = 0 if begin < 0 else begin + 2
+        end = block.find(b"\n\n", at)
+        if end < 0:  # not a complete event: left as it is
+            break
+        end += 2
+        if _is_usage_only(block[begin:end]):
+            block, start = block[:begin] + block[end:], begin
+        else:
+            start = end
+    return block
 
 
 def _is_usage_only(event: bytes) -> bool:
