@@ -55,7 +55,18 @@ def _latency_panel(ax: Axes, summary: Summary) -> None:
     _labels(ax, configs, width, "added latency over direct, ms")
 
 
+def _log_if_spread(ax: Axes) -> None:
+    """A log scale when one configuration (LiteLLM) dwarfs the others, so theirs stay readable."""
+    from matplotlib.patches import Rectangle
+
+    bars = [patch for patch in ax.patches if isinstance(patch, Rectangle)]
+    heights = [bar.get_height() for bar in bars if bar.get_height() > 0]
+    if heights and max(heights) > 100 * min(heights):
+        ax.set_yscale("log")
+
+
 def _labels(ax: Axes, configs: list[str], offset: float, title: str) -> None:
+    _log_if_spread(ax)
     ax.set_xticks([x + offset for x in range(len(configs))])
     ax.set_xticklabels(configs, rotation=20, ha="right", fontsize=8)
     ax.set_title(title, fontsize=10)

@@ -9,8 +9,10 @@ Environment (defaults in brackets):
   BENCH_OPEN_STREAMS [1000] concurrent open streams for the RSS measurement (0 = skip)
   BENCH_HOLD_SECONDS [8]    how long bench/slow_stream.py holds each stream open
   BENCH_CONFIGS [all]       comma-separated subset of configuration names (+ optional
-                            spangate-workers2: --workers 2, not pinned)
-  BENCH_LITELLM [0]         LiteLLM comparison: not implemented (see bench/README.md)
+                            spangate-workers2: --workers 2, not pinned; litellm)
+  BENCH_NAME [date]         results file name; when set, the READMEs are left alone
+  BENCH_LITELLM [0]         1 adds the `litellm` configuration: LiteLLM proxy from its own
+                            venv bench/.litellm-venv (created on first use), same upstream
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from bench import configs, load, nginx, report
+from bench import configs, litellm, load, nginx, report
 from bench.chart import write_chart
 from bench.configs import CONFIGURATIONS, Configuration, Setup
 from bench.measure import ConfigRun, Settings, run_configuration, run_open_streams
@@ -53,15 +55,18 @@ def settings_from_env() -> Settings:
 
 def selected_configurations() -> list[Configuration]:
     wanted = os.environ.get("BENCH_CONFIGS")
+    known = (*CONFIGURATIONS, *configs.OPTIONAL_CONFIGURATIONS, litellm.CONFIGURATION)
     if not wanted:
-        return list(CONFIGURATIONS)
-    names = {name.strip() for name in wanted.split(",")}
-    known = (*CONFIGURATIONS, *configs.OPTIONAL_CONFIGURATIONS)
-    unknown = names - {c.name for c in known}
-    if unknown:
-        raise SystemExit(f"unknown BENCH_CONFIGS {sorted(unknown)}")
-    # direct and the pass-through are the references every ratio needs.
-    names |= {configs.DIRECT, configs.PASSTHROUGH}
+        names = {c.name for c in CONFIGURATIONS}
+    else:
+        names = {name.strip() for name in wanted.split(",")}
+        unknown = names - {c.name for c in known}
+        if unknown:
+            raise SystemExit(f"unknown BENCH_CONFIGS {sorted(unknown)}")
+        # direct and the pass-through are the references every ratio needs.
+        names |= {configs.DIRECT, configs.PASSTHROUGH}
+    if litellm.wanted():
+        names.add(litellm.NAME)
     return [c for c in known if c.name in names]
 
 
@@ -148,8 +153,6 @@ def _header(settings: Settings, chosen: list[Configuration], date: str) -> list[
         "",
         *(f"- `{c.name}`: {c.meaning}" for c in chosen),
     ]
-    if os.environ.get("BENCH_LITELLM") == "1":
-        lines += ["- LiteLLM (BENCH_LITELLM=1): not implemented, see bench/README.md"]
     return lines
 
 
@@ -188,24 +191,32 @@ def mirror_to_main_readme() -> None:
 def main() -> int:
     settings = settings_from_env()
     chosen = selected_configurations()
-    if os.environ.get("BENCH_LITELLM") == "1":
-        _log("BENCH_LITELLM=1: the LiteLLM comparison is not implemented; skipping it")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = REPO / "bench" / "work" / stamp
     workdir.mkdir(parents=True)
+    extra_versions: dict[str, str] = {}
+    if any(c.name == litellm.NAME for c in chosen):
+        try:
+            extra_versions["litellm"] = litellm.ensure_venv(workdir, _log)
+        except RuntimeError as exc:
+            raise SystemExit(f"bench: the litellm configuration cannot run: {exc}") from exc
     procs = Procs(workdir)
     try:
         runs, opens = measure_all(procs, settings, chosen)
     finally:
         procs.stop_all()
-    date = dt.date.today().isoformat()
+    # BENCH_NAME: a side run (e.g. a LiteLLM comparison) written under its own name,
+    # leaving the day's main results and the READMEs' latest blocks alone.
+    name = os.environ.get("BENCH_NAME")
+    date = name or dt.date.today().isoformat()
     summary = report.summarize(runs, opens)
-    text = report.markdown(summary, _header(settings, chosen, date), versions())
+    text = report.markdown(summary, _header(settings, chosen, date), versions() | extra_versions)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{date}.md").write_text(text + f"\n![chart]({date}.png)\n")
     (RESULTS / f"{date}.json").write_text(report.raw_json(runs, opens))
     write_chart(summary, RESULTS / f"{date}.png", f"spangate bench {date}")
-    _update_readme(summary, settings, date)
+    if not name:
+        _update_readme(summary, settings, date)
     print(text)
     _log(f"wrote {RESULTS / date}.md/.json/.png; process logs in {workdir}")
     return 0
