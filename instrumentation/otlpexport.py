@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import structlog
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as _GrpcLogs
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as _Grpc
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as _HttpLogs
@@ -24,6 +25,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from instrumentation.otlpwire import LogEncoder, SpanEncoder
+
+log = structlog.get_logger("spangate.telemetry")
 
 
 class GrpcSpanExporter(_Grpc):
@@ -89,7 +92,13 @@ def _send(exporter: Any, encoder: SpanEncoder | LogEncoder, batch: Sequence[Any]
     the SDK's own path must be taken (no such client in this SDK version, or shut down)."""
     if not exporter.fast or getattr(exporter, "_shutdown", False):
         return None
-    return bool(exporter._client.export(encoder.encode(batch)).success)
+    data = encoder.encode(batch)
+    limit = getattr(exporter, "_max_request_size", None)
+    if isinstance(limit, int) and len(data) > limit:
+        # The SDK's own rule: a request the collector would refuse is not sent.
+        log.warning("otlp.batch_too_large", size=len(data), limit=limit, items=len(batch))
+        return False
+    return bool(exporter._client.export(data).success)
 
 
 def _has_client(exporter: Any) -> bool:

@@ -12,15 +12,18 @@ output parses to exactly what the SDK's encoders produce
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import Link, SpanContext, SpanKind
+
+log = logging.getLogger("spangate.telemetry")
 
 _LEN, _I64, _I32 = 2, 1, 5
 #: SpanKind → OTLP enum (the proto's values are the SDK's plus one).
@@ -28,6 +31,9 @@ _KIND = {kind: kind.value + 1 for kind in SpanKind}
 #: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK and ..._IS_REMOTE_MASK.
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 _CACHE_LIMIT = 8192
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: Value types looked up in the pair cache before anything else.
+_SCALAR_KEYS = frozenset({str, int, bool, tuple})
 _CACHEABLE_STR = 256
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -63,8 +69,21 @@ def _field(field: int, payload: bytes) -> bytes:
     return _LEN_TAGS[field] + (_SMALL[size] if size < 0x80 else _varint(size)) + payload
 
 
+def _utf8(text: str) -> bytes:
+    """Protobuf strings are UTF-8; lone surrogates (aiohttp decodes undecodable header
+    bytes with surrogateescape) become U+FFFD rather than failing the batch."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        pass
+    try:  # the original bytes back, then invalid sequences replaced
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode()
+    except UnicodeEncodeError:  # other lone surrogates (e.g. from JSON "\ud800")
+        return text.encode("utf-8", "replace")
+
+
 def _string(value: str) -> bytes:
-    return _field(1, value.encode())
+    return _field(1, _utf8(value))
 
 
 def _bool(value: bool) -> bytes:
@@ -72,6 +91,9 @@ def _bool(value: bool) -> bytes:
 
 
 def _int(value: int) -> bytes:
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        # Wrapping would export a different number; the SDK drops such a value too.
+        raise ValueError(f"integer {value} does not fit OTLP's int64")
     return b"\x18" + _varint(value)
 
 
@@ -114,7 +136,7 @@ def _any_value(value: Any) -> bytes:
 
 
 def _key_value(key: str, value: Any) -> bytes:
-    return _field(1, key.encode()) + _field(2, _any_value(value))
+    return _field(1, _utf8(key)) + _field(2, _any_value(value))
 
 
 class _Encoder:
@@ -132,6 +154,15 @@ class _Encoder:
     def _item(self, item: Any) -> bytes:
         raise NotImplementedError
 
+    def _guarded_item(self, item: Any) -> bytes | None:
+        """One item that cannot be encoded (a log body of an unknown type) is lost
+        alone, and said at debug level; the rest of the batch still goes out."""
+        try:
+            return self._item(item)
+        except (TypeError, ValueError, OverflowError):
+            log.debug("telemetry item not exported: cannot encode", exc_info=True)
+            return None
+
     def encode(self, items: Iterable[Any]) -> bytes:
         # Grouped by identity first: hashing a Resource serialises its attributes to
         # JSON, and everything one process exports shares one Resource object.
@@ -146,7 +177,9 @@ class _Encoder:
         for resource, members in by_id.values():
             scopes = grouped.setdefault(resource, {})
             for item in members:
-                scopes.setdefault(item.instrumentation_scope or None, []).append(self._item(item))
+                item_bytes = self._guarded_item(item)
+                if item_bytes is not None:
+                    scopes.setdefault(item.instrumentation_scope or None, []).append(item_bytes)
         out = bytearray()
         for resource, scopes in grouped.items():
             body = bytearray(self._resource(resource))
@@ -164,21 +197,26 @@ class _Encoder:
         pairs, parts = self._pairs, []
         for key, value in attributes.items():
             kind = type(value)
-            if kind is float or (kind is str and len(value) > _CACHEABLE_STR):
-                parts.append(_field(field, _key_value(key, value)))
-                continue
-            cache_key = (field, key, kind, value)
             try:
-                parts.append(pairs[cache_key])
-            except KeyError:
-                encoded = _field(field, _key_value(key, value))
-                if len(pairs) >= _CACHE_LIMIT:
-                    pairs.clear()
-                pairs[cache_key] = encoded
-                parts.append(encoded)
-            except TypeError:  # unhashable (a list value): encoded every time
-                parts.append(_field(field, _key_value(key, value)))
+                if kind in _SCALAR_KEYS:  # the common case, a cache hit, inline
+                    hit = pairs.get((field, key, kind, value))  # TypeError: unhashable
+                    if hit is not None:
+                        parts.append(hit)
+                        continue
+                parts.append(self._pair(field, key, kind, value))
+            except (TypeError, ValueError, OverflowError):
+                # As the SDK does: one value that cannot be encoded loses that
+                # attribute, never the span or the batch it travels in.
+                log.debug("attribute %r not exported: cannot encode", key, exc_info=True)
         return b"".join(parts)
+
+    def _pair(self, field: int, key: str, kind: type, value: Any) -> bytes:
+        encoded = _field(field, _key_value(key, value))
+        if _cacheable(kind, value):
+            if len(self._pairs) >= _CACHE_LIMIT:
+                self._pairs.clear()
+            self._pairs[(field, key, kind, value)] = encoded
+        return encoded
 
     def _resource(self, resource: Resource) -> bytes:
         # The Resource is kept alongside so that its id cannot be reused by another.
@@ -213,30 +251,31 @@ class SpanEncoder(_Encoder):
             out += _field(3, state.encode())
         if span.parent is not None:
             out += _field(4, span.parent.span_id.to_bytes(8, "big"))
-        out += _field(5, span.name.encode())
+        out += _field(5, _utf8(span.name))
         out += b"\x30" + _varint(_KIND[span.kind])
         out += b"\x39" + _pack_fixed64(span.start_time or 0)
         out += b"\x41" + _pack_fixed64(span.end_time or 0)
         out += self._attributes(9, span.attributes)
         out += _count(10, span.dropped_attributes)
         for event in span.events:
-            out += _field(11, self._event(event.timestamp, event.name, event.attributes))
+            out += _field(11, self._event(event))
         out += _count(12, span.dropped_events)
         for link in span.links:
-            out += _field(13, self._link(link.context, link.attributes))
+            out += _field(13, self._link(link))
         out += _count(14, span.dropped_links)
         out += _field(15, _status(span.status.status_code.value, span.status.description))
         out += b"\x85\x01" + _pack_fixed32(_flags(span.parent))
         return bytes(out)
 
-    def _event(self, timestamp: int, name: str, attributes: Mapping[str, Any] | None) -> bytes:
-        head = b"\x09" + _pack_fixed64(timestamp) + _field(2, name.encode())
-        return head + self._attributes(3, attributes)
+    def _event(self, event: Event) -> bytes:
+        head = b"\x09" + _pack_fixed64(event.timestamp) + _field(2, _utf8(event.name))
+        return head + self._attributes(3, event.attributes) + _count(4, event.dropped_attributes)
 
-    def _link(self, context: SpanContext, attributes: Mapping[str, Any] | None) -> bytes:
+    def _link(self, link: Link) -> bytes:
+        context = link.context
         out = _field(1, context.trace_id.to_bytes(16, "big"))
         out += _field(2, context.span_id.to_bytes(8, "big"))
-        out += self._attributes(4, attributes)
+        out += self._attributes(4, link.attributes) + _count(5, link.dropped_attributes)
         return out + b"\x35" + _pack_fixed32(_flags(context))
 
 
@@ -268,6 +307,16 @@ class LogEncoder(_Encoder):
         if record.event_name:
             out += _field(12, record.event_name.encode())
         return bytes(out)
+
+
+def _cacheable(kind: type, value: Any) -> bool:
+    """Values whose equality implies equal encodings. Not floats (0.0 == -0.0), and
+    tuples only of strings: (1, 0) == (True, False) == (1.0, 0.0) in Python."""
+    if kind is str:
+        return len(value) <= _CACHEABLE_STR
+    if kind is tuple:
+        return all(type(item) is str for item in value)
+    return kind is bool or kind is int
 
 
 def _scope(scope: InstrumentationScope | None, attributes: bytes) -> bytes:

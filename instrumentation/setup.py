@@ -203,6 +203,11 @@ class Telemetry:
                 protocol=otlp.protocol_for("traces", env, config),
             )
 
+    @property
+    def exports_spans(self) -> bool:
+        """Spans are built and exported (telemetry on, with a span exporter)."""
+        return self.span_queue is not None
+
     def watch_inflight(self, read: Callable[[], int]) -> None:
         """Where the in-flight gauge reads its value (the server's live counter)."""
         self._inflight = read
@@ -220,8 +225,6 @@ class Telemetry:
         record.parent = parent
         record.trace_id = parent.trace_id if parent is not None else new_trace_id()
         record.span_id = new_span_id()
-        # The decision stands even when spans are not exported here: a provider that
-        # traces (vLLM) must still see the caller's sampled flag, as with the OTel SDK.
         record.sampled = self._sampler(parent, record.trace_id)
         record.client_address = peer
         record.user_agent = headers.get("User-Agent")

@@ -42,14 +42,18 @@ class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     pass
 
 
+#: A timeout in seconds: a zero or negative one would fail every request at once.
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
 class Timeouts(_Base, frozen=True):
-    connect_s: float = 10.0
+    connect_s: Seconds = 10.0
     #: Longest wait for the upstream's response headers / first byte.
-    first_byte_s: float = 300.0
+    first_byte_s: Seconds = 300.0
     #: Longest silence between two chunks of a streamed body.
-    idle_s: float = 300.0
+    idle_s: Seconds = 300.0
     #: Overall cap per upstream attempt; 0 disables it.
-    total_s: float = 0.0
+    total_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
 
 class ServerConfig(_Base, frozen=True):

@@ -502,8 +502,11 @@ def _propagate(
         headers.popall("traceparent", None)
         headers.popall("tracestate", None)
         return
-    if not telemetry.enabled:
-        return  # not part of the trace: the client's own context passes through
+    if not telemetry.exports_spans:
+        # No span of ours will exist to be a parent: the client's own context passes
+        # through untouched, so a tracing provider joins the caller's trace directly
+        # (and starts its own when the caller sent none).
+        return
     headers["traceparent"] = telemetry.traceparent(record, attempt)
     if record.parent is None or not record.parent.tracestate:
         headers.popall("tracestate", None)

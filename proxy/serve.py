@@ -86,7 +86,7 @@ async def _serve(runtime: RuntimeConfig, source: str, slot: WorkerSlot | None) -
     _settle_garbage_collector()
     state.ready = True
     _announce(f"http://{host}:{port}", source, slot)
-    await _wait_for_signal(loop)
+    await _wait_for_signal(loop, slot is not None)
     await _drain(listener, runner, state, settings.drain_timeout_s)
     if metrics_runner is not None:
         await metrics_runner.cleanup()
@@ -175,9 +175,12 @@ async def _metrics_listener(
     return runner
 
 
-async def _wait_for_signal(loop: asyncio.AbstractEventLoop) -> None:
+async def _wait_for_signal(loop: asyncio.AbstractEventLoop, supervised: bool) -> None:
+    """SIGTERM, and SIGINT when stand-alone. A supervised worker leaves SIGINT ignored (the
+    supervisor started it so): Ctrl-C reaches the whole process group, and the
+    supervisor turns it into one SIGTERM per worker."""
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
 

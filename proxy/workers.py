@@ -166,7 +166,8 @@ def _instance_id_set(env: Mapping[str, str], runtime: RuntimeConfig) -> bool:
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
-    """preexec_fn: the kernel sends the worker SIGTERM (it drains) if the supervisor dies.
+    """preexec_fn: the kernel sends the worker SIGTERM (it drains) if the supervisor dies;
+    SIGINT is ignored.
 
     Chosen over a worker polling its parent pid: no timer in every worker, and it also
     covers a SIGKILLed supervisor at once. PDEATHSIG follows the *thread* that forked;
@@ -174,6 +175,10 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork, not in the child
 
     def arm() -> None:
+        # Ignored before exec, SIGINT stays ignored through the worker's whole start
+        # (Python installs its KeyboardInterrupt handler only over SIG_DFL): a Ctrl-C
+        # reaches the whole process group, and the supervisor alone acts on it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGKILL)
@@ -195,7 +200,7 @@ class Supervisor:
         self._port = port
         self._stop_after_s = runtime.config.server.drain_timeout_s + STOP_GRACE_S
         self._stopping = asyncio.Event()
-        self._signal = signal.SIGTERM
+        self._signal: signal.Signals | None = None  # the signal that asked for a stop
         self._failed = False
         self._budget = CrashBudget()
 
@@ -218,7 +223,10 @@ class Supervisor:
             self._failed = True
             self._stopping.set()
         codes = await asyncio.gather(*slots)
-        ok = not self._failed and all(code == 0 for code in codes)
+        # A worker stopped by our SIGTERM before its handler was installed (still
+        # starting) exits by the signal: that is the stop we asked for, not a failure.
+        clean = (0, -signal.SIGTERM) if self._signal is not None else (0,)
+        ok = not self._failed and all(code in clean for code in codes)
         log.info("spangate.stopped", workers=self._count, exit_codes=codes)
         return 0 if ok else 1
 
@@ -230,7 +238,8 @@ class Supervisor:
     async def _slot(self, index: int, started: asyncio.Future[bool]) -> int:
         try:
             return await self._keep(index, started)
-        except OSError as exc:  # cannot spawn at all (e.g. the interpreter is gone)
+        except Exception as exc:  # cannot spawn at all (e.g. the interpreter is gone)
+            # Any error, not only OSError: `run` waits on `started`, which must resolve.
             log.error("spangate.worker_spawn_failed", worker=index, error=str(exc))
             if not started.done():
                 started.set_result(False)
@@ -321,7 +330,9 @@ class Supervisor:
         """Forward the stop signal; the worker drains as usual; kill it if it overstays."""
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(self._signal)
+                # Always SIGTERM: workers ignore SIGINT (a terminal's Ctrl-C reaches the
+                # whole process group; the supervisor alone decides and forwards).
+                proc.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(self._stop_after_s):
                 return await proc.wait()

@@ -114,6 +114,9 @@ class SpangateProcess:
             stderr=subprocess.STDOUT,
             env=self._env,
             cwd=REPO,
+            # Its own process group: a test can signal spangate's whole group (as a
+            # terminal's Ctrl-C does) without reaching pytest.
+            start_new_session=True,
         )
         ready = self.wait_for_log("spangate.ready", timeout)
         self.url = ready["address"]

@@ -119,6 +119,19 @@ def test_embedded_default_is_a_transparent_passthrough() -> None:
             "models.m.targets: mixes OpenAI-format and Anthropic-format",
         ),
         ({}, "providers: at least one provider is required"),
+        (
+            {"providers": {"p": {"kind": "openai", "base_url": "http://x"}}}
+            | {"server": {"timeouts": {"first_byte_s": 0}}},
+            "server.timeouts.first_byte_s: expected `float` > 0.0",
+        ),
+        (
+            {
+                "providers": {
+                    "p": {"kind": "openai", "base_url": "http://x", "timeouts": {"idle_s": -1}}
+                }
+            },
+            "providers.p.timeouts.idle_s: expected `float` > 0.0",
+        ),
     ],
 )
 def test_errors_name_the_exact_key(data: dict[str, Any], message: str) -> None:

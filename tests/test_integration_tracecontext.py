@@ -188,13 +188,11 @@ def test_anthropic_sdk_span_is_the_parent_of_spangate_server_span(
     assert (upstream_trace, upstream_span) == (sdk_trace, spangate_client["span_id"])
 
 
-def test_without_an_exporter_the_callers_sampling_decision_still_reaches_the_provider() -> None:
-    """spangate not exporting spans must not switch tracing off for the app's model server.
-
-    parentbased_always_on with a sampled parent is a sampled decision whether or not
-    spans are exported (as with the OpenTelemetry SDK and no span processor); a
-    provider that traces (e.g. vLLM) drops its spans for `-00`.
-    """
+def test_without_an_exporter_the_callers_context_reaches_the_provider_unchanged() -> None:
+    """spangate not exporting spans must not cut the app's model server out of the trace:
+    with no span of ours to be a parent, the caller's traceparent (its span, its sampled
+    flag) passes through as the app sent it, so a tracing provider (vLLM) joins the
+    caller's trace directly."""
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
     with FakeProvider() as fake, started(config_for(fake), NO_OTLP) as proc:
         proc.wait_for_log("telemetry.traces_not_exported")
@@ -203,6 +201,14 @@ def test_without_an_exporter_the_callers_sampling_decision_still_reaches_the_pro
             messages=HELLO,
             extra_headers={"traceparent": f"00-{trace_id}-{caller_span}-01"},
         )
-        sent_trace, _, flags = parse_traceparent(fake.last.headers["traceparent"])
-    assert sent_trace == trace_id
-    assert flags == "01"
+        sent_trace, sent_parent, flags = parse_traceparent(fake.last.headers["traceparent"])
+    assert (sent_trace, sent_parent, flags) == (trace_id, caller_span, "01")
+
+
+def test_without_an_exporter_or_a_caller_context_no_traceparent_is_invented() -> None:
+    """No caller context and no spans of ours: the provider gets no traceparent at all
+    (a tracing provider starts its own trace rather than join one nobody exports)."""
+    with FakeProvider() as fake, started(config_for(fake), NO_OTLP) as proc:
+        proc.wait_for_log("telemetry.traces_not_exported")
+        openai_client(proc).chat.completions.create(model=GPT, messages=HELLO)
+        assert "traceparent" not in {k.lower() for k in fake.last.headers}

@@ -236,3 +236,165 @@ def test_log_record_optional_fields_encode_like_the_sdk() -> None:
         ),
     ]
     assert_same_logs(records)
+
+
+def one_span(attributes: dict[str, Any], span_id: int = 2) -> ReadableSpan:
+    return ReadableSpan(
+        name="s",
+        context=SpanContext(1, span_id, is_remote=False),
+        attributes=attributes,
+        resource=Resource({}),
+        start_time=1,
+        end_time=2,
+    )
+
+
+def exported_attributes(encoded: bytes) -> list[dict[str, Any]]:
+    """Per span, attribute key → the AnyValue field set and its value."""
+    message = ExportTraceServiceRequest.FromString(encoded)
+    spans = [s for rs in message.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    out = []
+    for span in spans:
+        values = {}
+        for kv in span.attributes:
+            kind = kv.value.WhichOneof("value")
+            values[kv.key] = (kind, getattr(kv.value, kind) if kind else None)
+        out.append(values)
+    return out
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1, 2**70, -(2**63) - 1])
+def test_integers_outside_int64_lose_the_attribute_not_the_batch(value: int) -> None:
+    """A client-controlled integer (seed, max_tokens) beyond int64 is dropped, as the SDK
+    drops it; never wrapped into another number, never a corrupt message."""
+    spans = [one_span({"gen_ai.request.seed": value, "ok": 1}), one_span({"ok": 2}, span_id=3)]
+    encoded = SpanEncoder().encode(spans)
+    assert exported_attributes(encoded) == [{"ok": ("int_value", 1)}, {"ok": ("int_value", 2)}]
+    assert ExportTraceServiceRequest.FromString(encoded) == encode_spans(spans)
+
+
+def test_int64_extremes_encode_like_the_sdk() -> None:
+    """The largest and smallest int64 are exported exactly."""
+    assert_same_message([one_span({"max": 2**63 - 1, "min": -(2**63)})])
+
+
+def test_undecodable_header_bytes_are_replaced_not_fatal() -> None:
+    """aiohttp hands header bytes that are not UTF-8 over as lone surrogates; the value is
+    exported with U+FFFD in their place and the rest of the batch is untouched."""
+    spans = [one_span({"user_agent.original": "bad\udcff", "ok": True}), one_span({"ok": False})]
+    assert exported_attributes(SpanEncoder().encode(spans)) == [
+        {"user_agent.original": ("string_value", "bad\ufffd"), "ok": ("bool_value", True)},
+        {"ok": ("bool_value", False)},
+    ]
+
+
+def test_an_unencodable_value_loses_only_that_attribute() -> None:
+    """A value of a type OTLP has no encoding for is skipped; the span still goes out."""
+    spans = [one_span({"weird": object(), "ok": "yes"})]
+    assert exported_attributes(SpanEncoder().encode(spans)) == [{"ok": ("string_value", "yes")}]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [((True, False), (1, 0)), ((1, 2), (1.0, 2.0)), ((0.0,), (-0.0,)), (("a",), ("a",))],
+)
+def test_the_pair_cache_never_confuses_equal_but_different_arrays(
+    first: tuple[Any, ...], second: tuple[Any, ...]
+) -> None:
+    """Python calls (1, 0) and (True, False) equal; OTLP does not. Same key, one encoder."""
+    encoder = SpanEncoder()
+    for value in (first, second):
+        spans = [one_span({"k": value})]
+        assert ExportTraceServiceRequest.FromString(encoder.encode(spans)) == encode_spans(spans)
+
+
+def test_dropped_attribute_counts_of_events_and_links_are_exported() -> None:
+    """Attribute limits that dropped event or link attributes say so, as the SDK does."""
+    from opentelemetry.attributes import BoundedAttributes
+
+    span = ReadableSpan(
+        name="s",
+        context=SpanContext(1, 2, is_remote=False),
+        resource=Resource({}),
+        events=[Event("e", BoundedAttributes(maxlen=1, attributes={"a": 1, "b": 2}), 5)],
+        links=[
+            Link(
+                SpanContext(1, 3, is_remote=False),
+                BoundedAttributes(maxlen=1, attributes={"a": 1, "b": 2}),
+            )
+        ],
+        start_time=1,
+        end_time=2,
+    )
+    assert_same_message([span])
+
+
+def test_a_log_record_whose_body_cannot_be_encoded_is_lost_alone() -> None:
+    """The other records of the batch are exported."""
+    resource = Resource({"service.name": "a"})
+    good = ReadableLogRecord(LogRecord(timestamp=1, body="fine"), resource=resource)
+    unencodable: Any = object()
+    bad = ReadableLogRecord(LogRecord(timestamp=2, body=unencodable), resource=resource)
+    parsed = ExportLogsServiceRequest.FromString(LogEncoder().encode([bad, good]))
+    records = [r for rl in parsed.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    assert [r.body.string_value for r in records] == ["fine"]
+
+
+class RecordingGrpcStub:
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def Export(self, request: Any, metadata: Any = None, timeout: Any = None) -> None:
+        self.requests.append(request)
+
+
+class RecordingHttpClient:
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    def export(self, data: bytes) -> Any:
+        self.payloads.append(data)
+        return type("Result", (), {"success": True})()
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_sdk_exporters_really_send_what_otlpwire_encoded(protocol: str) -> None:
+    """Through the exporters' own export(): the bytes that reach the transport are
+    otlpwire's (an SDK release that stops using the seams fails here)."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+    }
+    exporter = otlp.span_exporter(env, TelemetryConfig())
+    spans = [one_span({"k": "v"})]
+    expected = SpanEncoder().encode(spans)
+    try:
+        if protocol == "grpc":
+            stub = RecordingGrpcStub()
+            exporter._client = stub
+            assert exporter.export(spans).name == "SUCCESS"
+            assert [r.SerializeToString() for r in stub.requests] == [expected]
+        else:
+            client = RecordingHttpClient()
+            exporter._client = client
+            assert exporter.export(spans).name == "SUCCESS"
+            assert client.payloads == [expected]
+    finally:
+        exporter._shutdown = True
+
+
+def test_an_http_batch_over_the_request_size_limit_is_not_sent() -> None:
+    """As the SDK's exporter does: a batch the collector would refuse fails at once."""
+    from instrumentation.otlpexport import HttpSpanExporter
+
+    exporter: Any = HttpSpanExporter(endpoint="http://127.0.0.1:9/v1/traces", max_request_size=16)
+    client = RecordingHttpClient()
+    exporter._client = client
+    try:
+        assert exporter.export([one_span({"k": "v" * 100})]).name == "FAILURE"
+        assert client.payloads == []
+    finally:
+        exporter._shutdown = True

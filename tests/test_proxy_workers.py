@@ -244,6 +244,59 @@ def test_sigterm_stops_every_worker_and_exits_zero(fake: FakeProvider) -> None:
         assert_no_traceback(proc.raw_output())
 
 
+START_TWO = ("--port", "0", "--workers", "2")
+
+
+def children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_ctrl_c_to_the_process_group_drains_each_worker_once_and_exits_zero(
+    fake: FakeProvider,
+) -> None:
+    """A terminal's Ctrl-C signals every process of the group: workers ignore it, the
+    supervisor forwards one SIGTERM each; all drain, exit 0, and nothing prints a traceback."""
+    with workers(basic_config(fake)) as proc:
+        assert proc.proc is not None
+        pids = list(worker_pids(proc).values())
+        assert chat(proc.url)
+        os.killpg(proc.proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert not any(alive(pid) for pid in pids)
+        stopped = [e for e in proc.logs() if e.get("event") == "spangate.stopped"]
+        assert len(stopped) == len(pids) + 1  # each worker once, and the supervisor
+        assert_no_traceback(proc.stdout_path.read_text())
+
+
+def test_ctrl_c_while_workers_are_still_starting_exits_cleanly(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    """Ctrl-C that lands while the workers are importing: no KeyboardInterrupt traceback
+    from any of them, the supervisor stops them and exits 0."""
+    config = write_config(tmp_path, basic_config(fake))
+    with (tmp_path / "out.log").open("wb") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--config", str(config), *START_TWO],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            cwd=REPO,
+            start_new_session=True,
+        )
+        try:
+            wait_until(lambda: len(children_of(popen.pid)) == 2)
+            starting = children_of(popen.pid)
+            os.killpg(popen.pid, signal.SIGINT)
+            assert popen.wait(60) == 0
+            assert not any(alive(pid) for pid in starting)
+        finally:
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()
+    assert_no_traceback((tmp_path / "out.log").read_text())
+
+
 def test_a_killed_worker_is_restarted_and_traffic_still_flows(fake: FakeProvider) -> None:
     """SIGKILL to one worker: the supervisor logs spangate.worker_exited (pid, code), starts
     a new worker in its slot, and requests keep being answered by both workers."""
