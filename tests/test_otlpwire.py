@@ -6,6 +6,7 @@ messages, so any field otlpwire gets wrong (tag, wire type, presence) fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -42,12 +43,18 @@ from proxy.config import TelemetryConfig
 HELLO: Any = [{"role": "user", "content": "hi there"}]
 
 
+def assert_encodes_like_the_sdk(
+    encoder: SpanEncoder | LogEncoder, sdk_encode: Callable[[Any], Any], items: list[Any]
+) -> None:
+    """Our bytes parse to the SDK's message; a second pass (from the caches) is identical."""
+    first = encoder.encode(items)
+    expected = sdk_encode(items)
+    assert type(expected).FromString(first) == expected
+    assert encoder.encode(items) == first
+
+
 def assert_same_message(spans: list[ReadableSpan]) -> None:
-    encoder = SpanEncoder()
-    first = encoder.encode(spans)
-    assert ExportTraceServiceRequest.FromString(first) == encode_spans(spans)
-    # A second pass is served from the caches and must be byte-identical.
-    assert encoder.encode(spans) == first
+    assert_encodes_like_the_sdk(SpanEncoder(), encode_spans, spans)
 
 
 def test_spans_of_real_traffic_encode_exactly_like_the_sdk(
@@ -176,10 +183,7 @@ def test_otlp_exporters_use_otlpwire_with_the_installed_sdk(protocol: str) -> No
 
 
 def assert_same_logs(records: list[ReadableLogRecord]) -> None:
-    encoder = LogEncoder()
-    first = encoder.encode(records)
-    assert ExportLogsServiceRequest.FromString(first) == encode_logs(records)
-    assert encoder.encode(records) == first
+    assert_encodes_like_the_sdk(LogEncoder(), encode_logs, records)
 
 
 def test_log_records_of_real_traffic_encode_exactly_like_the_sdk(

@@ -20,7 +20,7 @@ import pytest
 from conftest import basic_config
 from fakeprovider import FakeProvider
 from harness import REPO, SpangateProcess
-from test_proxy_cli import assert_no_traceback, clean_env, write_config
+from test_proxy_cli import assert_no_traceback, clean_env, run_cli, write_config
 
 from proxy.config import ConfigError, parse_config
 from proxy.runtime import compile_config
@@ -126,15 +126,7 @@ def requests_counted(metrics_port: int) -> float:
 
 def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m proxy serve ARGS` that is expected to exit on its own (bounded)."""
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", "serve", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env if env is not None else _env(),
-        timeout=60,
-        check=False,
-    )
+    return run_cli("serve", *args, env=env if env is not None else _env())
 
 
 # --------------------------------------------------------------------------- serving
