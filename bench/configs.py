@@ -146,10 +146,9 @@ def _spangate_workers2(setup: Setup) -> Running:
     """spangate-full with `--workers 2`, allowed on every core (the others are pinned to one):
     what a second core buys at high concurrency. Its CPU figures cover all its processes."""
     upstream = f"http://127.0.0.1:{setup.upstream_port}"
-    every_core = ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
     telemetry = full_telemetry(setup.otlp_port)
     return start_spangate(
-        setup.procs, WORKERS2, upstream, telemetry, args=("--workers", "2"), core=every_core
+        setup.procs, WORKERS2, upstream, telemetry, args=("--workers", "2"), core=_every_core()
     )
 
 
@@ -157,6 +156,27 @@ def _spangate_unreachable(setup: Setup) -> Running:
     upstream = f"http://127.0.0.1:{setup.upstream_port}"
     telemetry = full_telemetry(setup.closed_port)
     return start_spangate(setup.procs, "spangate-unreachable", upstream, telemetry)
+
+
+def _variant(
+    name: str,
+    telemetry: dict[str, Any],
+    env: dict[str, str] | None = None,
+    every_core: bool = False,
+) -> Callable[[Setup], Running]:
+    """spangate-full with some settings changed: to see what each part costs."""
+
+    def start(setup: Setup) -> Running:
+        upstream = f"http://127.0.0.1:{setup.upstream_port}"
+        settings = {**full_telemetry(setup.otlp_port), **telemetry}
+        core = _every_core() if every_core else PROXY_CORE
+        return start_spangate(setup.procs, name, upstream, settings, env=env, core=core)
+
+    return start
+
+
+def _every_core() -> str:
+    return ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
 
 
 CONFIGURATIONS = (
@@ -173,7 +193,38 @@ CONFIGURATIONS = (
 )
 #: Only when named in BENCH_CONFIGS (e.g. spangate-workers2): not pinned, so it would
 #: disturb the pinned measurements of a default run.
+_THREAD = {"pipeline": "thread"}
+_PROCESS = {"pipeline": "process"}
+#: spangate-full is pinned to one core, so its `pipeline: auto` runs telemetry on a thread.
+_VARIANTS: tuple[tuple[str, str, Callable[[Setup], Running]], ...] = (
+    (
+        "spangate-http",
+        "spangate-full over OTLP/HTTP",
+        _variant("spangate-http", {"otlp_protocol": "http/protobuf"}),
+    ),
+    (
+        "spangate-nologs",
+        "spangate-full without OTLP log export",
+        _variant("spangate-nologs", {"logs_otlp": False}),
+    ),
+    (
+        "spangate-process",
+        "spangate-full with the telemetry process forced onto the same single core",
+        _variant("spangate-process", _PROCESS),
+    ),
+    (
+        "spangate-2cores",
+        "spangate-full, not pinned: `auto` runs the telemetry process, on the other core",
+        _variant("spangate-2cores", {}, every_core=True),
+    ),
+    (
+        "spangate-thread-2cores",
+        "spangate-full, not pinned, telemetry forced onto a thread",
+        _variant("spangate-thread-2cores", _THREAD, every_core=True),
+    ),
+)
 OPTIONAL_CONFIGURATIONS = (
+    *(Configuration(name, meaning, start) for name, meaning, start in _VARIANTS),
     Configuration(
         WORKERS2, "spangate-full with --workers 2, not pinned to one core", _spangate_workers2
     ),

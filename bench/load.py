@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,8 @@ class LoadResult:
     upstream_cpu_ms_per_request: float
     #: Share of the proxy core used by other processes during the run (noise), 0..1.
     core_noise: float
+    #: Telemetry items spangate dropped during the run (its /metrics); None when not spangate.
+    telemetry_dropped: float | None = None
 
 
 def write_script(directory: Path) -> Path:
@@ -80,6 +83,7 @@ def measure(
     pids = [upstream.pid] + ([proxy.pid] if proxy else [])
     for pid in pids:
         settle_cpu(pid)
+    dropped_before = telemetry_dropped(url)
     before = {pid: cpu_seconds(pid) for pid in pids}
     core_before, start = core_busy_seconds(PROXY_CORE), time.monotonic()
     result = run_wrk(url + "/v1/chat/completions", script, concurrency, seconds)
@@ -91,7 +95,31 @@ def measure(
     done = max(result.requests, 1)
     proxy_cpu = used[proxy.pid] * 1e3 / done if proxy else None
     noise = max(core_used - proxy_used, 0.0) / wall
-    return LoadResult(concurrency, result, proxy_cpu, used[upstream.pid] * 1e3 / done, noise)
+    dropped_after = telemetry_dropped(url)
+    dropped = (
+        dropped_after - dropped_before
+        if dropped_after is not None and dropped_before is not None
+        else None
+    )
+    upstream_cpu = used[upstream.pid] * 1e3 / done
+    return LoadResult(concurrency, result, proxy_cpu, upstream_cpu, noise, dropped)
+
+
+def telemetry_dropped(url: str) -> float | None:
+    """spangate_telemetry_dropped_total summed over its labels; None where there is no such
+    metric (not spangate, or telemetry off): a pipeline that keeps up only by dropping
+    must show it."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except (OSError, ValueError):
+        return None
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("spangate_telemetry_dropped_total{")
+    ]
+    return sum(values) if values else None
 
 
 def version() -> str:

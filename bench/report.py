@@ -27,6 +27,7 @@ class LoadRow:
     upstream_cpu_ms: float
     errors: int
     core_noise: float
+    telemetry_dropped: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class Summary:
 def _median(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
+
+
+def _total(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
 
 
 def _must(value: float | None) -> float:
@@ -79,6 +85,7 @@ def _load_rows(name: str, runs: list[ConfigRun]) -> list[LoadRow]:
                 upstream_cpu_ms=_must(_median(r.upstream_cpu_ms_per_request for r in results)),
                 errors=sum(r.wrk.errors for r in results),
                 core_noise=max(r.core_noise for r in results),
+                telemetry_dropped=_total(r.telemetry_dropped for r in results),
             )
         )
     return rows
@@ -144,8 +151,9 @@ def _fmt(value: float | None, digits: int = 3, suffix: str = "") -> str:
 def load_table(summary: Summary) -> list[str]:
     lines = [
         "| config | c | req/s | p50 ms | p99 ms | +p50 ms vs direct | +p99 ms vs direct "
-        "| CPU ms/req | x pass-through | upstream CPU ms/req | errors | others on core 0 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU ms/req | x pass-through | upstream CPU ms/req | errors | telemetry dropped "
+        "| others on core 0 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary.loads:
         ratio = cpu_ratio(summary, row)
@@ -154,7 +162,7 @@ def load_table(summary: Summary) -> list[str]:
             f"| {row.p99_ms:.3f} | {_fmt(added(summary, row, lambda r: r.p50_ms))} "
             f"| {_fmt(added(summary, row, lambda r: r.p99_ms))} | {_fmt(row.cpu_ms)} "
             f"| {_fmt(ratio, 2, 'x')} | {row.upstream_cpu_ms:.3f} | {row.errors} "
-            f"| {100 * row.core_noise:.0f} % |"
+            f"| {_fmt(row.telemetry_dropped, 0)} | {100 * row.core_noise:.0f} % |"
         )
     return lines
 

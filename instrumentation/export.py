@@ -24,14 +24,21 @@ class DropCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._remote: Callable[[], dict[tuple[str, str], int]] = dict
 
     def add(self, signal: str, reason: str, count: int = 1) -> None:
         with self._lock:
             self._counts[(signal, reason)] += count
 
     def snapshot(self) -> dict[tuple[str, str], int]:
+        """Own counts plus those of the remote counter watched (the serving process's)."""
         with self._lock:
-            return dict(self._counts)
+            counts = collections.Counter(self._counts)
+        counts.update(self._remote())
+        return dict(counts)
+
+    def watch_remote(self, read: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self._remote = read
 
 
 class BatchQueue(Generic[_T]):

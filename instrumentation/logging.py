@@ -25,8 +25,10 @@ class Redactor:
     """Replaces secret values in log events: by key name, by pattern, and by literal."""
 
     def __init__(self, patterns: Iterable[str] = (), literals: Iterable[str] = ()) -> None:
-        sources = [*DEFAULT_SECRET_PATTERNS, *patterns]
-        sources += [re.escape(lit) for lit in literals if lit]
+        #: What it was built from, so that another process can build the same one.
+        self.spec = ([*patterns], [lit for lit in literals if lit])
+        sources = [*DEFAULT_SECRET_PATTERNS, *self.spec[0]]
+        sources += [re.escape(lit) for lit in self.spec[1]]
         self._pattern = re.compile("|".join(f"(?:{p})" for p in sources))
 
     def text(self, value: str) -> str:

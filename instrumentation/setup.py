@@ -6,12 +6,14 @@ object work and one queue append. Everything else runs on worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
+import msgspec
 import structlog
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
@@ -47,7 +49,12 @@ from instrumentation.worker import RecordSink
 from proxy import __version__
 from proxy.config import TelemetryConfig
 
+if TYPE_CHECKING:
+    from instrumentation.offload import TelemetryProcess
+
 log = structlog.get_logger("spangate.telemetry")
+#: How long a scrape waits for finished requests' records to be processed.
+SCRAPE_SETTLE_S = 2.0
 
 
 class Telemetry:
@@ -60,9 +67,15 @@ class Telemetry:
         span_exporter: SpanExporter | None = None,
         metric_readers: Sequence[MetricReader] = (),
         log_exporter: LogRecordExporter | None = None,
+        pipeline: Literal["thread", "process"] = "thread",
+        worker: int | None = None,
+        announce: bool = True,
     ) -> None:
+        """`pipeline="process"` runs the telemetry work in a child process
+        (instrumentation/offload.py); exporters and readers given here need "thread"."""
         env = os.environ if env is None else env
         self._inflight: Callable[[], int] = lambda: 0
+        self._health: list[HealthSource] = []
         self.enabled = not (_truthy(env.get("OTEL_SDK_DISABLED")) or config.sdk_disabled)
         self.drops = DropCounter()
         for signal in ("records", "spans"):
@@ -75,9 +88,45 @@ class Telemetry:
         self.content = ContentPolicy(
             capture_mode(env, config.capture_content), config.content_max_bytes, redactor
         )
+        self.span_queue: BatchQueue[ReadableSpan] | None = None
+        self.registry: CollectorRegistry | None = None
+        self.logger_provider: LoggerProvider | None = None
+        self._span_exporter: SpanExporter | None = None
+        self._meter_provider: MeterProvider | None = None
+        self._remote: TelemetryProcess | None = None
+        self._sink: RecordSink | TelemetryProcess
+        if pipeline == "process" and self.enabled:
+            from instrumentation.offload import TelemetryProcess
+
+            init = {
+                "config": msgspec.to_builtins(config),
+                "redact": list(redactor.spec),
+                "worker": worker,
+            }
+            self._remote = self._sink = TelemetryProcess(init, self.drops, self.live_state)
+            self._exports = _exports_traces(env, config) and self.enabled
+            self._prometheus = config.prometheus.enabled
+            self._forward_logs = _exports_logs(env, config)
+        else:
+            self._sink = self._pipelines(env, config, span_exporter, metric_readers, log_exporter)
+            self._exports = self.span_queue is not None
+            self._prometheus = self.registry is not None
+            self._forward_logs = False
+        if announce:
+            self._announce(env, config)
+
+    def _pipelines(
+        self,
+        env: Mapping[str, str],
+        config: TelemetryConfig,
+        span_exporter: SpanExporter | None,
+        metric_readers: Sequence[MetricReader],
+        log_exporter: LogRecordExporter | None,
+    ) -> RecordSink:
+        """Exporters, readers and the worker thread that turns records into telemetry."""
         self._span_exporter = self._pick_span_exporter(env, config, span_exporter)
-        self.span_queue = (
-            BatchQueue(
+        if self._span_exporter is not None:
+            self.span_queue = BatchQueue(
                 "spans",
                 self._export_spans,
                 self.drops,
@@ -85,17 +134,14 @@ class Telemetry:
                 max_batch=_int_env(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
                 delay_s=_batch_delay(env),
             )
-            if self._span_exporter is not None
-            else None
-        )
-        self.registry: CollectorRegistry | None = None
-        self.meter_provider = self._meters(env, config, metric_readers)
+        self._meter_provider = meter_provider = self._meters(env, config, metric_readers)
         self.logger_provider = self._loggers(env, config, log_exporter)
-        self._instruments = instruments = Instruments(
-            self.meter_provider.get_meter("spangate", __version__),
+        instruments = Instruments(
+            meter_provider.get_meter("spangate", __version__),
             lambda: self._inflight(),  # noqa: PLW0108 -- watch_inflight rebinds it later
             self.drops,
         )
+        instruments.health = self._health
         processor = Processor(
             instruments,
             SpanFactory(
@@ -107,8 +153,7 @@ class Telemetry:
             _completed_logger(),
             self._event_emitter(),
         )
-        self._sink = RecordSink(processor, self.drops)
-        self._announce(env, config)
+        return RecordSink(processor, self.drops)
 
     # --- construction -----------------------------------------------------
     def _pick_span_exporter(
@@ -118,10 +163,7 @@ class Telemetry:
             return None
         if given is not None:
             return given
-        if (
-            otlp.endpoint_for("traces", env, config)
-            and env.get("OTEL_TRACES_EXPORTER", "otlp") != "none"
-        ):
+        if _exports_traces(env, config):
             exporter: SpanExporter = otlp.span_exporter(env, config)
             return exporter
         return None
@@ -156,8 +198,7 @@ class Telemetry:
         if not self.enabled:
             return None
         exporter = given
-        wants_otlp = config.logs_otlp or env.get("OTEL_LOGS_EXPORTER") == "otlp"
-        if exporter is None and wants_otlp and otlp.endpoint_for("logs", env, config):
+        if exporter is None and _exports_logs(env, config):
             exporter = otlp.log_exporter(env, config)
         if exporter is None:
             return None
@@ -191,7 +232,7 @@ class Telemetry:
     def _announce(self, env: Mapping[str, str], config: TelemetryConfig) -> None:
         if not self.enabled:
             log.info("telemetry.disabled", reason="OTEL_SDK_DISABLED")
-        elif self._span_exporter is None:
+        elif not self._exports:
             log.info(
                 "telemetry.traces_not_exported",
                 hint="set OTEL_EXPORTER_OTLP_ENDPOINT or telemetry.otlp_endpoint to export traces",
@@ -201,12 +242,13 @@ class Telemetry:
                 "telemetry.exporting",
                 traces=otlp.endpoint_for("traces", env, config) or "in-process",
                 protocol=otlp.protocol_for("traces", env, config),
+                pipeline="process" if self._remote is not None else "thread",
             )
 
     @property
     def exports_spans(self) -> bool:
         """Spans are built and exported (telemetry on, with a span exporter)."""
-        return self.span_queue is not None
+        return self._exports
 
     def watch_inflight(self, read: Callable[[], int]) -> None:
         """Where the in-flight gauge reads its value (the server's live counter)."""
@@ -214,7 +256,17 @@ class Telemetry:
 
     def watch_health(self, source: HealthSource) -> None:
         """Report circuit state and transitions of `source` as metrics."""
-        self._instruments.health.append(source)
+        self._health.append(source)
+
+    def live_state(self) -> dict[str, Any]:
+        """What only the serving process knows, for a telemetry process's metrics."""
+        return {
+            "inflight": self._inflight(),
+            "health": [
+                [t.label, t.state, dict(t.transitions)] for s in self._health for t in s.all()
+            ],
+            "drops": [[s, r, c] for (s, r), c in self.drops.snapshot().items()],
+        }
 
     # --- the request path -------------------------------------------------
     def begin(
@@ -238,10 +290,24 @@ class Telemetry:
         record.end_ns = time.monotonic_ns()
         self._sink.submit(record)
 
+    def submit(self, record: RequestRecord) -> None:
+        """A finished record from elsewhere (the serving process, in a telemetry process)."""
+        self._sink.submit(record)
+
     # --- outside the request path ------------------------------------------
-    def prometheus_text(self) -> bytes | None:
+    def prometheus_text(self, timeout_s: float = 10.0) -> bytes | None:
+        """The exposition text; None when Prometheus is off. Raises TelemetryUnavailable
+        when the telemetry process cannot answer."""
+        if self._remote is not None and self._prometheus:
+            try:
+                text = self._remote.request("scrape", self.live_state(), timeout_s)
+            except Exception as exc:
+                raise TelemetryUnavailable(str(exc) or type(exc).__name__) from None
+            return bytes(text) if text is not None else None
         if self.registry is None:
             return None
+        # Requests that finished before the scrape count in it (bounded wait).
+        self._sink.flush(min(timeout_s, SCRAPE_SETTLE_S))
         return generate_latest(self.registry)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -261,9 +327,26 @@ class Telemetry:
             self.span_queue.shutdown(timeout_s)
         if self._span_exporter is not None:
             self._span_exporter.shutdown()
-        self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+        if self._meter_provider is not None:
+            self._meter_provider.shutdown(timeout_millis=timeout_s * 1000)
         if self.logger_provider is not None:
             self.logger_provider.shutdown()
+
+
+class TelemetryUnavailable(Exception):
+    """The telemetry process did not answer (restarting, or stuck)."""
+
+
+def _exports_traces(env: Mapping[str, str], config: TelemetryConfig) -> bool:
+    return bool(
+        otlp.endpoint_for("traces", env, config)
+        and env.get("OTEL_TRACES_EXPORTER", "otlp") != "none"
+    )
+
+
+def _exports_logs(env: Mapping[str, str], config: TelemetryConfig) -> bool:
+    wants = config.logs_otlp or env.get("OTEL_LOGS_EXPORTER") == "otlp"
+    return bool(wants and otlp.endpoint_for("logs", env, config))
 
 
 def _truthy(value: str | None) -> bool:
@@ -329,8 +412,25 @@ def _completed_logger() -> Callable[[dict[str, Any]], None]:
 
 def log_sinks(telemetry: Telemetry) -> list[Any]:
     """structlog processors that ship log lines over OTLP, when log export is on."""
+    if telemetry._remote is not None:
+        return [_LogForwarder(telemetry._remote)] if telemetry._forward_logs else []
     if telemetry.logger_provider is None:
         return []
     from instrumentation.logbridge import OTelLogBridge
 
     return [OTelLogBridge(telemetry.logger_provider.get_logger("spangate.logs", __version__))]
+
+
+class _LogForwarder:
+    """A structlog processor handing (redacted) events to the telemetry process, whose
+    OTLP log bridge exports them."""
+
+    def __init__(self, remote: TelemetryProcess) -> None:
+        self._remote = remote
+
+    def __call__(
+        self, _: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        with contextlib.suppress(Exception):  # a telemetry failure never fails the caller
+            self._remote.send("log", [method, dict(event)])
+        return event

@@ -198,6 +198,10 @@ class TelemetryConfig(_Base, frozen=True):
     metric_export_interval_ms: int | None = None
     logs_otlp: bool = False
     sdk_disabled: bool = False
+    #: Where `spangate serve` turns records into telemetry: a child process (no GIL
+    #: shared with the event loop), a thread of the serving process, or `auto`: the
+    #: process when each worker has two CPUs to itself (instrumentation/cpus.py).
+    pipeline: Literal["auto", "process", "thread"] = "auto"
     prometheus: PrometheusConfig = PrometheusConfig()
     capture_content: CaptureMode | None = None
     content_max_bytes: int = 16384

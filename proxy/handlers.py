@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from instrumentation.records import AttemptRecord, RequestRecord
+from instrumentation.setup import TelemetryUnavailable
 from proxy import body as bodylib
 from proxy import failover
 from proxy.appkeys import HEALTH, RUNTIME, STATE, TELEMETRY, UPSTREAM
@@ -273,7 +274,10 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus scrape endpoint (collection runs off the event loop)."""
     telemetry = request.app[TELEMETRY]
     loop = asyncio.get_running_loop()
-    text = await loop.run_in_executor(None, telemetry.prometheus_text)
+    try:
+        text = await loop.run_in_executor(None, telemetry.prometheus_text)
+    except TelemetryUnavailable as exc:
+        return web.Response(status=503, text=f"metrics unavailable: {exc}; retry shortly\n")
     if text is None:
         return web.Response(status=404, text="prometheus metrics are disabled\n")
     return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from instrumentation.cpus import choose_pipeline, usable_cpus
 from instrumentation.logging import configure_logging, redactor_for
 from instrumentation.setup import Telemetry, log_sinks
 from proxy.app import create_app
@@ -58,7 +59,16 @@ def _install_uvloop() -> None:
 
 async def _serve(runtime: RuntimeConfig, source: str, slot: WorkerSlot | None) -> None:
     settings = runtime.config.server
-    telemetry = Telemetry(runtime.config.telemetry, redactor_for(runtime.config))
+    telemetry = Telemetry(
+        runtime.config.telemetry,
+        redactor_for(runtime.config),
+        pipeline=choose_pipeline(
+            runtime.config.telemetry.pipeline,
+            usable_cpus(),
+            slot.count if slot is not None else 1,
+        ),
+        worker=slot.index if slot is not None else None,
+    )
     configure_logging(redactor_for(runtime.config), sinks=log_sinks(telemetry))
     app = create_app(runtime, telemetry)
     if slot is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -30,11 +29,13 @@ from urllib.parse import quote
 
 import structlog
 
+from proxy.lifeline import die_with_parent
 from proxy.runtime import RuntimeConfig
 
 log = structlog.get_logger("spangate")
 
 WORKER_INDEX_ENV = "SPANGATE_WORKER_INDEX"
+WORKER_COUNT_ENV = "SPANGATE_WORKER_COUNT"
 READY_FD_ENV = "SPANGATE_READY_FD"
 _READY = b"ready\n"
 #: How long one worker may take from spawn to "ready" before it counts as failed.
@@ -46,7 +47,6 @@ CRASH_WINDOW_S = 60.0
 RESTART_DELAY_S = 0.5
 #: On top of server.drain_timeout_s before a worker that ignores SIGTERM is killed.
 STOP_GRACE_S = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class WorkerSlot:
 
     index: int
     ready_fd: int | None
+    #: How many workers share the machine (the supervisor's --workers).
+    count: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WorkerSlot | None:
@@ -63,7 +65,7 @@ class WorkerSlot:
         if index is None:
             return None
         fd = env.get(READY_FD_ENV)
-        return cls(int(index), int(fd) if fd else None)
+        return cls(int(index), int(fd) if fd else None, int(env.get(WORKER_COUNT_ENV, "1")))
 
     def signal_ready(self) -> None:
         """Tell the supervisor this worker is listening (once; closes the pipe)."""
@@ -143,10 +145,15 @@ class CrashBudget:
 
 
 def worker_env(
-    base: Mapping[str, str], runtime: RuntimeConfig, index: int, ready_fd: int
+    base: Mapping[str, str], runtime: RuntimeConfig, index: int, ready_fd: int, count: int = 1
 ) -> dict[str, str]:
     """The worker's environment: its slot, its pipe, and its own `service.instance.id`."""
-    env = {**base, WORKER_INDEX_ENV: str(index), READY_FD_ENV: str(ready_fd)}
+    env = {
+        **base,
+        WORKER_INDEX_ENV: str(index),
+        WORKER_COUNT_ENV: str(count),
+        READY_FD_ENV: str(ready_fd),
+    }
     if not _instance_id_set(base, runtime):
         # Workers are separate OTel SDKs with their own cumulative counters; sharing one
         # resource identity would interleave their series. The id is stable per slot for
@@ -166,24 +173,10 @@ def _instance_id_set(env: Mapping[str, str], runtime: RuntimeConfig) -> bool:
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
-    """preexec_fn: the kernel sends the worker SIGTERM (it drains) if the supervisor dies;
-    SIGINT is ignored.
-
-    Chosen over a worker polling its parent pid: no timer in every worker, and it also
-    covers a SIGKILLed supervisor at once. PDEATHSIG follows the *thread* that forked;
-    asyncio forks from the loop thread, which lives as long as the supervisor."""
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork, not in the child
-
-    def arm() -> None:
-        # Ignored before exec, SIGINT stays ignored through the worker's whole start
-        # (Python installs its KeyboardInterrupt handler only over SIG_DFL): a Ctrl-C
-        # reaches the whole process group, and the supervisor alone acts on it.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return arm
+    """The kernel sends the worker SIGTERM (it drains) if the supervisor dies. SIGINT is
+    ignored: a Ctrl-C reaches the whole process group, and the supervisor alone acts on
+    it. asyncio forks from the loop thread, which lives as long as the supervisor."""
+    return die_with_parent(parent, signal.SIGTERM, ignore=(signal.SIGINT,))
 
 
 class Supervisor:
@@ -277,7 +270,7 @@ class Supervisor:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self._argv(),
-                env=worker_env(os.environ, self._runtime, index, write_fd),
+                env=worker_env(os.environ, self._runtime, index, write_fd, self._count),
                 pass_fds=(write_fd,),
                 stdin=asyncio.subprocess.DEVNULL,
                 # preexec_fn is unsafe only if another thread holds a lock at fork; the

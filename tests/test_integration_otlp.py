@@ -59,12 +59,18 @@ class Exported:
     servers: list[dict[str, Any]]  # the four SERVER spans, once their trees arrived
 
 
-@pytest.fixture(scope="module", params=PROTOCOLS, ids=["grpc", "http"])
+#: Each protocol run with one of the two telemetry pipelines (explicit: `auto` would
+#: pick by the machine's CPUs), so every assertion below holds for both.
+RUNS = [("grpc", "process"), ("http/protobuf", "thread")]
+
+
+@pytest.fixture(scope="module", params=RUNS, ids=["grpc-process", "http-thread"])
 def exported(request: pytest.FixtureRequest) -> Iterator[Exported]:
-    protocol: str = request.param
+    protocol, pipeline = request.param
     with FakeProvider() as fake, RotelReceiver() as receiver:
         env = otlp_env(endpoint_of(receiver, protocol), protocol)
-        with started(config_for(fake), env) as proc:
+        config = config_for(fake, telemetry={"pipeline": pipeline})
+        with started(config, env) as proc:
             usages = drive_all_four(proc)
             servers = wait_for_requests(receiver, 4)
             yield Exported(protocol, fake, receiver, proc, usages, servers)
