@@ -190,6 +190,11 @@ CONFIGURATIONS = (
         "spangate, full telemetry to a closed OTLP port",
         _spangate_unreachable,
     ),
+    Configuration(
+        "spangate-2cores",
+        "spangate-full, not pinned: `pipeline: auto` runs the telemetry process on the other core",
+        _variant("spangate-2cores", {}, every_core=True),
+    ),
 )
 #: Only when named in BENCH_CONFIGS (e.g. spangate-workers2): not pinned, so it would
 #: disturb the pinned measurements of a default run.
@@ -211,11 +216,6 @@ _VARIANTS: tuple[tuple[str, str, Callable[[Setup], Running]], ...] = (
         "spangate-process",
         "spangate-full with the telemetry process forced onto the same single core",
         _variant("spangate-process", _PROCESS),
-    ),
-    (
-        "spangate-2cores",
-        "spangate-full, not pinned: `auto` runs the telemetry process, on the other core",
-        _variant("spangate-2cores", {}, every_core=True),
     ),
     (
         "spangate-thread-2cores",

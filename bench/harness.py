@@ -8,8 +8,9 @@ Environment (defaults in brackets):
   BENCH_STREAMS [500]       sequential streams per configuration
   BENCH_OPEN_STREAMS [1000] concurrent open streams for the RSS measurement (0 = skip)
   BENCH_HOLD_SECONDS [8]    how long bench/slow_stream.py holds each stream open
-  BENCH_CONFIGS [all]       comma-separated subset of configuration names (+ optional
-                            spangate-workers2: --workers 2, not pinned; litellm)
+  BENCH_CONFIGS [all]       comma-separated subset of configuration names (+ optional ones:
+                            spangate-workers2, spangate-process, spangate-thread-2cores,
+                            spangate-http, spangate-nologs, litellm; see bench/README.md)
   BENCH_NAME [date]         results file name; when set, the READMEs are left alone
   BENCH_LITELLM [0]         1 adds the `litellm` configuration: LiteLLM proxy from its own
                             venv bench/.litellm-venv (created on first use), same upstream

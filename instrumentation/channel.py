@@ -9,14 +9,15 @@ from typing import Any
 import msgspec
 
 _LENGTH = struct.Struct("!I")
-_encoder = msgspec.msgpack.Encoder(enc_hook=str)
+# No enc_hook: everything sent is plain data, and a value that is not (an object in
+# a log event) must fail the send rather than travel as an unredacted str().
+_encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 #: A frame larger than this is a protocol error, not something to allocate.
 MAX_FRAME = 256 * 1024 * 1024
 
 
 def frame(kind: str, payload: Any) -> bytes:
-    """One frame. Values msgpack cannot hold (exceptions, paths) travel as their str()."""
     body = _encoder.encode((kind, payload))
     return _LENGTH.pack(len(body)) + body
 
@@ -26,7 +27,6 @@ class FrameReader:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._buffer = bytearray()
 
     def read(self) -> tuple[str, Any] | None:
         header = self._exactly(_LENGTH.size)
@@ -41,12 +41,14 @@ class FrameReader:
         kind, payload = _decoder.decode(body)
         return str(kind), payload
 
-    def _exactly(self, size: int) -> bytes | None:
-        while len(self._buffer) < size:
-            chunk = self._sock.recv(max(65536, size - len(self._buffer)))
-            if not chunk:
+    def _exactly(self, size: int) -> bytearray | None:
+        """Exactly `size` bytes, received straight into one buffer (no over-read, no copy)."""
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size:
+            n = self._sock.recv_into(view[got:], size - got)
+            if n == 0:
                 return None
-            self._buffer += chunk
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
+            got += n
+        return buffer

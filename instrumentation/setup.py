@@ -96,15 +96,10 @@ class Telemetry:
         self._remote: TelemetryProcess | None = None
         self._sink: RecordSink | TelemetryProcess
         if pipeline == "process" and self.enabled:
-            from instrumentation.offload import TelemetryProcess
-
-            init = {
-                "config": msgspec.to_builtins(config),
-                "redact": list(redactor.spec),
-                "worker": worker,
-            }
-            self._remote = self._sink = TelemetryProcess(init, self.drops, self.live_state)
-            self._exports = _exports_traces(env, config) and self.enabled
+            self._remote = self._start_process(config, redactor, worker)
+        if self._remote is not None:
+            self._sink = self._remote
+            self._exports = _exports_traces(env, config)
             self._prometheus = config.prometheus.enabled
             self._forward_logs = _exports_logs(env, config)
         else:
@@ -114,6 +109,23 @@ class Telemetry:
             self._forward_logs = False
         if announce:
             self._announce(env, config)
+
+    def _start_process(
+        self, config: TelemetryConfig, redactor: Redactor, worker: int | None
+    ) -> TelemetryProcess | None:
+        """The telemetry process, or None (said loudly) to fall back to the thread."""
+        from instrumentation.offload import TelemetryProcess, TelemetryStartError
+
+        init = {
+            "config": msgspec.to_builtins(config),
+            "redact": list(redactor.spec),
+            "worker": worker,
+        }
+        try:
+            return TelemetryProcess(init, self.drops, self.live_state)
+        except (TelemetryStartError, OSError) as exc:
+            log.error("telemetry.process_failed", error=str(exc), fallback="thread")
+            return None
 
     def _pipelines(
         self,
@@ -307,7 +319,8 @@ class Telemetry:
         if self.registry is None:
             return None
         # Requests that finished before the scrape count in it (bounded wait).
-        self._sink.flush(min(timeout_s, SCRAPE_SETTLE_S))
+        if isinstance(self._sink, RecordSink):
+            self._sink.settle(min(timeout_s, SCRAPE_SETTLE_S))
         return generate_latest(self.registry)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -320,6 +333,9 @@ class Telemetry:
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Flush everything pending, then stop the pipelines."""
+        if self._remote is not None:
+            self._remote.shutdown(timeout_s)
+            return
         self._sink.flush(timeout_s)
         self._sink.shutdown(timeout_s)
         if self.span_queue is not None:

@@ -22,10 +22,9 @@ import msgspec
 import structlog
 
 from instrumentation.channel import FrameReader, frame
-from instrumentation.offload import FD_ENV, PARENT_ENV
+from instrumentation.offload import FD_ENV
 from instrumentation.recordwire import from_wire
 from proxy.config import TelemetryConfig
-from proxy.lifeline import follow_parent
 
 if TYPE_CHECKING:
     from instrumentation.setup import Telemetry
@@ -98,6 +97,7 @@ def serve(sock: socket.socket) -> int:
         return 2
     state = ParentState()
     telemetry, sinks = build(first[1], state)
+    sock.sendall(frame("ready", None))
     while (message := reader.read()) is not None:
         try:
             _handle(message, sock, telemetry, state, sinks)
@@ -136,15 +136,11 @@ def _handle(
 
 
 def main() -> int:
-    # SIGKILL: a parent that died without closing the socket has nothing left to flush.
-    # SIGINT/SIGTERM are for the parent to act on (this process has a group of its own,
-    # so only a signal sent to it by pid gets here): it closes the socket, and this
-    # process flushes and exits.
-    follow_parent(
-        int(os.environ.pop(PARENT_ENV)),
-        signal.SIGKILL,
-        ignore=(signal.SIGINT, signal.SIGTERM),
-    )
+    # The parent acts on SIGINT/SIGTERM (this process has a group of its own, so only a
+    # signal sent to its pid gets here): it closes the socket, and this process flushes
+    # and exits. A parent that dies closes it too.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd = int(os.environ.pop(FD_ENV))
     with socket.socket(fileno=fd) as sock:
         return serve(sock)

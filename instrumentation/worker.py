@@ -39,6 +39,9 @@ class RecordSink:
         self._drops = drops
         self._max_queue = max_queue
         self._queue: collections.deque[RequestRecord] = collections.deque()
+        #: Records accepted and records finished (processed or failed): settle() compares.
+        self._accepted = 0
+        self._finished = 0
         self._wake = threading.Event()
         self._busy = False
         self._stopped = False
@@ -52,6 +55,7 @@ class RecordSink:
             self._drops.add("records", "queue_full")
             return
         self._queue.append(record)
+        self._accepted += 1
 
     def _run(self) -> None:
         poll = POLL_S
@@ -73,8 +77,21 @@ class RecordSink:
                 log.debug("telemetry processing failed", exc_info=True)
                 self._drops.add("records", "processing_error")
             done += 1
+            self._finished += 1
         self._busy = False
         return done
+
+    def settle(self, timeout_s: float) -> bool:
+        """Every record accepted before this call processed — not waiting for later ones,
+        so a scrape under load does not wait for the queue to run dry."""
+        target = self._accepted
+        deadline = time.monotonic() + timeout_s
+        while self._finished < target:
+            if time.monotonic() > deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.002)
+        return True
 
     def flush(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -30,14 +30,6 @@ def die_with_parent(
     return arm
 
 
-def follow_parent(
-    parent: int, on_parent_death: signal.Signals, ignore: Iterable[signal.Signals] = ()
-) -> None:
-    """The same, armed by the child itself first thing after start: for a parent with
-    threads, where running Python between fork and exec (preexec_fn) is unsafe."""
-    _arm(ctypes.CDLL(None, use_errno=True), parent, on_parent_death, tuple(ignore))
-
-
 def _arm(
     libc: ctypes.CDLL, parent: int, on_death: signal.Signals, ignored: tuple[signal.Signals, ...]
 ) -> None:

@@ -53,5 +53,41 @@ def test_the_container_cpu_limit_is_read_from_cgroup_v2_or_v1(
 
 def test_usable_cpus_is_the_lower_of_affinity_and_quota(tmp_path: Path) -> None:
     (tmp_path / "cpu.max").write_text("50000 100000\n")
-    assert usable_cpus(tmp_path) == 0.5
-    assert usable_cpus(tmp_path / "missing") >= 1
+    assert usable_cpus(tmp_path, tmp_path / "none") == 0.5
+    assert usable_cpus(tmp_path / "missing", tmp_path / "none") >= 1
+
+
+@pytest.mark.parametrize(
+    ("membership", "files", "expected"),
+    [
+        # systemd CPUQuota on a slice above the process, no cgroup namespace (v2)
+        ("0::/system.slice/app.service\n", {"system.slice/cpu.max": "300000 100000"}, 3.0),
+        # the tightest of the nested limits counts
+        (
+            "0::/kubepods/pod1/ctr\n",
+            {"kubepods/cpu.max": "800000 100000", "kubepods/pod1/ctr/cpu.max": "150000 100000"},
+            1.5,
+        ),
+        # cgroup v1, cpu controller mounted together with cpuacct
+        (
+            "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
+            {
+                "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000",
+                "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000",
+            },
+            1.0,
+        ),
+        # another controller's path is not the cpu controller's
+        ("3:memory:/limited\n", {"limited/cpu.max": "100000 100000"}, None),
+    ],
+    ids=["v2-slice", "v2-nested", "v1-cpu-cpuacct", "v1-other-controller"],
+)
+def test_the_limit_of_the_processs_own_cgroup_and_its_parents_counts(
+    tmp_path: Path, membership: str, files: dict[str, str], expected: float | None
+) -> None:
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "self-cgroup").write_text(membership)
+    assert cgroup_cpu_quota(root, tmp_path / "self-cgroup") == expected

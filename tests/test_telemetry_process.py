@@ -26,6 +26,13 @@ from test_integration_support import (
 )
 
 from instrumentation.channel import MAX_FRAME, FrameReader, frame
+from instrumentation.export import DropCounter
+from instrumentation.offload import (
+    MAX_RECORD_BYTES,
+    TelemetryProcess,
+    TelemetryStartError,
+    batches,
+)
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.recordwire import from_wire, to_wire
 from instrumentation.tracecontext import Parent
@@ -105,6 +112,43 @@ def test_a_frame_length_over_the_limit_is_a_protocol_error() -> None:
             FrameReader(right).read()
 
 
+def _weighing(body_bytes: int) -> RequestRecord:
+    record = RequestRecord("POST", "/v1/chat/completions")
+    record.body = b"x" * body_bytes
+    return record
+
+
+def test_records_are_batched_by_bytes_and_a_heavy_record_goes_alone() -> None:
+    records = [_weighing(3_000_000), _weighing(3_000_000), _weighing(3_000_000), _weighing(10)]
+    sizes = [len(batch) for batch in batches(records, limit=8_000_000)]
+    assert sizes == [2, 2]
+    heavy = [_weighing(20_000_000), _weighing(10)]
+    assert [len(b) for b in batches(heavy, limit=8_000_000)] == [1, 1]
+    assert list(batches([], limit=8_000_000)) == []
+
+
+def test_a_record_too_large_to_send_is_dropped_and_counted_the_rest_arrive() -> None:
+    drops = DropCounter()
+    init: dict[str, object] = {"config": {}, "redact": [[], []], "worker": None}
+    remote = TelemetryProcess(init, drops, dict)
+    try:
+        remote.submit(_weighing(MAX_RECORD_BYTES + 1))
+        remote.submit(_weighing(10))
+        assert remote.flush(20)
+        assert drops.snapshot().get(("records", "too_large")) == 1
+        assert ("records", "telemetry_process_down") not in drops.snapshot()
+    finally:
+        remote.shutdown(20)
+
+
+def test_a_telemetry_process_that_cannot_start_is_reported_at_once() -> None:
+    """A config the child cannot build from: it exits, and the parent says so (it does
+    not report ready and then restart the child forever)."""
+    init: dict[str, object] = {"config": {"no_such_key": 1}, "redact": [[], []], "worker": None}
+    with pytest.raises(TelemetryStartError, match="exited with code 1"):
+        TelemetryProcess(init, DropCounter(), dict)
+
+
 # --------------------------------------------------------------------------- the process
 
 
@@ -174,7 +218,9 @@ def test_serve_runs_telemetry_in_a_child_process_that_writes_the_request_lines(
 def test_a_killed_telemetry_process_is_restarted_and_no_request_fails(
     fake: FakeProvider,
 ) -> None:
-    with started(PROCESS(fake), NO_OTLP) as proc:
+    """...and the restarted one still flushes and exits cleanly when spangate stops."""
+    proc = SpangateProcess(PROCESS(fake), dict(NO_OTLP)).start()
+    try:
         first = poll(lambda: _telemetry_child(proc), what="the telemetry process")
         os.kill(first, signal.SIGKILL)
         for _ in range(5):
@@ -183,15 +229,24 @@ def test_a_killed_telemetry_process_is_restarted_and_no_request_fails(
         assert exited["code"] == -signal.SIGKILL and exited["restarting"] is True
         second = poll(lambda: _telemetry_child(proc), what="a new telemetry process")
         assert second != first
-        _call(proc)
-        assert poll(lambda: len(_completed(proc)) >= 1, what="telemetry after the restart")
+        openai_client(proc).chat.completions.create(model=ALIAS, messages=HELLO)
+        proc.terminate()
+        assert proc.wait() == 0
+        # The last request's line was written by the restarted child, at the latest
+        # while it flushed on the way out.
+        assert [e for e in _completed(proc) if e["model"] == ALIAS]
+        assert not [e for e in proc.logs() if e.get("event") == "telemetry.process_exit"]
+        assert _gone(second)
+    finally:
+        proc.stop()
 
 
 @pytest.mark.integration
 def test_ctrl_c_to_the_process_group_still_delivers_the_last_requests_telemetry(
     fake: FakeProvider,
 ) -> None:
-    """SIGINT reaches the child too (same group); it ignores it and flushes when told."""
+    """A terminal's Ctrl-C reaches the process group: spangate drains, then has its
+    telemetry process (in a group of its own, so untouched by the SIGINT) flush."""
     proc = SpangateProcess(PROCESS(fake), dict(NO_OTLP)).start()
     try:
         child = poll(lambda: _telemetry_child(proc), what="the telemetry process")
@@ -208,6 +263,8 @@ def test_ctrl_c_to_the_process_group_still_delivers_the_last_requests_telemetry(
 
 @pytest.mark.integration
 def test_a_killed_spangate_takes_its_telemetry_process_with_it(fake: FakeProvider) -> None:
+    """The kernel closes a dead parent's end of the socket: the child reads end of
+    input, flushes what it has and exits — nothing is left behind."""
     with started(PROCESS(fake), NO_OTLP) as proc:
         child = poll(lambda: _telemetry_child(proc), what="the telemetry process")
         assert proc.proc is not None
