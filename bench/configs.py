@@ -20,6 +20,7 @@ from bench import nginx
 from bench.procs import (
     LOAD_CORE,
     PROXY_CORE,
+    REPO,
     VENV_PYTHON,
     Proc,
     Procs,
@@ -94,6 +95,7 @@ def start_spangate(
     pool_size: int = 256,
     args: tuple[str, ...] = (),
     core: str = PROXY_CORE,
+    source: Path = REPO,
 ) -> Running:
     """`python -m proxy serve` on a generated config, stdout to `<workdir>/<name>.log`."""
     port = free_port()
@@ -105,7 +107,8 @@ def start_spangate(
     path = procs.workdir / f"{name}.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     argv = [str(VENV_PYTHON), "-m", "proxy", "serve", "--config", str(path), "--port", str(port)]
-    proc = procs.start(name, argv + list(args), core, env=clean_env(env))
+    # `python -m` puts the working directory first on sys.path: the code run is `source`'s.
+    proc = procs.start(name, argv + list(args), core, env=clean_env(env), cwd=source)
     wait_http_ok(proc, f"http://127.0.0.1:{port}/readyz")
     # With --workers, /readyz answers from whichever worker is up first; the supervisor's
     # spangate.ready line means all are.

@@ -12,6 +12,7 @@ Environment (defaults in brackets):
                             spangate-workers2, spangate-process, spangate-thread-2cores,
                             spangate-http, spangate-nologs, litellm; see bench/README.md)
   BENCH_NAME [date]         results file name; when set, the READMEs are left alone
+  BENCH_BASELINE [none]     a git revision: adds spangate-full as of that revision (A/B)
   BENCH_LITELLM [0]         1 adds the `litellm` configuration: LiteLLM proxy from its own
                             venv bench/.litellm-venv (created on first use), same upstream
 """
@@ -27,7 +28,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from bench import configs, litellm, load, nginx, report
+from bench import baseline, configs, litellm, load, nginx, report
 from bench.chart import write_chart
 from bench.configs import CONFIGURATIONS, Configuration, Setup
 from bench.measure import ConfigRun, Settings, run_configuration, run_open_streams
@@ -68,7 +69,9 @@ def selected_configurations() -> list[Configuration]:
         names |= {configs.DIRECT, configs.PASSTHROUGH}
     if litellm.wanted():
         names.add(litellm.NAME)
-    return [c for c in known if c.name in names]
+    chosen = [c for c in known if c.name in names]
+    older = baseline.configuration()
+    return [*chosen, older] if older is not None else chosen
 
 
 def _package(name: str) -> str:

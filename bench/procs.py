@@ -65,7 +65,12 @@ class Procs:
     started: list[Proc] = field(default_factory=list)
 
     def start(
-        self, name: str, argv: Sequence[str], core: str, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        core: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = REPO,
     ) -> Proc:
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
@@ -74,7 +79,7 @@ class Procs:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=REPO,
+                cwd=cwd,
                 env=dict(env) if env is not None else None,
             )
         proc = Proc(name, popen, log)
