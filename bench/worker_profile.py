@@ -1,0 +1,116 @@
+"""What the telemetry worker spends per record, in isolation: `python -m bench.worker_profile
+[chat|stream]` (from the repo root, in .venv).
+
+Feeds canned records (the bench's chat completion, or its 20-chunk stream) to the
+thread pipeline's processor with in-memory span and metric exporters plus the
+Prometheus reader, as `spangate serve` has them; prints microseconds per record and
+where the time goes (cProfile, by area). No sockets, no load generator: for
+comparing the worker's own cost between revisions.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import pstats
+import sys
+import time
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from bench import canned
+from instrumentation.logging import Redactor, configure_logging
+from instrumentation.records import AttemptRecord, RequestRecord
+from instrumentation.setup import Telemetry
+from proxy.config import TelemetryConfig
+
+#: The processor's steps (function names in instrumentation/processor.py and the log
+#: emitter in setup.py), and the area each one's inclusive time counts to.
+AREAS = {
+    "_attempt_metrics": "metrics (SDK record/add)",
+    "_request_metrics": "metrics (SDK record/add)",
+    "_view": "decoding bodies and events",
+    "_build_spans": "spans (build, queue)",
+    "emit": "request.completed line (structlog, redaction, JSON)",
+}
+
+
+def record(stream: bool) -> RequestRecord:
+    r = RequestRecord("POST", "/v1/chat/completions")
+    r.api, r.operation, r.wire = "chat_completions", "chat", "openai"
+    r.body, r.stream, r.request_model = canned.chat_request(stream), stream, "gpt-4o-mini"
+    r.status, r.trace_id, r.span_id, r.sampled = 200, 123, 456, True
+    a = AttemptRecord(
+        1, 789, provider="openai", system="openai", host="h", port=443, target="t", model=None
+    )
+    a.on_response(200, None)  # type: ignore[arg-type]
+    if stream:
+        for event in canned.sse_events():
+            a.on_events(event)
+    else:
+        a.on_body(canned.chat_completion())
+    a.on_end(None)
+    r.attempts = [a]
+    r.end_ns = time.monotonic_ns()
+    return r
+
+
+def main(argv: list[str]) -> None:
+    stream = bool(argv) and argv[0] == "stream"
+    real_stdout = sys.stdout
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- the log lines go nowhere
+    configure_logging(Redactor())
+    telemetry = Telemetry(
+        TelemetryConfig(),
+        Redactor(),
+        span_exporter=InMemorySpanExporter(),
+        metric_readers=[InMemoryMetricReader()],
+    )
+    process: Any = telemetry._sink._process  # type: ignore[union-attr]
+    for r in [record(stream) for _ in range(500)]:  # warm-up: attribute sets, caches
+        process(r)
+    # Best of several rounds: this machine's speed wanders; the minimum is the cost.
+    rounds = []
+    for _ in range(7):
+        batch = [record(stream) for _ in range(300)]
+        start = time.perf_counter()
+        for r in batch:
+            process(r)
+        rounds.append((time.perf_counter() - start) / len(batch) * 1e6)
+    profiler = cProfile.Profile()
+    batch = [record(stream) for _ in range(1000)]
+    profiler.enable()
+    for r in batch:
+        process(r)
+    profiler.disable()
+    sys.stdout = real_stdout
+    kind = "stream" if stream else "chat"
+    print(
+        f"{kind}: {min(rounds):.0f} µs per record (best of {len(rounds)}; median "
+        f"{sorted(rounds)[len(rounds) // 2]:.0f})"
+    )
+    for area, share in by_area(pstats.Stats(profiler)):
+        print(f"  {share:5.1f} %  {area}")
+
+
+def by_area(stats: pstats.Stats) -> list[tuple[str, float]]:
+    """Inclusive time of each processor step, as a share of the processor's total."""
+    totals: dict[str, float] = {}
+    whole = 0.0
+    raw: Any = stats.stats  # type: ignore[attr-defined]
+    for (filename, _, function), (_, _, _, inclusive, _) in raw.items():
+        if not filename.endswith(("instrumentation/processor.py", "instrumentation/setup.py")):
+            continue
+        if function == "__call__" and filename.endswith("processor.py"):
+            whole = inclusive
+        elif function in AREAS:
+            totals[AREAS[function]] = totals.get(AREAS[function], 0.0) + inclusive
+    whole = whole or 1.0
+    totals["other (views, events, glue)"] = max(whole - sum(totals.values()), 0.0)
+    return sorted(((a, 100 * t / whole) for a, t in totals.items()), key=lambda x: -x[1])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
