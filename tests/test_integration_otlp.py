@@ -224,6 +224,16 @@ def test_request_completed_logs_arrive_with_the_trace_context(exported: Exported
         assert record["attributes"]["path"] in ("/v1/chat/completions", "/v1/messages")
 
 
+def test_the_serving_processs_own_log_lines_arrive_too(exported: Exported) -> None:
+    """spangate.ready is written by the serving process: with the telemetry process it
+    travels there to be exported, like the request lines that the child writes itself."""
+    ready = poll(
+        lambda: [r for r in exported.receiver.items("log") if r["body"] == "spangate.ready"],
+        what="the spangate.ready log record",
+    )
+    assert ready[0]["attributes"]["address"] == exported.proc.url
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=["grpc", "http"])
 def test_sigterm_right_after_a_request_still_delivers_its_telemetry(protocol: str) -> None:
     """Batches are hours away: only the shutdown flush can deliver them."""

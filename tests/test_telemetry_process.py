@@ -3,6 +3,7 @@ restarts with the serving process without a request ever noticing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from instrumentation.channel import MAX_FRAME, FrameReader, frame
 from instrumentation.export import DropCounter
 from instrumentation.offload import (
     MAX_RECORD_BYTES,
+    SEND_TIMEOUT_S,
     TelemetryProcess,
     TelemetryStartError,
     batches,
@@ -239,6 +241,35 @@ def test_a_killed_telemetry_process_is_restarted_and_no_request_fails(
         assert _gone(second)
     finally:
         proc.stop()
+
+
+@pytest.mark.integration
+def test_a_stuck_telemetry_process_is_replaced_and_requests_never_wait_for_it(
+    fake: FakeProvider,
+) -> None:
+    """A child that stops reading (SIGSTOP here) fills the socket; the sender gives up
+    after its send timeout, kills it and starts another. Requests meanwhile go on."""
+    with started(PROCESS(fake), NO_OTLP) as proc:
+        stuck = poll(lambda: _telemetry_child(proc), what="the telemetry process")
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            padding = "x" * 200_000  # fills the socket buffer within a few requests
+            for _ in range(10):
+                openai_client(proc).chat.completions.create(
+                    model=GPT, messages=[{"role": "user", "content": padding}]
+                )
+            exited = proc.wait_for_log("telemetry.process_exited", timeout=SEND_TIMEOUT_S + 20)
+            assert exited["code"] == -signal.SIGKILL
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck, signal.SIGCONT)
+        fresh = poll(lambda: _telemetry_child(proc), what="a new telemetry process")
+        assert fresh != stuck
+        openai_client(proc).chat.completions.create(model=ALIAS, messages=HELLO)
+        assert poll(
+            lambda: [e for e in _completed(proc) if e["model"] == ALIAS],
+            what="telemetry from the new process",
+        )
 
 
 @pytest.mark.integration
