@@ -248,14 +248,20 @@ class Telemetry:
             log.info(
                 "telemetry.traces_not_exported",
                 hint="set OTEL_EXPORTER_OTLP_ENDPOINT or telemetry.otlp_endpoint to export traces",
+                pipeline=self.pipeline,
             )
         else:
             log.info(
                 "telemetry.exporting",
                 traces=otlp.endpoint_for("traces", env, config) or "in-process",
                 protocol=otlp.protocol_for("traces", env, config),
-                pipeline="process" if self._remote is not None else "thread",
+                pipeline=self.pipeline,
             )
+
+    @property
+    def pipeline(self) -> str:
+        """Where the telemetry work runs: "process" or "thread"."""
+        return "process" if self._remote is not None else "thread"
 
     @property
     def exports_spans(self) -> bool:

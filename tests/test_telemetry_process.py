@@ -210,6 +210,7 @@ def test_serve_runs_telemetry_in_a_child_process_that_writes_the_request_lines(
 ) -> None:
     with started(PROCESS(fake), NO_OTLP) as proc:
         child = poll(lambda: _telemetry_child(proc), what="the telemetry process")
+        assert proc.wait_for_log("telemetry.traces_not_exported")["pipeline"] == "process"
         _call(proc)
         line = poll(lambda: _completed(proc), what="request.completed")[0]
         assert line["status"] == 200 and line["model"] == GPT
@@ -323,5 +324,6 @@ def test_the_thread_pipeline_is_still_there_when_configured(fake: FakeProvider) 
     with started(config, NO_OTLP) as proc:
         _call(proc)
         assert _telemetry_child(proc) is None
+        assert proc.wait_for_log("telemetry.traces_not_exported")["pipeline"] == "thread"
         status, text = http_get(proc.url + "/metrics")
         assert status == 200 and sample_sum(text, "spangate_requests_total") == 1
