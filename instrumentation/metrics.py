@@ -12,6 +12,7 @@ from typing import Protocol
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from instrumentation import semconv as sc
+from instrumentation.counters import SummedCounter
 from instrumentation.export import DropCounter
 
 
@@ -56,22 +57,25 @@ class Instruments:
             description="Time between consecutive chunks of a streamed response",
             explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS),
         )
-        self.requests = meter.create_counter(
-            sc.METRIC_REQUESTS, unit="{request}", description="Client requests handled"
+        # Counters are summed by spangate and observed by the SDK (instrumentation/counters.py).
+        self.requests = SummedCounter(
+            meter, sc.METRIC_REQUESTS, "{request}", "Client requests handled"
         )
-        self.attempts = meter.create_counter(
-            sc.METRIC_ATTEMPTS, unit="{attempt}", description="Upstream attempts made"
+        self.attempts = SummedCounter(
+            meter, sc.METRIC_ATTEMPTS, "{attempt}", "Upstream attempts made"
         )
-        self.interrupted = meter.create_counter(
+        self.interrupted = SummedCounter(
+            meter,
             sc.METRIC_INTERRUPTED_STREAMS,
-            unit="{stream}",
-            description="Streams that ended with an error after bytes reached the client",
+            "{stream}",
+            "Streams that ended with an error after bytes reached the client",
         )
-        self.cost = meter.create_counter(
+        self.cost = SummedCounter(
+            meter,
             sc.METRIC_COST,
             # Braces: an annotation, so Prometheus names it spangate_cost_usd_total.
-            unit="{USD}",
-            description="Estimated spend from the price table (USD)",
+            "{USD}",
+            "Estimated spend from the price table (USD)",
         )
         self.overhead = meter.create_histogram(
             sc.METRIC_PROXY_OVERHEAD,
@@ -79,13 +83,14 @@ class Instruments:
             description="Time spent inside spangate, excluding waiting for the upstream",
             explicit_bucket_boundaries_advisory=list(sc.OVERHEAD_BUCKETS),
         )
-        self.failovers = meter.create_counter(
+        self.failovers = SummedCounter(
+            meter,
             sc.METRIC_FAILOVERS,
-            unit="{request}",
-            description="Requests served by another target or alias than the first tried",
+            "{request}",
+            "Requests served by another target or alias than the first tried",
         )
-        self.hedges = meter.create_counter(
-            sc.METRIC_HEDGES, unit="{hedge}", description="Hedged attempts, by outcome (won/lost)"
+        self.hedges = SummedCounter(
+            meter, sc.METRIC_HEDGES, "{hedge}", "Hedged attempts, by outcome (won/lost)"
         )
         self.health: list[HealthSource] = []
         meter.create_observable_gauge(
