@@ -132,14 +132,18 @@ def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 # --------------------------------------------------------------------------- serving
 
 
-def test_two_workers_serve_sdk_traffic_and_both_take_connections(fake: FakeProvider) -> None:
+@pytest.mark.parametrize("pipeline", ["thread", "process"])
+def test_two_workers_serve_sdk_traffic_and_both_take_connections(
+    fake: FakeProvider, pipeline: str
+) -> None:
     """With --workers 2 the SDK gets answers; over fresh connections both worker processes
     serve (their own metrics listeners on port and port+1 both counted requests, both
     workers logged request.completed lines, and /healthz names both pids); the ready line
-    comes once, after both workers."""
+    comes once, after both workers. With either telemetry pipeline: with the process one,
+    each worker's own telemetry process writes its lines and answers its scrapes."""
     metrics_port = free_port_pair()
-    prometheus = {"prometheus": {"host": "127.0.0.1", "port": metrics_port}}
-    with workers(basic_config(fake, telemetry=prometheus)) as proc:
+    telemetry = {"prometheus": {"host": "127.0.0.1", "port": metrics_port}, "pipeline": pipeline}
+    with workers(basic_config(fake, telemetry=telemetry)) as proc:
         pids = worker_pids(proc)
         assert sorted(pids) == [0, 1]
         assert len(set(pids.values())) == 2
