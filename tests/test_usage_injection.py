@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
 
-from proxy.providers.openai_usage import inject, strip_usage_chunk
+from proxy.providers.openai_usage import inject, strip_null_usage, strip_usage_chunk
 
 CONTENT = (
     b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,'
@@ -63,6 +65,37 @@ def test_null_usage_is_removed_in_any_member_position_and_spacing() -> None:
     assert strip_usage_chunk(last) == b'data: {"id":"c" }\n\n'
     quoted = b'data: {"id":"c","choices":[{"delta":{"content":"say \\"usage\\":null"}}]}\n\n'
     assert strip_usage_chunk(quoted) == quoted
+
+
+#: The rule strip_null_usage implements, as the single regex it replaced (slower: an
+#: alternation that starts with `,` makes `re` try every position of the block).
+REFERENCE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
+
+
+@pytest.mark.parametrize(
+    "member",
+    ['"usage":null', '"usage" : null', '"usage":\tnull', '"usage":nullx', '"usage":{}'],
+)
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "{%s}",
+        '{%s,"id":1}',
+        '{%s , "id":1}',
+        '{"id":1,%s}',
+        '{"id":1 ,  %s }',
+        '{"a":1,%s,"b":2}',
+        "[%s]",
+        '{"x":[%s],%s}',
+        '{"s":"%s"}',
+    ],
+)
+def test_null_usage_removal_matches_the_reference_rule_byte_for_byte(
+    member: str, shape: str
+) -> None:
+    text = shape.replace("%s", member)
+    block = f"data: {text}\n\ndata: {text}\n\n".encode()
+    assert strip_null_usage(block) == REFERENCE.sub(b"", block)
 
 
 def test_strip_leaves_content_chunks_that_carry_usage() -> None:

@@ -52,8 +52,12 @@ _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 
 
 #: With include_usage set, OpenAI adds `"usage":null` to every chunk. The member
-#: cannot occur unescaped inside a JSON string, so removing it is exact.
-_NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
+#: cannot occur unescaped inside a JSON string, so removing it is exact. A pattern
+#: that starts with a literal lets `re` skip ahead; the comma around it is handled
+#: by strip_null_usage (one alternation starting with `,` cost 3-4x more per block).
+_NULL_MEMBER = re.compile(rb'"usage"\s*:\s*null')
+_WS = b" \t\r\n"
+_COMMA = ord(",")
 
 
 def strip_usage_chunk(block: bytes) -> bytes:
@@ -61,7 +65,7 @@ def strip_usage_chunk(block: bytes) -> bytes:
     `"usage":null` members, leaving every other byte as the provider sent it."""
     if b'"usage"' not in block:
         return block
-    block = _NULL_USAGE.sub(b"", block)
+    block = strip_null_usage(block)
     # Only events still naming "usage" can be the usage chunk: find each by byte
     # search and decode just that one (decoding every chunk of the block was a
     # quarter of the proxy's time per stream in the bench profile).
@@ -78,6 +82,34 @@ def strip_usage_chunk(block: bytes) -> bytes:
         else:
             start = end
     return block
+
+
+def strip_null_usage(block: bytes) -> bytes:
+    """Remove each `"usage":null` member with its separating comma: `, "usage": null`
+    before a `,` or `}`, else `"usage": null ,` (a first member) with the space after."""
+    kept: list[bytes] = []
+    pos, size = 0, len(block)
+    for match in _NULL_MEMBER.finditer(block):
+        at, end = match.start(), match.end()
+        before = at - 1
+        while before >= pos and block[before] in _WS:
+            before -= 1
+        after = end
+        while after < size and block[after] in _WS:
+            after += 1
+        if before >= pos and block[before] == _COMMA and after < size and block[after] in b",}":
+            kept.append(block[pos:before])
+            pos = end
+        elif after < size and block[after] == _COMMA:
+            after += 1
+            while after < size and block[after] in _WS:
+                after += 1
+            kept.append(block[pos:at])
+            pos = after
+    if not kept:
+        return block
+    kept.append(block[pos:])
+    return b"".join(kept)
 
 
 def _is_usage_only(event: bytes) -> bool:
