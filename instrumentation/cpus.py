@@ -3,7 +3,7 @@
 Measured (bench/README.md, "telemetry process"): with a second core free, running
 the telemetry work in a child process roughly doubles throughput and halves tail
 latency against a thread, because the event loop no longer shares the GIL with it;
-squeezed onto the same single core, the process costs ~10-25 % more CPU per
+squeezed onto the same single core, the process costs ~20-45 % more CPU per
 request (records cross a socket) and ~40 MB more memory, and gains nothing.
 """
 
