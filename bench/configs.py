@@ -140,11 +140,6 @@ def _spangate_off(setup: Setup) -> Running:
     return start_spangate(setup.procs, "spangate-off", upstream, {"sdk_disabled": True}, env=extra)
 
 
-def _spangate_full(setup: Setup) -> Running:
-    upstream = f"http://127.0.0.1:{setup.upstream_port}"
-    return start_spangate(setup.procs, FULL, upstream, full_telemetry(setup.otlp_port))
-
-
 def _spangate_workers2(setup: Setup) -> Running:
     """spangate-full with `--workers 2`, allowed on every core (the others are pinned to one):
     what a second core buys at high concurrency. Its CPU figures cover all its processes."""
@@ -187,7 +182,9 @@ CONFIGURATIONS = (
     Configuration("nginx-proxy", "nginx as a plain keep-alive reverse proxy hop", _nginx_hop),
     Configuration(PASSTHROUGH, "minimal aiohttp reverse proxy, no telemetry", _passthrough),
     Configuration("spangate-off", "spangate with OTEL_SDK_DISABLED=true", _spangate_off),
-    Configuration(FULL, "spangate, traces+metrics+logs over OTLP/gRPC to rotel", _spangate_full),
+    Configuration(
+        FULL, "spangate, traces+metrics+logs over OTLP/gRPC to rotel", _variant(FULL, {})
+    ),
     Configuration(
         "spangate-unreachable",
         "spangate, full telemetry to a closed OTLP port",

@@ -78,6 +78,18 @@ def configure_logging(redactor: Redactor, level: str = "info", sinks: Iterable[A
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
 
 
+def tag_worker(index: int) -> None:
+    """Every log line of a worker says which one it is. A processor, not a context
+    variable: request lines are written from telemetry threads (or the telemetry
+    process), which see no contextvars."""
+
+    def add(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("worker", index)
+        return event
+
+    structlog.configure(processors=[add, *structlog.get_config()["processors"]])
+
+
 def redactor_for(config: Any) -> Redactor:
     """The redactor for a spangate Config: its patterns and its configured keys."""
     keys = [p.api_key for p in config.providers.values() if p.api_key]

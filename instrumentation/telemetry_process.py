@@ -62,7 +62,7 @@ class ParentState:
 def build(init: dict[str, Any], state: ParentState) -> tuple[Telemetry, list[Any]]:
     # Imported here, not at the top: the OTel SDK takes a while to import, and the
     # signal dispositions in main() should be set before that.
-    from instrumentation.logging import Redactor, configure_logging
+    from instrumentation.logging import Redactor, configure_logging, tag_worker
     from instrumentation.setup import Telemetry, log_sinks
 
     config = msgspec.convert(init["config"], TelemetryConfig)
@@ -77,16 +77,8 @@ def build(init: dict[str, Any], state: ParentState) -> tuple[Telemetry, list[Any
     configure_logging(redactor, sinks=sinks)
     worker = init.get("worker")
     if worker is not None:
-        _tag_worker(int(worker))
+        tag_worker(int(worker))
     return telemetry, sinks
-
-
-def _tag_worker(index: int) -> None:
-    def add(logger: Any, method: str, event: Any) -> Any:
-        event.setdefault("worker", index)
-        return event
-
-    structlog.configure(processors=[add, *structlog.get_config()["processors"]])
 
 
 def serve(sock: socket.socket) -> int:

@@ -12,14 +12,13 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
 from instrumentation.cpus import choose_pipeline, usable_cpus
-from instrumentation.logging import configure_logging, redactor_for
+from instrumentation.logging import configure_logging, redactor_for, tag_worker
 from instrumentation.setup import Telemetry, log_sinks
 from proxy.app import create_app
 from proxy.appkeys import STATE, TELEMETRY
@@ -72,7 +71,7 @@ async def _serve(runtime: RuntimeConfig, source: str, slot: WorkerSlot | None) -
     configure_logging(redactor_for(runtime.config), sinks=log_sinks(telemetry))
     app = create_app(runtime, telemetry)
     if slot is not None:
-        _tag_logs(slot.index)
+        tag_worker(slot.index)
         app.on_response_prepare.append(_worker_headers(slot))
     runner = web.AppRunner(
         app,
@@ -130,17 +129,6 @@ def _announce(address: str, source: str, slot: WorkerSlot | None) -> None:
     # The supervisor logs the one spangate.ready line once every worker is up.
     log.info("spangate.worker_ready", address=address, pid=os.getpid())
     slot.signal_ready()
-
-
-def _tag_logs(index: int) -> None:
-    """Every log line of a worker says which one it is. A processor, not a context
-    variable: request lines are written from telemetry threads, which see no contextvars."""
-
-    def add(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        event.setdefault("worker", index)
-        return event
-
-    structlog.configure(processors=[add, *structlog.get_config()["processors"]])
 
 
 def _worker_headers(

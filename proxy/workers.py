@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -29,7 +30,6 @@ from urllib.parse import quote
 
 import structlog
 
-from proxy.lifeline import die_with_parent
 from proxy.runtime import RuntimeConfig
 
 log = structlog.get_logger("spangate")
@@ -47,6 +47,7 @@ CRASH_WINDOW_S = 60.0
 RESTART_DELAY_S = 0.5
 #: On top of server.drain_timeout_s before a worker that ignores SIGTERM is killed.
 STOP_GRACE_S = 10.0
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -173,10 +174,24 @@ def _instance_id_set(env: Mapping[str, str], runtime: RuntimeConfig) -> bool:
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
-    """The kernel sends the worker SIGTERM (it drains) if the supervisor dies. SIGINT is
-    ignored: a Ctrl-C reaches the whole process group, and the supervisor alone acts on
-    it. asyncio forks from the loop thread, which lives as long as the supervisor."""
-    return die_with_parent(parent, signal.SIGTERM, ignore=(signal.SIGINT,))
+    """preexec_fn: the kernel sends the worker SIGTERM (it drains) if the supervisor dies;
+    SIGINT is ignored.
+
+    Chosen over a worker polling its parent pid: no timer in every worker, and it also
+    covers a SIGKILLed supervisor at once. PDEATHSIG follows the *thread* that forked;
+    asyncio forks from the loop thread, which lives as long as the supervisor."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork, not in the child
+
+    def arm() -> None:
+        # Ignored before exec, SIGINT stays ignored through the worker's whole start
+        # (Python installs its KeyboardInterrupt handler only over SIG_DFL): a Ctrl-C
+        # reaches the whole process group, and the supervisor alone acts on it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
 
 
 class Supervisor:
