@@ -1,5 +1,8 @@
 """Metric instruments, created once, with the advised (second-based) buckets.
 
+Histograms are spangate's own when every reader takes them (instrumentation/readers.py),
+else the SDK's; counters are always summed by spangate (instrumentation/counters.py).
+
 Recording happens on the telemetry worker thread; only the in-flight gauge
 reads live state, through a callback at collection time.
 """
@@ -7,13 +10,14 @@ reads live state, through a callback at collection time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from instrumentation import semconv as sc
 from instrumentation.counters import SummedCounter
 from instrumentation.export import DropCounter
+from instrumentation.histograms import SummedHistogram
 
 
 class TargetState(Protocol):
@@ -32,30 +36,36 @@ class HealthSource(Protocol):
 
 
 class Instruments:
-    def __init__(self, meter: Meter, inflight: Callable[[], int], drops: DropCounter) -> None:
-        self.token_usage = meter.create_histogram(
+    def __init__(
+        self,
+        meter: Meter,
+        inflight: Callable[[], int],
+        drops: DropCounter,
+        summed: list[SummedHistogram] | None = None,
+    ) -> None:
+        """`summed`: when given, histograms are spangate's (instrumentation/histograms.py)
+        and are appended to it for the readers to attach; else the SDK's."""
+        histogram = _histogram_maker(meter, summed)
+        self.token_usage = histogram(
             sc.METRIC_TOKEN_USAGE,
-            unit="{token}",
-            description="Number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=list(sc.TOKEN_BUCKETS),
+            "{token}",
+            "Number of input and output tokens used",
+            sc.TOKEN_BUCKETS,
         )
-        self.duration = meter.create_histogram(
-            sc.METRIC_OPERATION_DURATION,
-            unit="s",
-            description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS),
+        self.duration = histogram(
+            sc.METRIC_OPERATION_DURATION, "s", "GenAI operation duration", sc.DURATION_BUCKETS
         )
-        self.time_to_first_chunk = meter.create_histogram(
+        self.time_to_first_chunk = histogram(
             sc.METRIC_TIME_TO_FIRST_CHUNK,
-            unit="s",
-            description="Time to receive the first chunk of a streamed response",
-            explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS),
+            "s",
+            "Time to receive the first chunk of a streamed response",
+            sc.DURATION_BUCKETS,
         )
-        self.time_per_output_chunk = meter.create_histogram(
+        self.time_per_output_chunk = histogram(
             sc.METRIC_TIME_PER_OUTPUT_CHUNK,
-            unit="s",
-            description="Time between consecutive chunks of a streamed response",
-            explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS),
+            "s",
+            "Time between consecutive chunks of a streamed response",
+            sc.DURATION_BUCKETS,
         )
         # Counters are summed by spangate and observed by the SDK (instrumentation/counters.py).
         self.requests = SummedCounter(
@@ -77,11 +87,11 @@ class Instruments:
             "{USD}",
             "Estimated spend from the price table (USD)",
         )
-        self.overhead = meter.create_histogram(
+        self.overhead = histogram(
             sc.METRIC_PROXY_OVERHEAD,
-            unit="s",
-            description="Time spent inside spangate, excluding waiting for the upstream",
-            explicit_bucket_boundaries_advisory=list(sc.OVERHEAD_BUCKETS),
+            "s",
+            "Time spent inside spangate, excluding waiting for the upstream",
+            sc.OVERHEAD_BUCKETS,
         )
         self.failovers = SummedCounter(
             meter,
@@ -132,6 +142,28 @@ class Instruments:
             for target in source.all()
             for state, count in dict(target.transitions).items()
         ]
+
+
+class _Record(Protocol):
+    def record(self, value: float, attributes: Mapping[str, Any]) -> None: ...
+
+
+def _histogram_maker(
+    meter: Meter, summed: list[SummedHistogram] | None
+) -> Callable[[str, str, str, Sequence[float]], _Record]:
+    def make(name: str, unit: str, description: str, bounds: Sequence[float]) -> _Record:
+        if summed is None:
+            return meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=list(bounds),
+            )
+        histogram = SummedHistogram(name, unit, description, bounds)
+        summed.append(histogram)
+        return histogram
+
+    return make
 
 
 def _gauge(read: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:

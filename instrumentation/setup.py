@@ -10,7 +10,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import unquote
 
 import msgspec
@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -32,10 +32,17 @@ from instrumentation import otlp
 from instrumentation import semconv as sc
 from instrumentation.content import ContentPolicy, capture_mode
 from instrumentation.export import BatchQueue, DropCounter
+from instrumentation.histograms import SummedHistogram
 from instrumentation.logging import Redactor
 from instrumentation.metrics import HealthSource, Instruments
 from instrumentation.pricing import Price, PriceTable, shipped_prices
 from instrumentation.processor import Processor
+from instrumentation.readers import (
+    MergingReader,
+    PeriodicReader,
+    PrometheusReader,
+    takes_summed_histograms,
+)
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.sampling import make_sampler
 from instrumentation.spans import SpanFactory
@@ -93,6 +100,8 @@ class Telemetry:
         self.logger_provider: LoggerProvider | None = None
         self._span_exporter: SpanExporter | None = None
         self._meter_provider: MeterProvider | None = None
+        #: Whether histograms are spangate's (instrumentation/readers.py) or the SDK's.
+        self.summed_histograms = False
         self._remote: TelemetryProcess | None = None
         self._sink: RecordSink | TelemetryProcess
         if pipeline == "process" and self.enabled:
@@ -148,11 +157,19 @@ class Telemetry:
             )
         self._meter_provider = meter_provider = self._meters(env, config, metric_readers)
         self.logger_provider = self._loggers(env, config, log_exporter)
+        readers = self._readers
+        self.summed_histograms = all(takes_summed_histograms(r) for r in readers)
+        summed: list[SummedHistogram] | None = [] if self.summed_histograms else None
         instruments = Instruments(
             meter_provider.get_meter("spangate", __version__),
             lambda: self._inflight(),  # noqa: PLW0108 -- watch_inflight rebinds it later
             self.drops,
+            summed,
         )
+        if summed is not None:
+            scope = InstrumentationScope("spangate", __version__)
+            for reader in readers:
+                cast(MergingReader, reader).attach(summed, scope, self.resource)
         instruments.health = self._health
         processor = Processor(
             instruments,
@@ -183,13 +200,11 @@ class Telemetry:
     def _meters(
         self, env: Mapping[str, str], config: TelemetryConfig, extra: Sequence[MetricReader]
     ) -> MeterProvider:
-        readers = list(extra)
+        self._readers = readers = list(extra)
         if self.enabled and config.prometheus.enabled:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-
             self.registry = CollectorRegistry()
             ProcessCollector(registry=self.registry)
-            readers.append(PrometheusMetricReader(registry=self.registry))
+            readers.append(PrometheusReader(registry=self.registry))
         if (
             self.enabled
             and otlp.endpoint_for("metrics", env, config)
@@ -197,7 +212,7 @@ class Telemetry:
         ):
             interval = env.get("OTEL_METRIC_EXPORT_INTERVAL") or config.metric_export_interval_ms
             readers.append(
-                PeriodicExportingMetricReader(
+                PeriodicReader(
                     otlp.metric_exporter(env, config),
                     export_interval_millis=float(interval) if interval else None,
                 )

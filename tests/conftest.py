@@ -15,10 +15,10 @@ import pytest
 from fakeprovider import FakeProvider
 from harness import SpangateThread, runtime_for
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from instrumentation.logging import redactor_for
+from instrumentation.readers import InMemoryReader
 from instrumentation.setup import Telemetry
 from proxy.app import create_app
 
@@ -51,7 +51,7 @@ class Running:
         server: SpangateThread,
         telemetry: Telemetry,
         spans: InMemorySpanExporter,
-        metrics: InMemoryMetricReader,
+        metrics: InMemoryReader,
         logs: InMemoryLogRecordExporter,
     ) -> None:
         self.server = server
@@ -105,7 +105,7 @@ def spangate_for() -> Iterator[Callable[..., Running]]:
         runtime = runtime_for(config)
         spans, metrics, logs = (
             InMemorySpanExporter(),
-            InMemoryMetricReader(),
+            InMemoryReader(),
             InMemoryLogRecordExporter(),  # type: ignore[no-untyped-call]
         )
         telemetry = Telemetry(

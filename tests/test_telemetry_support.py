@@ -18,13 +18,13 @@ import openai
 from conftest import Running
 from harness import SpangateThread, runtime_for
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from instrumentation.logging import redactor_for
+from instrumentation.readers import InMemoryReader
 from instrumentation.setup import Telemetry
 from proxy.app import create_app
 from proxy.appkeys import STATE
@@ -166,7 +166,7 @@ def spangate_with(
     runtime = runtime_for(config)
     spans, metrics, logs = (
         InMemorySpanExporter(),
-        InMemoryMetricReader(),
+        InMemoryReader(),
         InMemoryLogRecordExporter(),  # type: ignore[no-untyped-call]
     )
     telemetry = Telemetry(
