@@ -213,6 +213,16 @@ _VARIANTS: tuple[tuple[str, str, Callable[[Setup], Running]], ...] = (
         _variant("spangate-nologs", {"logs_otlp": False}),
     ),
     (
+        "spangate-notraces",
+        "spangate-full without trace export (metrics + OTLP logs)",
+        _variant("spangate-notraces", {}, env={"OTEL_TRACES_EXPORTER": "none"}),
+    ),
+    (
+        "spangate-metrics",
+        "spangate-full without trace or log export (metrics, JSON log lines)",
+        _variant("spangate-metrics", {"logs_otlp": False}, env={"OTEL_TRACES_EXPORTER": "none"}),
+    ),
+    (
         "spangate-process",
         "spangate-full with the telemetry process forced onto the same single core",
         _variant("spangate-process", _PROCESS),

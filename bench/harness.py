@@ -10,7 +10,8 @@ Environment (defaults in brackets):
   BENCH_HOLD_SECONDS [8]    how long bench/slow_stream.py holds each stream open
   BENCH_CONFIGS [all]       comma-separated subset of configuration names (+ optional ones:
                             spangate-workers2, spangate-process, spangate-thread-2cores,
-                            spangate-http, spangate-nologs, litellm; see bench/README.md)
+                            spangate-http, spangate-nologs, spangate-notraces,
+                            spangate-metrics, litellm; see bench/README.md)
   BENCH_NAME [date]         results file name; when set, the READMEs are left alone
   BENCH_BASELINE [none]     a git revision: adds spangate-full as of that revision (A/B)
   BENCH_LITELLM [0]         1 adds the `litellm` configuration: LiteLLM proxy from its own

@@ -29,6 +29,7 @@ from test_integration_support import (
     config_for,
     drive_all_four,
     endpoint_of,
+    http_get,
     openai_client,
     otlp_env,
     poll,
@@ -324,3 +325,47 @@ def test_a_stream_draining_at_sigterm_is_exported_once_it_ends() -> None:
         assert client["attributes"]["gen_ai.request.stream"] is True
         assert client["attributes"]["spangate.stream.outcome"] == "completed"
         assert client["attributes"]["gen_ai.usage.output_tokens"] > 0
+
+
+def test_delta_temporality_sends_each_value_once_while_prometheus_keeps_totals() -> None:
+    """OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta: spangate's histograms reach
+    the collector as deltas (every value in exactly one export, idle intervals add
+    nothing), while /metrics, cumulative by nature, still counts everything."""
+    with FakeProvider() as fake, RotelReceiver() as receiver:
+        env = otlp_env(
+            endpoint_of(receiver, "grpc"),
+            "grpc",
+            OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="delta",
+        )
+        with started(config_for(fake, telemetry={"pipeline": "thread"}), env) as proc:
+            client = openai_client(proc)
+            for _ in range(3):
+                client.chat.completions.create(model=GPT, messages=HELLO)
+
+            def durations() -> list[dict[str, Any]]:
+                rows = receiver.items("metric")
+                return [r for r in rows if r["name"] == "gen_ai.client.operation.duration"]
+
+            def counted() -> int:
+                return sum(p["count"] for row in durations() for p in row["points"])
+
+            poll(lambda: counted() >= 3, what="3 durations exported")
+
+            def exports() -> int:
+                rows = receiver.items("metric")
+                return len([r for r in rows if r["name"] == "spangate.requests"])
+
+            # Two more export intervals with nothing new: a cumulative reader would resend 3.
+            seen = exports()
+            poll(lambda: exports() >= seen + 2, what="two more metric exports")
+            assert counted() == 3
+            assert {row["temporality"] for row in durations()} == {"delta"}
+            status, text = http_get(proc.url + "/metrics")
+            assert status == 200
+            assert "gen_ai_client_operation_duration_seconds_count{" in text
+            counts = [
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("gen_ai_client_operation_duration_seconds_count{")
+            ]
+            assert sum(counts) == 3

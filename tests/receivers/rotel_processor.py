@@ -86,11 +86,24 @@ def _point(point: Any) -> Any:
     return row
 
 
+def _temporality(value: Any) -> str:
+    """OTLP AggregationTemporality (1 delta, 2 cumulative), whatever form rotel gives it."""
+    text = str(_variant(value)).lower()
+    if "delta" in text or text == "1":
+        return "delta"
+    if "cumulative" in text or text == "2":
+        return "cumulative"
+    return text
+
+
 def _metric(resource: Any, metric: Any) -> Any:
     row = {"resource": resource, "name": metric.name, "unit": metric.unit, "points": []}
     try:
         data = _variant(metric.data)
         row["type"] = type(data).__name__
+        temporality = getattr(data, "aggregation_temporality", None)
+        if temporality is not None:
+            row["temporality"] = _temporality(temporality)
         row["points"] = [_point(point) for point in data.data_points]
     except Exception as exc:
         row["points_error"] = repr(exc)
