@@ -7,9 +7,9 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import msgspec
-from opentelemetry import trace
-from opentelemetry._logs import Logger, SeverityNumber
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry._logs import SeverityNumber
+
+from instrumentation.logexport import LogEmitter
 
 _SEVERITY = {
     "debug": SeverityNumber.DEBUG,
@@ -22,7 +22,7 @@ _SCALARS = (str, bool, int, float)
 
 
 class OTelLogBridge:
-    def __init__(self, logger: Logger) -> None:
+    def __init__(self, logger: LogEmitter) -> None:
         self._logger = logger
 
     def __call__(
@@ -39,21 +39,25 @@ class OTelLogBridge:
             for key, value in event.items()
             if key not in ("event", "level", "ts") and value is not None
         }
+        trace_id, span_id = _ids(event)
         self._logger.emit(
             severity_number=_SEVERITY.get(method, SeverityNumber.INFO),
             severity_text=method.upper(),
             body=str(event.get("event", "")),
             attributes=attributes,
-            context=_context(event),
+            trace_id=trace_id,
+            span_id=span_id,
         )
 
 
-def _context(event: MutableMapping[str, Any]) -> Any:
+def _ids(event: MutableMapping[str, Any]) -> tuple[int, int]:
+    """The line's trace and span ids (hex in the line), or zeros when it has none."""
     trace_id, span_id = event.get("trace_id"), event.get("span_id")
     if not isinstance(trace_id, str) or not isinstance(span_id, str):
-        return None
+        return 0, 0
     try:
-        ctx = SpanContext(int(trace_id, 16), int(span_id, 16), False, TraceFlags(1))
+        ids = int(trace_id, 16), int(span_id, 16)
     except ValueError:
-        return None
-    return trace.set_span_in_context(NonRecordingSpan(ctx))
+        return 0, 0
+    # As an invalid SpanContext gave no ids before: both or neither.
+    return ids if ids[0] and ids[1] and ids[0] < 1 << 128 and ids[1] < 1 << 64 else (0, 0)

@@ -15,16 +15,13 @@ from urllib.parse import unquote
 
 import msgspec
 import structlog
-from opentelemetry import trace
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
@@ -33,6 +30,7 @@ from instrumentation import semconv as sc
 from instrumentation.content import ContentPolicy, capture_mode
 from instrumentation.export import BatchQueue, DropCounter
 from instrumentation.histograms import SummedHistogram
+from instrumentation.logexport import LogSink, export_logs
 from instrumentation.logging import Redactor
 from instrumentation.metrics import HealthSource, Instruments
 from instrumentation.pricing import Price, PriceTable, shipped_prices
@@ -97,7 +95,7 @@ class Telemetry:
         )
         self.span_queue: BatchQueue[ReadableSpan] | None = None
         self.registry: CollectorRegistry | None = None
-        self.logger_provider: LoggerProvider | None = None
+        self.logs: LogSink | None = None
         self._span_exporter: SpanExporter | None = None
         self._meter_provider: MeterProvider | None = None
         #: Whether histograms are spangate's (instrumentation/readers.py) or the SDK's.
@@ -156,7 +154,7 @@ class Telemetry:
                 delay_s=_batch_delay(env),
             )
         self._meter_provider = meter_provider = self._meters(env, config, metric_readers)
-        self.logger_provider = self._loggers(env, config, log_exporter)
+        self.logs = self._loggers(env, config, log_exporter)
         readers = self._readers
         self.summed_histograms = all(takes_summed_histograms(r) for r in readers)
         summed: list[SummedHistogram] | None = [] if self.summed_histograms else None
@@ -221,7 +219,7 @@ class Telemetry:
 
     def _loggers(
         self, env: Mapping[str, str], config: TelemetryConfig, given: LogRecordExporter | None
-    ) -> LoggerProvider | None:
+    ) -> LogSink | None:
         if not self.enabled:
             return None
         exporter = given
@@ -229,23 +227,21 @@ class Telemetry:
             exporter = otlp.log_exporter(env, config)
         if exporter is None:
             return None
-        provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
-        provider.add_log_record_processor(
-            BatchLogRecordProcessor(exporter, schedule_delay_millis=_batch_delay(env) * 1000)
-        )
-        return provider
+        return export_logs(exporter, self.resource, self.drops, env, _batch_delay(env))
 
     def _event_emitter(
         self,
     ) -> Callable[[RequestRecord, AttemptRecord, dict[str, Any]], None] | None:
-        if self.logger_provider is None:
+        if self.logs is None:
             return None
-        logger = self.logger_provider.get_logger("spangate", __version__, sc.SCHEMA_URL)
+        logger = self.logs.emitter("spangate", __version__, sc.SCHEMA_URL)
 
         def emit(record: RequestRecord, attempt: AttemptRecord, details: dict[str, Any]) -> None:
             logger.emit(
                 timestamp=record.wall(attempt.end_ns or record.end_ns),
-                context=_span_context(record, attempt.span_id),
+                trace_id=record.trace_id,
+                span_id=attempt.span_id,
+                sampled=record.sampled,
                 body=details,
                 event_name=sc.EVENT_INFERENCE_DETAILS,
             )
@@ -348,8 +344,8 @@ class Telemetry:
         ok = self._sink.flush(timeout_s)
         if self.span_queue is not None:
             ok = self.span_queue.flush(timeout_s) and ok
-        if self.logger_provider is not None:
-            ok = self.logger_provider.force_flush(int(timeout_s * 1000)) and ok
+        if self.logs is not None:
+            ok = self.logs.flush(timeout_s) and ok
         return ok
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
@@ -366,8 +362,8 @@ class Telemetry:
             self._span_exporter.shutdown()
         if self._meter_provider is not None:
             self._meter_provider.shutdown(timeout_millis=timeout_s * 1000)
-        if self.logger_provider is not None:
-            self.logger_provider.shutdown()
+        if self.logs is not None:
+            self.logs.shutdown(timeout_s)
 
 
 class TelemetryUnavailable(Exception):
@@ -428,16 +424,6 @@ def _prices(config: TelemetryConfig) -> dict[str, Price]:
     return {model: Price(p.input, p.output, p.cached_input) for model, p in config.prices.items()}
 
 
-def _span_context(record: RequestRecord, span_id: int) -> Any:
-    ctx = SpanContext(
-        record.trace_id,
-        span_id,
-        is_remote=False,
-        trace_flags=TraceFlags(1 if record.sampled else 0),
-    )
-    return trace.set_span_in_context(NonRecordingSpan(ctx))
-
-
 def _completed_logger() -> Callable[[dict[str, Any]], None]:
     logger = structlog.get_logger("spangate.access")
 
@@ -451,11 +437,11 @@ def log_sinks(telemetry: Telemetry) -> list[Any]:
     """structlog processors that ship log lines over OTLP, when log export is on."""
     if telemetry._remote is not None:
         return [_LogForwarder(telemetry._remote)] if telemetry._forward_logs else []
-    if telemetry.logger_provider is None:
+    if telemetry.logs is None:
         return []
     from instrumentation.logbridge import OTelLogBridge
 
-    return [OTelLogBridge(telemetry.logger_provider.get_logger("spangate.logs", __version__))]
+    return [OTelLogBridge(telemetry.logs.emitter("spangate.logs", __version__))]
 
 
 class _LogForwarder:
