@@ -3,7 +3,8 @@
 
 Feeds canned records (the bench's chat completion, or its 20-chunk stream) to the
 thread pipeline's processor with in-memory span and metric exporters plus the
-Prometheus reader, as `spangate serve` has them; prints microseconds per record and
+Prometheus reader, and the request line going to OTLP logs (an exporter that
+discards), as `spangate serve` has them with full telemetry; prints microseconds per record and
 where the time goes (cProfile, by area). No sockets, no load generator: for
 comparing the worker's own cost between revisions.
 """
@@ -15,15 +16,17 @@ import os
 import pstats
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bench import canned
 from instrumentation.logging import Redactor, configure_logging
 from instrumentation.readers import InMemoryReader
 from instrumentation.records import AttemptRecord, RequestRecord
-from instrumentation.setup import Telemetry
+from instrumentation.setup import Telemetry, log_sinks
 from proxy.config import TelemetryConfig
 
 #: The processor's steps (function names in instrumentation/processor.py and the log
@@ -33,8 +36,23 @@ AREAS = {
     "_request_metrics": "metrics (record/add)",
     "_view": "decoding bodies and events",
     "_build_spans": "spans (build, queue)",
-    "emit": "request.completed line (structlog, redaction, JSON)",
+    "emit": "request.completed line (structlog, redaction, JSON, OTLP log)",
 }
+
+
+class _Discarded(LogRecordExporter):
+    """Takes spangate's fast log path, as its OTLP log exporters do, and sends nothing."""
+
+    fast = True
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 def record(stream: bool) -> RequestRecord:
@@ -61,13 +79,15 @@ def main(argv: list[str]) -> None:
     stream = bool(argv) and argv[0] == "stream"
     real_stdout = sys.stdout
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- the log lines go nowhere
-    configure_logging(Redactor())
     telemetry = Telemetry(
         TelemetryConfig(),
         Redactor(),
         span_exporter=InMemorySpanExporter(),
         metric_readers=[InMemoryReader()],
+        log_exporter=_Discarded(),
     )
+    # The request line also goes to OTLP logs, as with `logs_otlp: true`.
+    configure_logging(Redactor(), sinks=log_sinks(telemetry))
     process: Any = telemetry._sink._process  # type: ignore[union-attr]
     for r in [record(stream) for _ in range(500)]:  # warm-up: attribute sets, caches
         process(r)
