@@ -21,6 +21,14 @@ DEFAULT_SECRET_PATTERNS = (
 _SECRET_KEYS = frozenset({"authorization", "x-api-key", "api-key", "api_key", "apikey"})
 
 
+#: Strings this short are remembered with their redacted form (bounded, cleared when
+#: full): a log line's method, path, model, provider and target repeat on every request,
+#: and the regex costs ~0.5 µs per string, the cache lookup ~0.05.
+_REMEMBERED_LEN = 256
+_REMEMBERED = 4096
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
 class Redactor:
     """Replaces secret values in log events: by key name, by pattern, and by literal."""
 
@@ -30,13 +38,33 @@ class Redactor:
         sources = [*DEFAULT_SECRET_PATTERNS, *self.spec[0]]
         sources += [re.escape(lit) for lit in self.spec[1]]
         self._pattern = re.compile("|".join(f"(?:{p})" for p in sources))
+        # Used from several threads: single dict operations are atomic under the GIL,
+        # and a clear between a miss and its insert only costs a recomputation.
+        self._texts: dict[str, str] = {}
+        self._keys: dict[str, bool] = {}
 
     def text(self, value: str) -> str:
-        return self._pattern.sub(REDACTED, value)
+        done = self._texts.get(value)
+        if done is not None:
+            return done
+        redacted = self._pattern.sub(REDACTED, value)
+        if len(value) <= _REMEMBERED_LEN:
+            _remember(self._texts, value, redacted)
+        return redacted
 
     def value(self, key: str, value: Any) -> Any:
-        if key.lower() in _SECRET_KEYS:
+        secret = self._keys.get(key)
+        if secret is None:
+            secret = key.lower() in _SECRET_KEYS
+            _remember(self._keys, key, secret)
+        if secret:
             return REDACTED
+        kind = type(value)
+        if kind is str:
+            return self.text(value)
+        return value if kind in _PLAIN else self._nested(key, value)
+
+    def _nested(self, key: str, value: Any) -> Any:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
@@ -51,6 +79,12 @@ class Redactor:
         for key, value in event.items():
             event[key] = self.value(key, value)
         return event
+
+
+def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
+    if len(cache) >= _REMEMBERED:
+        cache.clear()
+    cache[key] = value
 
 
 def _serialize(event: Any, **_: Any) -> bytes:
