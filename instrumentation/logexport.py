@@ -14,8 +14,9 @@ spangate's encoder plugs into) get the SDK's records through its own pipeline.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -31,22 +32,6 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from instrumentation.export import BatchQueue, DropCounter
-
-
-class LogEmitter(Protocol):
-    def emit(
-        self,
-        *,
-        body: Any,
-        severity_number: SeverityNumber | None = None,
-        severity_text: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        timestamp: int | None = None,
-        event_name: str | None = None,
-        trace_id: int = 0,
-        span_id: int = 0,
-        sampled: bool = True,
-    ) -> None: ...
 
 
 class LogSink(Protocol):
@@ -92,6 +77,36 @@ class LogLine:
         return self
 
 
+class LogEmitter:
+    """What the log bridge and the content events call; `deliver` is the sink's."""
+
+    def __init__(
+        self, deliver: Callable[[LogLine], None], resource: Resource, scope: InstrumentationScope
+    ) -> None:
+        self._deliver, self._resource, self._scope = deliver, resource, scope
+
+    def emit(
+        self,
+        *,
+        body: Any,
+        severity_number: SeverityNumber | None = None,
+        severity_text: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        event_name: str | None = None,
+        trace_id: int = 0,
+        span_id: int = 0,
+        sampled: bool = True,
+    ) -> None:
+        line = LogLine(self._resource, self._scope)
+        line.body, line.attributes, line.event_name = body, attributes, event_name
+        line.severity_number, line.severity_text = severity_number, severity_text
+        line.timestamp, line.observed_timestamp = timestamp, time.time_ns()
+        line.trace_id, line.span_id = trace_id, span_id
+        line.trace_flags = 1 if trace_id and sampled else 0
+        self._deliver(line)
+
+
 def export_logs(
     exporter: LogRecordExporter,
     resource: Resource,
@@ -125,9 +140,8 @@ class LineSink:
         )
 
     def emitter(self, name: str, version: str, schema_url: str | None = None) -> LogEmitter:
-        return _LineEmitter(
-            self._queue, self._resource, InstrumentationScope(name, version, schema_url)
-        )
+        scope = InstrumentationScope(name, version, schema_url)
+        return LogEmitter(lambda line: self._queue.put((line,)), self._resource, scope)
 
     def _export(self, batch: Any) -> bool:
         return self._exporter.export(batch) == LogRecordExportResult.SUCCESS
@@ -141,45 +155,20 @@ class LineSink:
         self._exporter.shutdown()  # type: ignore[no-untyped-call]
 
 
-class _LineEmitter:
-    def __init__(
-        self, queue: BatchQueue[LogLine], resource: Resource, scope: InstrumentationScope
-    ) -> None:
-        self._queue, self._resource, self._scope = queue, resource, scope
-
-    def emit(
-        self,
-        *,
-        body: Any,
-        severity_number: SeverityNumber | None = None,
-        severity_text: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        timestamp: int | None = None,
-        event_name: str | None = None,
-        trace_id: int = 0,
-        span_id: int = 0,
-        sampled: bool = True,
-    ) -> None:
-        line = LogLine(self._resource, self._scope)
-        line.body, line.attributes, line.event_name = body, attributes, event_name
-        line.severity_number, line.severity_text = severity_number, severity_text
-        line.timestamp, line.observed_timestamp = timestamp, time.time_ns()
-        line.trace_id, line.span_id = trace_id, span_id
-        line.trace_flags = 1 if trace_id and sampled else 0
-        self._queue.put((line,))
-
-
 class SdkLogSink:
     """The SDK's pipeline, for exporters that need the SDK's log records."""
 
     def __init__(self, exporter: LogRecordExporter, resource: Resource, delay_s: float) -> None:
+        self._resource = resource
         self._provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self._provider.add_log_record_processor(
             BatchLogRecordProcessor(exporter, schedule_delay_millis=delay_s * 1000)
         )
 
     def emitter(self, name: str, version: str, schema_url: str | None = None) -> LogEmitter:
-        return _SdkEmitter(self._provider.get_logger(name, version, schema_url))
+        logger = self._provider.get_logger(name, version, schema_url)
+        scope = InstrumentationScope(name, version, schema_url)
+        return LogEmitter(functools.partial(_to_sdk, logger), self._resource, scope)
 
     def flush(self, timeout_s: float) -> bool:
         return self._provider.force_flush(int(timeout_s * 1000))
@@ -188,37 +177,21 @@ class SdkLogSink:
         self._provider.shutdown()
 
 
-class _SdkEmitter:
-    def __init__(self, logger: Any) -> None:
-        self._logger = logger
-
-    def emit(
-        self,
-        *,
-        body: Any,
-        severity_number: SeverityNumber | None = None,
-        severity_text: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        timestamp: int | None = None,
-        event_name: str | None = None,
-        trace_id: int = 0,
-        span_id: int = 0,
-        sampled: bool = True,
-    ) -> None:
-        context = None
-        if trace_id and span_id:
-            flags = TraceFlags(1 if sampled else 0)
-            span = NonRecordingSpan(SpanContext(trace_id, span_id, False, flags))
-            context = trace.set_span_in_context(span)
-        self._logger.emit(
-            timestamp=timestamp,
-            context=context,
-            severity_number=severity_number,
-            severity_text=severity_text,
-            body=body,
-            attributes=attributes,
-            event_name=event_name,
-        )
+def _to_sdk(logger: Any, line: LogLine) -> None:
+    context = None
+    if line.trace_id and line.span_id:
+        flags = TraceFlags(line.trace_flags)
+        span = NonRecordingSpan(SpanContext(line.trace_id, line.span_id, False, flags))
+        context = trace.set_span_in_context(span)
+    logger.emit(
+        timestamp=line.timestamp,
+        context=context,
+        severity_number=line.severity_number,
+        severity_text=line.severity_text,
+        body=line.body,
+        attributes=line.attributes,
+        event_name=line.event_name,
+    )
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
