@@ -32,6 +32,7 @@ class SummedCounter:
         )
 
     def add(self, amount: float, attributes: Mapping[str, Any]) -> None:
+        # Insertion order: the processor builds each counter's attributes in a fixed order.
         key = tuple(attributes.items())
         sums = self._sums
         if key not in sums and len(sums) >= CARDINALITY_LIMIT:

@@ -65,6 +65,10 @@ class BatchQueue(Generic[_T]):
         self._max_batch = max_batch
         self._delay_s = delay_s
         self._queue: collections.deque[_T] = collections.deque()
+        #: Orders put()'s "not idle" against _drain's "idle": without it a put between the
+        #: drain's last empty check and its idle mark let flush() return before that
+        #: item was exported (logs have several producer threads).
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -79,8 +83,9 @@ class BatchQueue(Generic[_T]):
             items = items[: max(room, 0)]
         if not items:
             return
-        self._idle.clear()
-        self._queue.extend(items)
+        with self._lock:
+            self._idle.clear()
+            self._queue.extend(items)
         if len(self._queue) >= self._max_batch:
             self._wake.set()
 
@@ -92,10 +97,14 @@ class BatchQueue(Generic[_T]):
         self._drain()
 
     def _drain(self) -> None:
-        while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._idle.set()
+                    return
+                count = min(self._max_batch, len(self._queue))
+                batch = [self._queue.popleft() for _ in range(count)]
             self._send(batch)
-        self._idle.set()
 
     def _send(self, batch: list[_T]) -> None:
         try:

@@ -82,6 +82,8 @@ class SummedHistogram:
     def record(self, value: float, attributes: Mapping[str, Any]) -> None:
         if not value >= 0:  # also false for NaN
             return
+        # Keyed by the attributes in insertion order: the processor builds each metric's
+        # attribute dict in a fixed order with str/int/bool values that never mix.
         key = tuple(attributes.items())
         index = bisect_left(self.bounds, value)
         with self._lock:
@@ -89,11 +91,12 @@ class SummedHistogram:
                 points = store.points
                 point = points.get(key)
                 if point is None:
-                    if len(points) >= CARDINALITY_LIMIT:
-                        key = OVERFLOW
-                    point = points.get(key)
+                    # Per store: a delta store, emptied on collect, has room that the
+                    # cumulative one may no longer have.
+                    here = OVERFLOW if len(points) >= CARDINALITY_LIMIT else key
+                    point = points.get(here)
                     if point is None:
-                        point = points[key] = _Point(len(self.bounds) + 1)
+                        point = points[here] = _Point(len(self.bounds) + 1)
                 point.counts[index] += 1
                 point.sum += value
                 point.min = min(point.min, value)

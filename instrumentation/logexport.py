@@ -130,12 +130,14 @@ class LineSink:
     ) -> None:
         self._exporter, self._resource = exporter, resource
         drops.add("logs", "queue_full", 0)
+        max_queue = _positive(env, "OTEL_BLRP_MAX_QUEUE_SIZE", 2048)
         self._queue: BatchQueue[LogLine] = BatchQueue(
             "logs",
             self._export,
             drops,
-            max_queue=_int(env, "OTEL_BLRP_MAX_QUEUE_SIZE", 2048),
-            max_batch=_int(env, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512),
+            max_queue=max_queue,
+            # As the SDK's batch processor: a batch never exceeds the queue.
+            max_batch=min(_positive(env, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512), max_queue),
             delay_s=delay_s,
         )
 
@@ -194,8 +196,10 @@ def _to_sdk(logger: Any, line: LogLine) -> None:
     )
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    """A size from the environment; unset, unparsable or below 1 means the default."""
     try:
-        return int(env.get(name) or default)
+        value = int(env.get(name) or default)
     except ValueError:
         return default
+    return value if value >= 1 else default

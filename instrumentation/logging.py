@@ -44,6 +44,11 @@ class Redactor:
         self._keys: dict[str, bool] = {}
 
     def text(self, value: str) -> str:
+        return self._pattern.sub(REDACTED, value)
+
+    def _line_text(self, value: str) -> str:
+        """text() for a plain str of a log event, remembered when short (captured
+        content goes through text() and is not kept)."""
         done = self._texts.get(value)
         if done is not None:
             return done
@@ -53,19 +58,25 @@ class Redactor:
         return redacted
 
     def value(self, key: str, value: Any) -> Any:
+        if self._secret_key(key):
+            return REDACTED
+        kind = type(value)
+        if kind is str:
+            return self._line_text(value)
+        return value if kind in _PLAIN else self._nested(key, value)
+
+    def _secret_key(self, key: str) -> bool:
+        # Only plain str keys are remembered: a subclass may hash or compare its own way.
+        if type(key) is not str:
+            return key.lower() in _SECRET_KEYS
         secret = self._keys.get(key)
         if secret is None:
             secret = key.lower() in _SECRET_KEYS
             _remember(self._keys, key, secret)
-        if secret:
-            return REDACTED
-        kind = type(value)
-        if kind is str:
-            return self.text(value)
-        return value if kind in _PLAIN else self._nested(key, value)
+        return secret
 
     def _nested(self, key: str, value: Any) -> Any:
-        if isinstance(value, str):
+        if isinstance(value, str):  # a str subclass: never remembered
             return self.text(value)
         if isinstance(value, dict):
             return {k: self.value(str(k), v) for k, v in value.items()}

@@ -103,8 +103,12 @@ def takes_summed_histograms(reader: MetricReader) -> bool:
         return False
     aggregation = _for_histograms(aggregations)
     if isinstance(aggregation, ExplicitBucketHistogramAggregation):
-        # Given boundaries replace the advised ones; only the default (None) matches.
-        return getattr(aggregation, "_boundaries", object()) is None
+        # Given boundaries replace the advised ones; only the default (None) matches,
+        # and spangate always reports min and max.
+        return (
+            getattr(aggregation, "_boundaries", object()) is None
+            and getattr(aggregation, "_record_min_max", False) is True
+        )
     return isinstance(aggregation, DefaultAggregation)
 
 

@@ -307,3 +307,20 @@ def _duration_kinds(reader: MetricReader) -> list[type]:
         for metric in scope.metrics
         if metric.name == sc.METRIC_OPERATION_DURATION
     ]
+
+
+def test_a_delta_reader_keeps_room_for_new_series_after_the_cumulative_store_filled() -> None:
+    """The cumulative store never empties; the delta store does at each collection, so a
+    series first seen later is its own point there (as with the SDK), not overflow."""
+    cumulative, delta = InMemoryReader(), InMemoryReader(preferred_temporality=DELTA)
+    meter = MeterProvider(metric_readers=[cumulative, delta]).get_meter("spangate")
+    meter.create_observable_gauge("g", callbacks=[lambda _: [Observation(1)]])
+    histogram = SummedHistogram("h", "s", "", BOUNDS)
+    for reader in (cumulative, delta):
+        reader.attach([histogram], SCOPE, Resource.get_empty())
+    for i in range(CARDINALITY_LIMIT):
+        histogram.record(1.0, {"model": f"m{i}"})
+    _points(delta)  # the delta store empties
+    histogram.record(1.0, {"model": "new"})
+    assert list(_points(delta)) == [(("model", "new"),)]
+    assert (("otel.metric.overflow", True),) in _points(cumulative)

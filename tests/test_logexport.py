@@ -3,6 +3,7 @@ go out through spangate's drop-and-count queue, and are used only with spangate'
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,3 +119,42 @@ def test_spangates_otlp_log_exporters_get_log_lines(protocol: Any) -> None:
         assert isinstance(telemetry.logs, LineSink)
     finally:
         telemetry.shutdown(1)
+
+
+@pytest.mark.parametrize("size", ["0", "-5", "many"])
+def test_nonsense_log_batch_and_queue_sizes_fall_back_to_the_defaults(size: str) -> None:
+    """A batch size below 1 would make the export thread spin on empty batches."""
+    exporter = Captured()
+    env = {"OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": size, "OTEL_BLRP_MAX_QUEUE_SIZE": size}
+    sink = LineSink(exporter, RESOURCE, DropCounter(), env, 0.05)
+    sink.emitter("spangate.logs", "1.0").emit(body="x")
+    assert sink.flush(5)
+    sink.shutdown(5)
+    assert [len(batch) for batch in exporter.batches] == [1]
+
+
+def test_flush_returns_only_after_every_line_put_before_it_was_exported() -> None:
+    """Several threads emit log lines; a flush must not report done while a line put
+    before it still waits in the queue (the idle mark and the queue change together)."""
+    exporter = Captured()
+    sink = LineSink(exporter, RESOURCE, DropCounter(), {"OTEL_BLRP_MAX_QUEUE_SIZE": "100000"}, 60)
+    emitter = sink.emitter("spangate.logs", "1.0")
+    put = [0]
+    done = threading.Event()
+
+    def produce() -> None:
+        for _ in range(3000):
+            emitter.emit(body="x")
+            put[0] += 1
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    rounds = 0
+    while not done.is_set() and rounds < 500:  # bounded
+        before = put[0]
+        assert sink.flush(5)
+        assert sum(len(b) for b in exporter.batches) >= before
+        rounds += 1
+    producer.join()
+    sink.shutdown(5)

@@ -377,8 +377,11 @@ def test_the_sdk_exporters_really_send_what_otlpwire_encoded(protocol: str) -> N
     expected = SpanEncoder().encode(spans)
     try:
         if protocol == "grpc":
-            # The bytes go to gRPC as they are: no protobuf object in between.
+            # The bytes go to gRPC as they are: no protobuf object in between, also after
+            # the SDK rebuilds its channel and stub (it does on UNAVAILABLE).
             assert exporter._raw
+            exporter._initialize_channel_and_stub()
+            assert type(exporter._client).__name__ == "_BytesStub"
             stub = RecordingGrpcStub()
             exporter._client = stub
             assert exporter.export(spans).name == "SUCCESS"

@@ -87,3 +87,30 @@ def test_secrets_never_survive_a_remembered_string() -> None:
     for _ in range(3):  # the second and third answers come from memory
         out = redactor(None, "info", {"path": f"/v1?k={KEY}", "note": "internal-42", "ok": "ok"})
         assert out == {"path": f"/v1?k={REDACTED}", "note": REDACTED, "ok": "ok"}
+
+
+class Unhashable(str):
+    def __eq__(self, other: object) -> bool:
+        return str.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class CaseInsensitive(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __hash__(self) -> int:
+        return hash(self.lower())
+
+
+def test_str_subclasses_are_redacted_and_never_remembered() -> None:
+    """A subclass may be unhashable or compare its own way: it must neither raise nor let
+    a remembered answer stand for a different string."""
+    redactor = Redactor()
+    assert redactor(None, "info", {"a": Unhashable(f"x {KEY}")}) == {"a": f"x {REDACTED}"}
+    redactor(None, "info", {"a": CaseInsensitive("token SK-abcdefgh1234")})
+    assert redactor(None, "info", {"a": "token sk-abcdefgh1234"}) == {"a": f"token {REDACTED}"}
+    assert redactor(None, "info", {CaseInsensitive("AUTHORIZATION"): "v"}) == {
+        CaseInsensitive("AUTHORIZATION"): REDACTED
+    }
