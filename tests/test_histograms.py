@@ -58,12 +58,13 @@ def _sdk(reader: MetricReader) -> Any:
     return meter.create_histogram("h", unit="s", explicit_bucket_boundaries_advisory=list(BOUNDS))
 
 
-def _ours(reader: InMemoryReader) -> SummedHistogram:
+def _ours(*readers: InMemoryReader) -> SummedHistogram:
     # An SDK point keeps the collection going, as Instruments' gauges do in spangate.
-    meter = MeterProvider(metric_readers=[reader]).get_meter("spangate")
+    meter = MeterProvider(metric_readers=list(readers)).get_meter("spangate")
     meter.create_observable_gauge("g", callbacks=[lambda _: [Observation(1)]])
     histogram = SummedHistogram("h", "s", "", BOUNDS)
-    reader.attach([histogram], SCOPE, Resource.get_empty())
+    for reader in readers:
+        reader.attach([histogram], SCOPE, Resource.get_empty())
     return histogram
 
 
@@ -145,11 +146,7 @@ def test_delta_collection_reports_only_new_values_and_skips_idle_series() -> Non
 
 def test_a_delta_and_a_cumulative_reader_each_see_every_value() -> None:
     cumulative, delta = InMemoryReader(), InMemoryReader(preferred_temporality=DELTA)
-    meter = MeterProvider(metric_readers=[cumulative, delta]).get_meter("spangate")
-    meter.create_observable_gauge("g", callbacks=[lambda _: [Observation(1)]])
-    histogram = SummedHistogram("h", "s", "", BOUNDS)
-    for reader in (cumulative, delta):
-        reader.attach([histogram], SCOPE, Resource.get_empty())
+    histogram = _ours(cumulative, delta)
     histogram.record(1.0, {})
     assert [p[0] for p in _points(cumulative).values()] == [1]
     assert [p[0] for p in _points(delta).values()] == [1]
@@ -262,23 +259,21 @@ def test_spangate_readers_get_spangate_histograms() -> None:
 def test_readers_wanting_other_histograms_get_the_sdks(reader: MetricReader, kind: type) -> None:
     """A reader spangate can't serve exactly makes every histogram the SDK's."""
     assert not takes_summed_histograms(reader)
-    telemetry = _telemetry(reader)
-    try:
-        assert not telemetry.summed_histograms
-        telemetry.submit(_chat_record())
-        assert telemetry.flush()
-        assert _duration_kinds(reader) == [kind]
-    finally:
-        telemetry.shutdown()
+    assert _exported_durations(reader, summed=False) == [kind]
 
 
 def test_spangate_histograms_are_exported_through_telemetry() -> None:
-    reader = InMemoryReader()
+    assert _exported_durations(InMemoryReader(), summed=True) == [Histogram]
+
+
+def _exported_durations(reader: MetricReader, summed: bool) -> list[type]:
+    """One chat record through Telemetry with `reader`: the duration metric's data types."""
     telemetry = _telemetry(reader)
     try:
+        assert telemetry.summed_histograms is summed
         telemetry.submit(_chat_record())
         assert telemetry.flush()
-        assert _duration_kinds(reader) == [Histogram]
+        return _duration_kinds(reader)
     finally:
         telemetry.shutdown()
 
@@ -313,11 +308,7 @@ def test_a_delta_reader_keeps_room_for_new_series_after_the_cumulative_store_fil
     """The cumulative store never empties; the delta store does at each collection, so a
     series first seen later is its own point there (as with the SDK), not overflow."""
     cumulative, delta = InMemoryReader(), InMemoryReader(preferred_temporality=DELTA)
-    meter = MeterProvider(metric_readers=[cumulative, delta]).get_meter("spangate")
-    meter.create_observable_gauge("g", callbacks=[lambda _: [Observation(1)]])
-    histogram = SummedHistogram("h", "s", "", BOUNDS)
-    for reader in (cumulative, delta):
-        reader.attach([histogram], SCOPE, Resource.get_empty())
+    histogram = _ours(cumulative, delta)
     for i in range(CARDINALITY_LIMIT):
         histogram.record(1.0, {"model": f"m{i}"})
     _points(delta)  # the delta store empties
