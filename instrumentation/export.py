@@ -11,7 +11,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 _T = TypeVar("_T")
@@ -41,6 +41,16 @@ class DropCounter:
         self._remote = read
 
 
+def env_size(env: Mapping[str, str], name: str, default: int) -> int:
+    """A queue or batch size from the environment (OTEL_BSP_*, OTEL_BLRP_*): unset,
+    unparsable or below 1 means the default."""
+    try:
+        value = int(env.get(name) or default)
+    except ValueError:
+        return default
+    return value if value >= 1 else default
+
+
 class BatchQueue(Generic[_T]):
     """A thread that hands batches to `export`; `put` never blocks and drops when full.
 
@@ -62,7 +72,8 @@ class BatchQueue(Generic[_T]):
         self._export = export
         self._drops = drops
         self._max_queue = max_queue
-        self._max_batch = max_batch
+        # As the SDK's batch processors: a batch never exceeds the queue.
+        self._max_batch = min(max_batch, max_queue)
         self._delay_s = delay_s
         self._queue: collections.deque[_T] = collections.deque()
         #: Orders put()'s "not idle" against _drain's "idle": without it a put between the

@@ -31,7 +31,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from instrumentation.export import BatchQueue, DropCounter
+from instrumentation.export import BatchQueue, DropCounter, env_size
 
 
 class LogSink(Protocol):
@@ -130,14 +130,12 @@ class LineSink:
     ) -> None:
         self._exporter, self._resource = exporter, resource
         drops.add("logs", "queue_full", 0)
-        max_queue = _positive(env, "OTEL_BLRP_MAX_QUEUE_SIZE", 2048)
         self._queue: BatchQueue[LogLine] = BatchQueue(
             "logs",
             self._export,
             drops,
-            max_queue=max_queue,
-            # As the SDK's batch processor: a batch never exceeds the queue.
-            max_batch=min(_positive(env, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512), max_queue),
+            max_queue=env_size(env, "OTEL_BLRP_MAX_QUEUE_SIZE", 2048),
+            max_batch=env_size(env, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512),
             delay_s=delay_s,
         )
 
@@ -194,12 +192,3 @@ def _to_sdk(logger: Any, line: LogLine) -> None:
         attributes=line.attributes,
         event_name=line.event_name,
     )
-
-
-def _positive(env: Mapping[str, str], name: str, default: int) -> int:
-    """A size from the environment; unset, unparsable or below 1 means the default."""
-    try:
-        value = int(env.get(name) or default)
-    except ValueError:
-        return default
-    return value if value >= 1 else default

@@ -28,7 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from instrumentation import otlp
 from instrumentation import semconv as sc
 from instrumentation.content import ContentPolicy, capture_mode
-from instrumentation.export import BatchQueue, DropCounter
+from instrumentation.export import BatchQueue, DropCounter, env_size
 from instrumentation.histograms import SummedHistogram
 from instrumentation.logexport import LogSink, export_logs
 from instrumentation.logging import Redactor
@@ -149,8 +149,8 @@ class Telemetry:
                 "spans",
                 self._export_spans,
                 self.drops,
-                max_queue=_int_env(env, "OTEL_BSP_MAX_QUEUE_SIZE", 4096),
-                max_batch=_int_env(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+                max_queue=env_size(env, "OTEL_BSP_MAX_QUEUE_SIZE", 4096),
+                max_batch=env_size(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
                 delay_s=_batch_delay(env),
             )
         self._meter_provider = meter_provider = self._meters(env, config, metric_readers)
@@ -411,13 +411,6 @@ def _parse_resource_attributes(raw: str) -> dict[str, str]:
     """`key1=value1,key2=value2`, values percent-decoded (OTel SDK environment spec)."""
     pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
     return {key.strip(): unquote(value.strip()) for key, value in pairs if key.strip()}
-
-
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
-    try:
-        return max(int(env.get(name, default)), 1)
-    except ValueError:
-        return default
 
 
 def _prices(config: TelemetryConfig) -> dict[str, Price]:
