@@ -153,9 +153,11 @@ class Telemetry:
                 max_batch=env_size(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
                 delay_s=_batch_delay(env),
             )
-        self._meter_provider = meter_provider = self._meters(env, config, metric_readers)
+        readers = self._readers(env, config, metric_readers)
+        self._meter_provider = meter_provider = MeterProvider(
+            metric_readers=readers, resource=self.resource, shutdown_on_exit=False
+        )
         self.logs = self._loggers(env, config, log_exporter)
-        readers = self._readers
         self.summed_histograms = all(takes_summed_histograms(r) for r in readers)
         summed: list[SummedHistogram] | None = [] if self.summed_histograms else None
         instruments = Instruments(
@@ -195,10 +197,10 @@ class Telemetry:
             return exporter
         return None
 
-    def _meters(
+    def _readers(
         self, env: Mapping[str, str], config: TelemetryConfig, extra: Sequence[MetricReader]
-    ) -> MeterProvider:
-        self._readers = readers = list(extra)
+    ) -> list[MetricReader]:
+        readers = list(extra)
         if self.enabled and config.prometheus.enabled:
             self.registry = CollectorRegistry()
             ProcessCollector(registry=self.registry)
@@ -215,7 +217,7 @@ class Telemetry:
                     export_interval_millis=float(interval) if interval else None,
                 )
             )
-        return MeterProvider(metric_readers=readers, resource=self.resource, shutdown_on_exit=False)
+        return readers
 
     def _loggers(
         self, env: Mapping[str, str], config: TelemetryConfig, given: LogRecordExporter | None
