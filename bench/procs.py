@@ -140,11 +140,17 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def _own_cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
+def stat_times(stat: Path) -> tuple[float, float]:
+    """(user, system) CPU seconds from a /proc stat file: a process's or a thread's
+    (/proc/<pid>/task/<tid>/stat)."""
+    text = stat.read_text()
+    fields = text[text.rindex(")") + 2 :].split()
     # After the command name: state is field 3, utime field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    return sum(stat_times(Path(f"/proc/{pid}/stat")))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -14,6 +14,7 @@ alone, warm, no contention) understates.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import statistics
@@ -25,10 +26,9 @@ from pathlib import Path
 
 from bench import configs, load, nginx
 from bench.configs import CONFIGURATIONS, OPTIONAL_CONFIGURATIONS, Configuration, Setup
-from bench.procs import REPO, Procs, free_port
+from bench.procs import REPO, Procs, free_port, stat_times
 
 PY_SPY = REPO / ".venv" / "bin" / "py-spy"
-_TICKS = os.sysconf("SC_CLK_TCK")
 _THREAD = re.compile(r'Thread (\d+) \(\w+\): "([^"]+)"')
 
 
@@ -36,11 +36,8 @@ def thread_cpu(pid: int) -> dict[str, tuple[float, float]]:
     """(user s, system s) of every thread of `pid`, by thread id."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended meanwhile
-            continue
-        out[task.name] = (int(fields[11]) / _TICKS, int(fields[12]) / _TICKS)
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
+            out[task.name] = stat_times(task / "stat")
     return out
 
 
