@@ -223,6 +223,15 @@ _VARIANTS: tuple[tuple[str, str, Callable[[Setup], Running]], ...] = (
         _variant("spangate-metrics", {"logs_otlp": False}, env={"OTEL_TRACES_EXPORTER": "none"}),
     ),
     (
+        "spangate-batch64",
+        "spangate-full exporting spans and log lines in batches of 64 (default 512)",
+        _variant(
+            "spangate-batch64",
+            {},
+            env={"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "64"},
+        ),
+    ),
+    (
         "spangate-process",
         "spangate-full with the telemetry process forced onto the same single core",
         _variant("spangate-process", _PROCESS),

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 _T = TypeVar("_T")
 log = logging.getLogger("spangate.telemetry")
@@ -55,27 +55,31 @@ class BatchQueue(Generic[_T]):
     """A thread that hands batches to `export`; `put` never blocks and drops when full.
 
     `export` returns True on success; a False or an exception counts the batch
-    as dropped with reason "export_failed".
+    as dropped with reason "export_failed". `prepare`, when given, turns the items
+    into what is queued, in the producer's thread (OTLP exporters encode them there:
+    instrumentation/otlpwire.Encoded).
     """
 
     def __init__(
         self,
         name: str,
-        export: Callable[[Sequence[_T]], bool],
+        export: Callable[[Sequence[Any]], bool],
         drops: DropCounter,
         *,
         max_queue: int = 4096,
         max_batch: int = 512,
         delay_s: float = 1.0,
+        prepare: Callable[[Sequence[_T]], Sequence[Any]] | None = None,
     ) -> None:
         self._name = name
+        self._prepare = prepare
         self._export = export
         self._drops = drops
         self._max_queue = max_queue
         # As the SDK's batch processors: a batch never exceeds the queue.
         self._max_batch = min(max_batch, max_queue)
         self._delay_s = delay_s
-        self._queue: collections.deque[_T] = collections.deque()
+        self._queue: collections.deque[Any] = collections.deque()
         #: Orders put()'s "not idle" against _drain's "idle": without it a put between the
         #: drain's last empty check and its idle mark let flush() return before that
         #: item was exported (logs have several producer threads).
@@ -94,6 +98,8 @@ class BatchQueue(Generic[_T]):
             items = items[: max(room, 0)]
         if not items:
             return
+        if self._prepare is not None:
+            items = self._prepare(items)
         with self._lock:
             self._idle.clear()
             self._queue.extend(items)
@@ -117,7 +123,7 @@ class BatchQueue(Generic[_T]):
                 batch = [self._queue.popleft() for _ in range(count)]
             self._send(batch)
 
-    def _send(self, batch: list[_T]) -> None:
+    def _send(self, batch: list[Any]) -> None:
         try:
             ok = self._export(batch)
         except Exception:

@@ -32,6 +32,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from instrumentation.export import BatchQueue, DropCounter, env_size
+from instrumentation.otlpwire import preparer
 
 
 class LogSink(Protocol):
@@ -137,6 +138,7 @@ class LineSink:
             max_queue=env_size(env, "OTEL_BLRP_MAX_QUEUE_SIZE", 2048),
             max_batch=env_size(env, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512),
             delay_s=delay_s,
+            prepare=preparer(exporter),
         )
 
     def emitter(self, name: str, version: str, schema_url: str | None = None) -> LogEmitter:

@@ -33,6 +33,7 @@ from instrumentation.histograms import SummedHistogram
 from instrumentation.logexport import LogSink, export_logs
 from instrumentation.logging import Redactor
 from instrumentation.metrics import HealthSource, Instruments
+from instrumentation.otlpwire import preparer
 from instrumentation.pricing import Price, PriceTable, shipped_prices
 from instrumentation.processor import Processor
 from instrumentation.readers import (
@@ -152,6 +153,7 @@ class Telemetry:
                 max_queue=env_size(env, "OTEL_BSP_MAX_QUEUE_SIZE", 4096),
                 max_batch=env_size(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
                 delay_s=_batch_delay(env),
+                prepare=preparer(self._span_exporter),
             )
         readers = self._readers(env, config, metric_readers)
         self._meter_provider = meter_provider = MeterProvider(

@@ -16,11 +16,11 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from instrumentation.export import DropCounter
+from instrumentation.export import BatchQueue, DropCounter
 from instrumentation.logexport import LineSink, LogSink, SdkLogSink, export_logs
 from instrumentation.logging import Redactor
 from instrumentation.otlp import log_exporter
-from instrumentation.otlpwire import LogEncoder
+from instrumentation.otlpwire import Encoded, LogEncoder
 from instrumentation.setup import Telemetry
 from proxy.config import TelemetryConfig
 
@@ -158,3 +158,39 @@ def test_flush_returns_only_after_every_line_put_before_it_was_exported() -> Non
         rounds += 1
     producer.join()
     sink.shutdown(5)
+
+
+def test_a_queue_with_prepare_queues_what_the_producer_thread_prepared() -> None:
+    """Encoding happens where items are put (the telemetry worker), not in the export
+    thread: the export thread only frames and sends, in short bursts."""
+    threads: list[str] = []
+    exported: list[list[Any]] = []
+
+    def prepare(items: Sequence[int]) -> list[str]:
+        threads.append(threading.current_thread().name)
+        return [f"encoded-{item}" for item in items]
+
+    def export(batch: Sequence[str]) -> bool:
+        exported.append(list(batch))
+        return True
+
+    queue = BatchQueue("spans", export, DropCounter(), delay_s=0.01, prepare=prepare)
+    producer = threading.Thread(target=queue.put, args=([1, 2],), name="producer")
+    producer.start()
+    producer.join()
+    assert queue.flush(5)
+    queue.shutdown(5)
+    assert threads == ["producer"]
+    assert exported == [["encoded-1", "encoded-2"]]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_lines_for_spangates_exporters_are_queued_encoded(protocol: Any) -> None:
+    config = TelemetryConfig(otlp_endpoint="http://127.0.0.1:9", otlp_protocol=protocol)
+    drops = DropCounter()
+    sink = LineSink(log_exporter({}, config), RESOURCE, drops, {}, 60)
+    try:
+        sink.emitter("spangate.logs", "1.0").emit(body="x")
+        assert [type(item) for item in sink._queue._queue] == [Encoded]
+    finally:
+        sink._queue.shutdown(0.1)

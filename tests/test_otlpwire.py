@@ -6,6 +6,7 @@ messages, so any field otlpwire gets wrong (tag, wire type, presence) fails.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
@@ -37,7 +39,7 @@ from opentelemetry.trace import (
 from test_telemetry_support import CLAUDE, GPT, oai
 
 from instrumentation import otlp
-from instrumentation.otlpwire import LogEncoder, SpanEncoder
+from instrumentation.otlpwire import LogEncoder, SpanEncoder, preparer
 from proxy.config import TelemetryConfig
 
 HELLO: Any = [{"role": "user", "content": "hi there"}]
@@ -83,7 +85,7 @@ def test_spans_of_real_traffic_encode_exactly_like_the_sdk(
     assert_same_message(spans)
 
 
-def test_every_attribute_type_and_optional_field_encodes_like_the_sdk() -> None:
+def varied_spans() -> list[ReadableSpan]:
     """Zero values inside AnyValue's oneof, negatives, floats, arrays, bytes, events, links,
     remote parents, trace state, dropped counts, two resources and a scope without version."""
     remote = SpanContext(7, 8, is_remote=True, trace_state=TraceState([("a", "1")]))
@@ -102,7 +104,7 @@ def test_every_attribute_type_and_optional_field_encodes_like_the_sdk() -> None:
         "ints": [1, -2],
         "long": "y" * 1000,
     }
-    spans = [
+    return [
         ReadableSpan(
             name="chat gpt",
             context=SpanContext(7, 10, is_remote=False, trace_state=TraceState([("k", "v")])),
@@ -139,7 +141,34 @@ def test_every_attribute_type_and_optional_field_encodes_like_the_sdk() -> None:
             end_time=4,
         ),
     ]
-    assert_same_message(spans)
+
+
+def test_every_attribute_type_and_optional_field_encodes_like_the_sdk() -> None:
+    assert_same_message(varied_spans())
+
+
+def test_items_encoded_as_they_are_queued_frame_to_the_same_bytes() -> None:
+    """prepare() (run by the producer) then encode() (the export thread) gives the bytes
+    of encoding the items at export; prepared and plain items mix; what is queued is
+    bytes the garbage collector does not track."""
+    spans = varied_spans()
+    encoder = SpanEncoder()
+    prepared = encoder.prepare(spans)
+    assert not any(gc.is_tracked(item) for item in prepared)
+    expected = SpanEncoder().encode(spans)
+    assert encoder.encode(prepared) == expected
+    assert encoder.encode([prepared[0], spans[1], prepared[2]]) == expected
+
+
+def test_a_log_record_that_cannot_be_encoded_is_lost_alone_when_queued() -> None:
+    resource = Resource({"service.name": "a"})
+    good = ReadableLogRecord(LogRecord(timestamp=1, body="fine"), resource=resource)
+    unencodable: Any = object()
+    bad = ReadableLogRecord(LogRecord(timestamp=2, body=unencodable), resource=resource)
+    encoder = LogEncoder()
+    prepared = encoder.prepare([bad, good])
+    assert len(prepared) == 1
+    assert encoder.encode(prepared) == LogEncoder().encode([good])
 
 
 def test_the_pair_cache_tells_true_from_one_and_stays_bounded() -> None:
@@ -390,6 +419,37 @@ def test_the_sdk_exporters_really_send_what_otlpwire_encoded(protocol: str) -> N
             client = RecordingHttpClient()
             exporter._client = client
             assert exporter.export(spans).name == "SUCCESS"
+            assert client.payloads == [expected]
+    finally:
+        exporter._shutdown = True
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_spangates_exporters_take_items_encoded_when_queued(protocol: str) -> None:
+    """The queue encodes items for spangate's exporters (spans and logs, both transports),
+    and what reaches the transport is the bytes of encoding them in one batch; an
+    exporter that is not spangate's gets the SDK's objects."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+    }
+    assert preparer(InMemorySpanExporter()) is None
+    assert preparer(otlp.log_exporter(env, TelemetryConfig())) is not None
+    exporter = otlp.span_exporter(env, TelemetryConfig())
+    prepare = preparer(exporter)
+    assert prepare is not None
+    spans = [one_span({"k": "v"}), one_span({"k": 1}, span_id=3)]
+    expected = SpanEncoder().encode(spans)
+    try:
+        if protocol == "grpc":
+            stub = RecordingGrpcStub()
+            exporter._client = stub
+            assert exporter.export(prepare(spans)).name == "SUCCESS"
+            assert stub.requests == [expected]
+        else:
+            client = RecordingHttpClient()
+            exporter._client = client
+            assert exporter.export(prepare(spans)).name == "SUCCESS"
             assert client.payloads == [expected]
     finally:
         exporter._shutdown = True
