@@ -2,9 +2,10 @@
 [chat|stream]` (from the repo root, in .venv).
 
 Feeds canned records (the bench's chat completion, or its 20-chunk stream) to the
-thread pipeline's processor with in-memory span and metric exporters plus the
-Prometheus reader, and the request line going to OTLP logs (an exporter that
-discards), as `spangate serve` has them with full telemetry; prints microseconds per record and
+thread pipeline's processor with an in-memory metric reader, and spans and the
+request line going to exporters that encode like spangate's OTLP exporters (each
+item when queued, by the worker) and then discard, as `spangate serve` has them
+with full telemetry; prints microseconds per record and
 where the time goes (cProfile, by area). No sockets, no load generator: for
 comparing the worker's own cost between revisions.
 """
@@ -20,10 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from bench import canned
 from instrumentation.logging import Redactor, configure_logging
+from instrumentation.otlpwire import LogEncoder, SpanEncoder
 from instrumentation.readers import InMemoryReader
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.setup import Telemetry, log_sinks
@@ -41,11 +43,16 @@ AREAS = {
 
 
 class _Discarded(LogRecordExporter):
-    """Takes spangate's fast log path, as its OTLP log exporters do, and sends nothing."""
+    """Takes spangate's fast log path, as its OTLP log exporters do (lines encoded when
+    queued, framed at export), and sends nothing."""
 
     fast = True
 
+    def __init__(self) -> None:
+        self._encoder = LogEncoder()
+
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        self._encoder.encode(batch)
         return LogRecordExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -53,6 +60,22 @@ class _Discarded(LogRecordExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+class _DiscardedSpans(SpanExporter):
+    """As spangate's OTLP span exporters: spans encoded when queued, framed at export."""
+
+    fast = True
+
+    def __init__(self) -> None:
+        self._encoder = SpanEncoder()
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        self._encoder.encode(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
 
 
 def record(stream: bool) -> RequestRecord:
@@ -82,7 +105,7 @@ def main(argv: list[str]) -> None:
     telemetry = Telemetry(
         TelemetryConfig(),
         Redactor(),
-        span_exporter=InMemorySpanExporter(),
+        span_exporter=_DiscardedSpans(),
         metric_readers=[InMemoryReader()],
         log_exporter=_Discarded(),
     )
