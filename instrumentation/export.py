@@ -88,9 +88,6 @@ class BatchQueue(Generic[_T]):
         self._idle = threading.Event()
         self._idle.set()
         self._stopped = False
-        #: Counts flush() calls: the thread sends everything, not full batches only, when
-        #: it changed since the thread last looked.
-        self._flushes = 0
         self._thread = threading.Thread(target=self._run, name=f"spangate-{name}", daemon=True)
         self._thread.start()
 
@@ -110,26 +107,17 @@ class BatchQueue(Generic[_T]):
             self._wake.set()
 
     def _run(self) -> None:
-        seen = 0  # as _flushes starts, not read from it: a flush may come before this runs
         while not self._stopped:
-            woken = self._wake.wait(self._delay_s)
-            self._wake.clear()  # before reading _flushes: a flush after it wakes us again
-            flushes = self._flushes
-            # Woken because a batch is full: send full batches only. What is left goes
-            # first in the next one, or when the delay passes or on flush: sending the
-            # remainder at once made every second request a small one, and each send
-            # costs the request path ~0.1 ms of CPU (gRPC's own) however small it is.
-            self._drain(full_only=woken and flushes == seen)
-            seen = flushes
+            self._wake.wait(self._delay_s)
+            self._wake.clear()
+            self._drain()
         self._drain()
 
-    def _drain(self, full_only: bool = False) -> None:
+    def _drain(self) -> None:
         while True:
             with self._lock:
                 if not self._queue:
                     self._idle.set()
-                    return
-                if full_only and len(self._queue) < self._max_batch:
                     return
                 count = min(self._max_batch, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(count)]
@@ -147,7 +135,6 @@ class BatchQueue(Generic[_T]):
     def flush(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while True:
-            self._flushes += 1
             self._wake.set()
             if not self._idle.wait(max(0.0, deadline - time.monotonic())):
                 return False

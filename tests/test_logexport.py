@@ -4,7 +4,6 @@ go out through spangate's drop-and-count queue, and are used only with spangate'
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -195,43 +194,3 @@ def test_lines_for_spangates_exporters_are_queued_encoded(protocol: Any) -> None
         assert [type(item) for item in sink._queue._queue] == [Encoded]
     finally:
         sink._queue.shutdown(0.1)
-
-
-def _wait_for(condition: Any, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.005)
-
-
-def test_a_full_batch_wakes_the_queue_to_send_full_batches_only() -> None:
-    """The remainder waits for the next full batch, the delay, or a flush: every send
-    costs gRPC's fixed overhead, so a burst of small leftover sends is avoided."""
-    sizes: list[int] = []
-
-    def export(batch: Sequence[int]) -> bool:
-        sizes.append(len(batch))
-        return True
-
-    queue = BatchQueue("spans", export, DropCounter(), max_batch=4, delay_s=60)
-    queue.put(list(range(6)))
-    _wait_for(lambda: sizes == [4])
-    time.sleep(0.05)  # the thread is back waiting; the two left are still queued
-    assert sizes == [4] and len(queue._queue) == 2
-    queue.put([6, 7])
-    _wait_for(lambda: sizes == [4, 4])
-    queue.put([8])
-    assert queue.flush(5)
-    assert sizes == [4, 4, 1]
-    queue.shutdown(5)
-
-
-def test_the_remainder_is_sent_when_the_delay_passes() -> None:
-    sizes: list[int] = []
-    queue = BatchQueue(
-        "spans", lambda batch: bool(sizes.append(len(batch)) or True), DropCounter(),
-        max_batch=4, delay_s=0.05,
-    )  # fmt: skip
-    queue.put(list(range(6)))
-    _wait_for(lambda: sizes == [4, 2])
-    queue.shutdown(5)
