@@ -41,7 +41,9 @@ class Setup:
 
     procs: Procs
     upstream_port: int
+    #: The OTLP receiver's gRPC port (and, for OTLP/HTTP variants, its HTTP port).
     otlp_port: int
+    otlp_http_port: int
     #: A port nothing listens on: the "collector unreachable" endpoint.
     closed_port: int
 
@@ -166,7 +168,11 @@ def _variant(
 
     def start(setup: Setup) -> Running:
         upstream = f"http://127.0.0.1:{setup.upstream_port}"
-        settings = {**full_telemetry(setup.otlp_port), **telemetry}
+        http = telemetry.get("otlp_protocol") == "http/protobuf"
+        settings = {
+            **full_telemetry(setup.otlp_http_port if http else setup.otlp_port),
+            **telemetry,
+        }
         core = _every_core() if every_core else PROXY_CORE
         return start_spangate(setup.procs, name, upstream, settings, env=env, core=core)
 
@@ -260,8 +266,8 @@ def rotel_agent() -> Path:
     return path
 
 
-def start_rotel(procs: Procs) -> tuple[Proc, int]:
-    """A live OTLP receiver (gRPC + HTTP) that discards what it receives."""
+def start_rotel(procs: Procs) -> tuple[Proc, int, int]:
+    """A live OTLP receiver that discards what it receives: (process, gRPC port, HTTP port)."""
     grpc_port, http_port = free_port(), free_port()
     argv = [
         str(rotel_agent()),
@@ -277,4 +283,5 @@ def start_rotel(procs: Procs) -> tuple[Proc, int]:
     ]
     proc = procs.start("rotel", argv, LOAD_CORE)
     wait_tcp(proc, grpc_port)
-    return proc, grpc_port
+    wait_tcp(proc, http_port)
+    return proc, grpc_port, http_port

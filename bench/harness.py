@@ -129,8 +129,8 @@ def measure_all(
     procs: Procs, settings: Settings, chosen: list[Configuration]
 ) -> tuple[list[ConfigRun], list[OpenStreamsResult]]:
     upstream, upstream_port = nginx.start_upstream(procs)
-    _, otlp_port = configs.start_rotel(procs)
-    setup = Setup(procs, upstream_port, otlp_port, closed_port=free_port())
+    _, otlp_port, otlp_http_port = configs.start_rotel(procs)
+    setup = Setup(procs, upstream_port, otlp_port, otlp_http_port, closed_port=free_port())
     script = load.write_script(procs.workdir)
     runs: list[ConfigRun] = []
     opens: list[OpenStreamsResult] = []

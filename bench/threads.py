@@ -101,8 +101,8 @@ def main(argv: list[str]) -> int:
     samples: dict[str, list[tuple[float, dict[str, tuple[float, float]]]]] = defaultdict(list)
     try:
         _, upstream_port = nginx.start_upstream(procs)
-        _, otlp_port = configs.start_rotel(procs)
-        setup = Setup(procs, upstream_port, otlp_port, closed_port=free_port())
+        _, otlp_port, otlp_http_port = configs.start_rotel(procs)
+        setup = Setup(procs, upstream_port, otlp_port, otlp_http_port, closed_port=free_port())
         script = load.write_script(procs.workdir)
         for _ in range(repeats):
             for name in names:  # interleaved, like the harness
