@@ -99,12 +99,25 @@ class BatchQueue(Generic[_T]):
         if not items:
             return
         if self._prepare is not None:
-            items = self._prepare(items)
+            items = self._prepared(items)
         with self._lock:
             self._idle.clear()
             self._queue.extend(items)
         if len(self._queue) >= self._max_batch:
             self._wake.set()
+
+    def _prepared(self, items: Sequence[_T]) -> Sequence[Any]:
+        """`prepare`d items; those it could not prepare are counted as "encode_failed"
+        (it never raises into the producer: the worker, or the event loop)."""
+        assert self._prepare is not None
+        try:
+            prepared = self._prepare(items)
+        except Exception:
+            log.debug("telemetry items not prepared for export", exc_info=True)
+            prepared = ()
+        if len(prepared) < len(items):
+            self._drops.add(self._name, "encode_failed", len(items) - len(prepared))
+        return prepared
 
     def _run(self) -> None:
         while not self._stopped:

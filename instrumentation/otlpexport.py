@@ -128,9 +128,13 @@ def _reparse(message: type[_Message], encoded: bytes) -> _Message:
 
 def _send(exporter: Any, encoder: SpanEncoder | LogEncoder, batch: Sequence[Any]) -> bool | None:
     """Sent with our encoder through the SDK's HTTP client: did it succeed? None when
-    the SDK's own path must be taken (no such client in this SDK version, or shut down)."""
-    if not exporter.fast or getattr(exporter, "_shutdown", False):
+    the SDK's own path must be taken (no such client in this SDK version)."""
+    if not exporter.fast:
         return None
+    if getattr(exporter, "_shutdown", False):
+        # Not the SDK's export: the batch may hold items encoded when queued, which
+        # only spangate's encoder frames.
+        return False
     data = encoder.encode(batch)
     limit = getattr(exporter, "_max_request_size", None)
     if isinstance(limit, int) and len(data) > limit:

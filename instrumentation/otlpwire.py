@@ -187,7 +187,9 @@ class _Encoder:
             return item.data
         try:
             return self._item(item)
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            # RecursionError: a log body nested deeper than Python's stack (a client's
+            # tool schema, say) that msgspec decoded happily.
             log.debug("telemetry item not exported: cannot encode", exc_info=True)
             return None
 

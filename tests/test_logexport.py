@@ -194,3 +194,21 @@ def test_lines_for_spangates_exporters_are_queued_encoded(protocol: Any) -> None
         assert [type(item) for item in sink._queue._queue] == [Encoded]
     finally:
         sink._queue.shutdown(0.1)
+
+
+def test_items_that_cannot_be_prepared_are_counted_and_never_raise() -> None:
+    """A prepare that loses an item, or fails outright, costs only those items (counted
+    as encode_failed), never the producer (the worker or the event loop)."""
+    drops = DropCounter()
+
+    def prepare(items: Sequence[int]) -> list[int]:
+        if 0 in items:
+            raise RecursionError("too deep")
+        return [item for item in items if item != 13]
+
+    queue = BatchQueue("logs", lambda batch: True, drops, delay_s=60, prepare=prepare)
+    queue.put([12, 13, 14])
+    queue.put([0, 1])
+    assert drops.snapshot()[("logs", "encode_failed")] == 3
+    assert list(queue._queue) == [12, 14]
+    queue.shutdown(1)

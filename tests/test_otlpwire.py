@@ -39,7 +39,9 @@ from opentelemetry.trace import (
 from test_telemetry_support import CLAUDE, GPT, oai
 
 from instrumentation import otlp
-from instrumentation.otlpwire import LogEncoder, SpanEncoder, preparer
+from instrumentation.logging import Redactor
+from instrumentation.otlpwire import Encoded, LogEncoder, SpanEncoder, preparer
+from instrumentation.setup import Telemetry
 from proxy.config import TelemetryConfig
 
 HELLO: Any = [{"role": "user", "content": "hi there"}]
@@ -467,3 +469,33 @@ def test_an_http_batch_over_the_request_size_limit_is_not_sent() -> None:
         assert client.payloads == []
     finally:
         exporter._shutdown = True
+
+
+def test_a_log_body_nested_deeper_than_the_stack_is_lost_alone() -> None:
+    """A client's tool schema can nest deeper than Python's recursion limit (msgspec
+    decodes it fine): that one record is lost, the others and the caller are not."""
+    deep: Any = "leaf"
+    for _ in range(5000):
+        deep = {"a": deep}
+    resource = Resource({"service.name": "a"})
+    bad = ReadableLogRecord(LogRecord(timestamp=1, body=deep), resource=resource)
+    good = ReadableLogRecord(LogRecord(timestamp=2, body="fine"), resource=resource)
+    encoder = LogEncoder()
+    assert encoder.encode(encoder.prepare([bad, good])) == LogEncoder().encode([good])
+
+
+def test_the_span_queue_holds_spans_encoded_for_spangates_exporter() -> None:
+    telemetry = Telemetry(
+        TelemetryConfig(otlp_endpoint="http://127.0.0.1:9", otlp_protocol="grpc"),
+        Redactor(),
+        env={"OTEL_BSP_SCHEDULE_DELAY": "60000", "OTEL_METRICS_EXPORTER": "none"},
+        pipeline="thread",
+        announce=False,
+    )
+    try:
+        queue = telemetry.span_queue
+        assert queue is not None
+        queue.put([one_span({"k": "v"})])
+        assert [type(item) for item in queue._queue] == [Encoded]
+    finally:
+        telemetry.shutdown(0.5)
