@@ -89,6 +89,8 @@ def _kind(what: str) -> str:
 def report(timings: list[Timing], intervals: list[Interval]) -> str:
     latencies = sorted((b - a) * 1e3 for a, b in timings)
     n = len(latencies)
+    if n < 100:
+        return f"only {n} requests completed: too few for a p99"
     threshold = latencies[int(n * 0.99)]
     slow = [t for t in timings if (t[1] - t[0]) * 1e3 >= threshold]
     sample = timings[:: max(1, n // 2000)]
