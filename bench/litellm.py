@@ -42,8 +42,6 @@ _EXECUTABLE = VENV / "bin" / "litellm"
 _INSTALL_TIMEOUT_S = 900.0
 #: LiteLLM imports a lot before it listens: 10-30 s is usual on this machine.
 _READY_TIMEOUT_S = 120.0
-#: The `Authorization: Bearer` the wrk script and the stream client send.
-_CLIENT_KEY = "sk-bench-not-a-key"
 
 
 def installed_version() -> str | None:
@@ -143,7 +141,7 @@ def proxy_config(upstream_port: int) -> dict[str, Any]:
         "general_settings": {
             # LiteLLM refuses to start without one; it is the bearer token the load clients
             # send, so every request goes through LiteLLM's key check, as in a deployment.
-            "master_key": _CLIENT_KEY,
+            "master_key": canned.CLIENT_KEY,
             # Forwards the client's x-* headers upstream: x-bench-stream makes nginx stream.
             "forward_client_headers_to_llm_api": True,
         },

@@ -45,13 +45,9 @@ class LoadResult:
 def write_script(directory: Path) -> Path:
     """The Lua script: a non-streaming chat completion POST."""
     body = canned.chat_request(stream=False).decode()
+    headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in canned.REQUEST_HEADERS.items())
     script = directory / "chat.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = [[{body}]]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        'wrk.headers["Authorization"] = "Bearer sk-bench-not-a-key"\n'
-    )
+    script.write_text(f'wrk.method = "POST"\nwrk.body = [[{body}]]\n{headers}')
     return script
 
 

@@ -22,8 +22,7 @@ import sys
 import time
 from collections import Counter
 
-from bench import configs, nginx
-from bench.canned import chat_request
+from bench import canned, configs, nginx
 from bench.procs import LOAD_CORE, PROXY_CORE, REPO, VENV_PYTHON, Procs, free_port, wait_tcp
 
 Interval = tuple[float, float, str]
@@ -32,10 +31,10 @@ _PROBE = REPO / "bench" / "stalls_probe.py"
 
 
 def _request_bytes() -> bytes:
-    body = chat_request(False)
+    body = canned.chat_request(False)
+    headers = "".join(f"{k}: {v}\r\n" for k, v in canned.REQUEST_HEADERS.items())
     head = (
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
-        "Content-Type: application/json\r\nAuthorization: Bearer sk-bench-not-a-key\r\n"
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n{headers}"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body

@@ -20,11 +20,7 @@ import aiohttp
 from bench import canned
 from bench.procs import Proc, cpu_seconds, memory_mb, settle_cpu
 
-_HEADERS = {
-    "Content-Type": "application/json",
-    "Authorization": "Bearer sk-bench-not-a-key",
-    canned.STREAM_HEADER: "1",
-}
+_HEADERS = {**canned.REQUEST_HEADERS, canned.STREAM_HEADER: "1"}
 
 
 @dataclass(frozen=True)
