@@ -406,3 +406,27 @@ async def test_stream_truncated_after_content_ends_with_an_error_event(
     (only,) = client_spans(running)
     assert attrs(only)["spangate.stream.outcome"] != "completed"
     assert metric_sum(running, "spangate.streams.interrupted") == 1
+
+
+# A provider's stream may arrive with its end already known (the whole answer in one
+# read, as from a cache or a fast local model): spangate then sends the last events and
+# the end of its response together. Both paths must relay the same bytes and complete.
+@pytest.mark.parametrize(
+    "steps",
+    [
+        pytest.param([OPENAI_HELLO_CHUNK + SSE_DONE], id="whole-in-one-write"),
+        pytest.param([OPENAI_HELLO_CHUNK, SSE_DONE, (0.3, b"")], id="close-lags-done"),
+    ],
+)
+async def test_stream_is_relayed_whole_and_completes_however_its_end_arrives(
+    fakes: Fakes, spangate_for: Start, steps: list[bytes | tuple[float, bytes]]
+) -> None:
+    """Whether the provider's close comes with `data: [DONE]` or after it, the client gets
+    exactly the provider's bytes and the attempt counts as a completed stream."""
+    fakes["a"].script(sse(steps))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}))
+    status, _, raw = await post(running.url, "/v1/chat/completions", chat(stream=True))
+    assert (status, raw) == (200, OPENAI_HELLO_CHUNK + SSE_DONE)
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "completed"
+    assert metric_sum(running, "spangate.streams.interrupted") == 0
