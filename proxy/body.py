@@ -8,6 +8,7 @@ reaches the provider as the client wrote it.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import msgspec
@@ -59,11 +60,15 @@ def find_member(body: bytes, key: str) -> tuple[int, int] | None:
     the top-level object confirms it sits at depth 1 (a nested tool schema may
     well have a property called "model").
     """
-    pattern = re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:')
-    hits = list(pattern.finditer(body))
-    if not hits:
+    if _member_pattern(key).search(body) is None:
         return None
     return _scan_top_level(body, key)
+
+
+@functools.lru_cache(maxsize=16)
+def _member_pattern(key: str) -> re.Pattern[bytes]:
+    # Keys are a few fixed names (model, stream_options): compiled once, not per request.
+    return re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:')
 
 
 def _scan_top_level(body: bytes, key: str) -> tuple[int, int] | None:

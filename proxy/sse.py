@@ -23,11 +23,23 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        return list(self.events(chunk))
+        return list(self._decode(chunk))
 
     def events(self, chunk: bytes) -> Iterator[SSEEvent]:
         """Like `feed`, lazily: a caller that stops early (the stream commit point stops
-        at the first content event) leaves the rest of the chunk undecoded."""
+        at the first content event) leaves the rest of the chunk undecoded.
+
+        The chunk is taken one "\n\n"-terminated piece at a time (the decoder accepts
+        any split), so a whole stream arriving in one read is not cut into lines first.
+        """
+        start, size = 0, len(chunk)
+        while start < size:
+            cut = chunk.find(b"\n\n", start)
+            end = size if cut < 0 else cut + 2
+            yield from self._decode(chunk[start:end])
+            start = end
+
+    def _decode(self, chunk: bytes) -> Iterator[SSEEvent]:
         buffer = self._pending + chunk
         lines = buffer.splitlines(keepends=True)
         # A trailing "\r" may be the first half of "\r\n" split across chunks.
@@ -67,6 +79,8 @@ _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 def split_complete(buffer: bytes) -> int:
     """Length of the prefix of `buffer` made of complete events (0 if none)."""
+    if buffer.endswith(_BOUNDARIES):  # the usual case, without three backward scans
+        return len(buffer)
     end = 0
     for boundary in _BOUNDARIES:
         index = buffer.rfind(boundary)

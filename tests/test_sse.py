@@ -38,6 +38,10 @@ def test_split_complete_finds_the_last_event_boundary() -> None:
     assert split_complete(b'data: 1\n\ndata: {"par') == len(b"data: 1\n\n")
     assert split_complete(b"data: partial") == 0
     assert split_complete(b"data: 1\r\n\r\n") == len(b"data: 1\r\n\r\n")
+    # Ending on a boundary of any kind (the usual case, answered from the tail alone).
+    for whole in (b"data: 1\n\ndata: 2\n\n", b"data: 1\r\rdata: 2\r\r", b"data: 1\r\n\n"):
+        assert split_complete(whole) == len(whole)
+    assert split_complete(b"data: 1\r\rdata: 2\n\ndata: 3\r\n") == len(b"data: 1\r\rdata: 2\n\n")
 
 
 class _Reference:
@@ -86,16 +90,20 @@ def test_decoding_equals_the_line_by_line_rule_for_random_streams_and_chunkings(
     stream = b"".join(rng.choice(_PIECES) for _ in range(rng.randrange(1, 120)))
     if seed % 2:  # half of them mostly in providers' shape
         stream = b"".join(b'data: {"i":%d}\n\n' % i for i in range(20)) + stream
-    fast, reference = SSEDecoder(), _Reference()
+    fast, lazy, reference = SSEDecoder(), SSEDecoder(), _Reference()
     got: list[SSEEvent] = []
+    got_lazily: list[SSEEvent] = []  # `events`, which takes a chunk piece by piece
     expected: list[SSEEvent] = []
     position = 0
     while position < len(stream):
         size = rng.choice([1, 2, 5, 17, 64, 400])
         chunk = stream[position : position + size]
         got += fast.feed(chunk)
+        got_lazily += lazy.events(chunk)
         expected += reference.feed(chunk)
         position += size
     got += fast.feed(b"\n\n")  # whatever was pending ends the same way in both
+    got_lazily += lazy.events(b"\n\n")
     expected += reference.feed(b"\n\n")
     assert got == expected
+    assert got_lazily == expected

@@ -96,6 +96,8 @@ def test_null_usage_removal_matches_the_reference_rule_byte_for_byte(
     text = shape.replace("%s", member)
     block = f"data: {text}\n\ndata: {text}\n\n".encode()
     assert strip_null_usage(block) == REFERENCE.sub(b"", block)
+    # strip_usage_chunk takes a faster path for OpenAI's compact spelling: same rule.
+    assert strip_usage_chunk(block) == REFERENCE.sub(b"", block)
 
 
 def test_strip_leaves_content_chunks_that_carry_usage() -> None:

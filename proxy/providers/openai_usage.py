@@ -56,6 +56,7 @@ _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 #: that starts with a literal lets `re` skip ahead; the comma around it is handled
 #: by strip_null_usage (one alternation starting with `,` cost 3-4x more per block).
 _NULL_MEMBER = re.compile(rb'"usage"\s*:\s*null')
+_COMPACT_NULL = re.compile(rb',"usage":null(?=[,}])')
 _WS = b" \t\r\n"
 _COMMA = ord(",")
 
@@ -63,6 +64,11 @@ _COMMA = ord(",")
 def strip_usage_chunk(block: bytes) -> bytes:
     """Undo injection in a block of complete events: drop the usage-only chunk and the
     `"usage":null` members, leaving every other byte as the provider sent it."""
+    if b'"usage"' not in block:
+        return block
+    # OpenAI's own spelling (compact, never the first member) in one C pass; other
+    # spellings are left to strip_null_usage.
+    block = _COMPACT_NULL.sub(b"", block)
     if b'"usage"' not in block:
         return block
     block = strip_null_usage(block)
