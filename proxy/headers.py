@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from multidict import CIMultiDict
 
@@ -31,27 +31,29 @@ AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
 _OWN_PREFIX = "x-spangate-"
 
 
-def _listed_in_connection(value: str) -> frozenset[str]:
-    return frozenset(token.strip().lower() for token in value.split(","))
+#: Checked one by one against the copy: a dozen C lookups beat lower-casing every header.
+_HOP_BY_HOP_NAMES = tuple(sorted(_HOP_BY_HOP))
+_OWN_PREFIX_LEN = len(_OWN_PREFIX)
 
 
-def forwardable(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """Client headers that may go upstream: no hop-by-hop, no spangate-own headers."""
-    items = [(name, value, name.lower()) for name, value in headers]
-    drop = _HOP_BY_HOP
-    for _, value, lower in items:
-        if lower == "connection":
-            drop = drop | _listed_in_connection(value)
-    return CIMultiDict(
-        [
-            (name, value)
-            for name, value, lower in items
-            if lower not in drop and not lower.startswith(_OWN_PREFIX)
-        ]
-    )
+def forwardable(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """Client headers that may go upstream: no hop-by-hop (including those the client's
+    Connection header names), no spangate-own headers. Order and repeats are kept."""
+    out = CIMultiDict(headers)
+    listed = out.getall("connection", ())
+    for name in _HOP_BY_HOP_NAMES:
+        if name in out:
+            del out[name]
+    for value in listed:
+        for token in value.split(","):
+            out.popall(token.strip(), None)
+    own = [name for name in out if name[:_OWN_PREFIX_LEN].lower() == _OWN_PREFIX]
+    for name in own:
+        out.popall(name, None)
+    return out
 
 
-def relayable(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+def relayable(headers: Mapping[str, str]) -> CIMultiDict[str]:
     """Upstream response headers that may go back to the client."""
     return forwardable(headers)
 

@@ -90,7 +90,7 @@ async def relay(
 
 def whole(response: aiohttp.ClientResponse, body: bytes, extra: Extra) -> web.Response:
     """A response relayed in one piece: status, reason, headers and body as received."""
-    headers = relayable(response.headers.items())
+    headers = relayable(response.headers)
     if extra:
         headers.update(extra)
     return web.Response(status=response.status, reason=response.reason, headers=headers, body=body)
@@ -114,7 +114,7 @@ async def _relay_whole(
 async def _start(
     request: web.Request, response: aiohttp.ClientResponse, extra: Extra
 ) -> web.StreamResponse:
-    headers = relayable(response.headers.items())
+    headers = relayable(response.headers)
     if extra:
         headers.update(extra)
     out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)

@@ -103,7 +103,7 @@ class BaseAdapter:
         return False
 
     def headers(self, incoming: Incoming, settings: ProviderSettings) -> CIMultiDict[str]:
-        headers = forwardable(incoming.headers.items())
+        headers = forwardable(incoming.headers)
         for name, value in settings.headers:
             headers[name] = value
         if settings.api_key is not None:
