@@ -38,7 +38,8 @@ _OWN_PREFIX_LEN = len(_OWN_PREFIX)
 
 def forwardable(headers: Mapping[str, str]) -> CIMultiDict[str]:
     """Client headers that may go upstream: no hop-by-hop (including those the client's
-    Connection header names), no spangate-own headers. Order and repeats are kept."""
+    Connection header names), no spangate-own headers. Order (and, from a multidict,
+    repeated headers) are kept."""
     out = CIMultiDict(headers)
     listed = out.getall("connection", ())
     for name in _HOP_BY_HOP_NAMES:

@@ -29,7 +29,7 @@ class SSEDecoder:
         """Like `feed`, lazily: a caller that stops early (the stream commit point stops
         at the first content event) leaves the rest of the chunk undecoded.
 
-        The chunk is taken one "\n\n"-terminated piece at a time (the decoder accepts
+        The chunk is taken in pieces cut after each LF LF pair (the decoder accepts
         any split), so a whole stream arriving in one read is not cut into lines first.
         """
         start, size = 0, len(chunk)

@@ -111,13 +111,25 @@ async def _relay_whole(
     return whole(response, body, extra)
 
 
+class _EventStream(web.StreamResponse):
+    """A StreamResponse whose headers leave with its first write, not in a send of their
+    own at prepare(): the relay writes the events it already holds right after, so this
+    saves one loopback send per stream (aiohttp's own web.Response buffers the same way;
+    were the attribute gone in a later aiohttp, headers would just go out first again)."""
+
+    _send_headers_immediately = False
+
+
 async def _start(
-    request: web.Request, response: aiohttp.ClientResponse, extra: Extra
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    extra: Extra,
+    kind: type[web.StreamResponse] = web.StreamResponse,
 ) -> web.StreamResponse:
     headers = relayable(response.headers)
     if extra:
         headers.update(extra)
-    out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
+    out = kind(status=response.status, reason=response.reason, headers=headers)
     await out.prepare(request)
     return out
 
@@ -134,7 +146,7 @@ async def _relay_events(
     preface: bytes,
     extra: Extra,
 ) -> web.StreamResponse:
-    out = await _start(request, response, extra)
+    out = await _start(request, response, extra, _EventStream)
     pending, done = preface, False
     try:
         while True:
@@ -143,13 +155,16 @@ async def _relay_events(
                 block, pending = pending[:cut], pending[cut:]
                 tap.on_events(block)
                 data = transform(block) if transform else block
-                done = done or (finished is not None and finished(block))
-                if (done or finished is None) and not pending and response.content.at_eof():
+                last = finished is not None and finished(block)
+                if (done or last or finished is None) and not pending and _ended(response):
                     # The provider has already ended its response: the last events and the
                     # end of ours leave in one send (a send on loopback costs ~50 µs of CPU).
                     await _finish(out, tap, data)
                     return out
                 await _write(out, data)
+                # Only once it is written: a client gone before the terminal event got
+                # an incomplete stream.
+                done = done or last
             chunk = await _read(response, idle_s)
             if not chunk:
                 break
@@ -161,6 +176,7 @@ async def _relay_events(
         if finished is not None and not done:
             # A clean close without the terminal event is a truncation, not a success.
             return await _interrupt(out, wire, tap, _Truncated())
+        await _finish(out, tap)
     except (_ClientGone, asyncio.CancelledError) as exc:
         # An SDK may hang up right after the terminal event (openai-python does after
         # `data: [DONE]`): that stream was complete, not abandoned.
@@ -170,8 +186,12 @@ async def _relay_events(
         return out
     except (TimeoutError, aiohttp.ClientError) as exc:
         return await _interrupt(out, wire, tap, exc)
-    await _finish(out, tap)
     return out
+
+
+def _ended(response: aiohttp.ClientResponse) -> bool:
+    """Everything the provider will send has been read (its end already parsed)."""
+    return response.content.at_eof()
 
 
 async def _relay_bytes(

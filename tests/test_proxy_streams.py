@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +21,7 @@ import anthropic
 import openai
 import pytest
 from conftest import Running, basic_config
-from fakeprovider import FakeProvider, reset_after, sse, stall
+from fakeprovider import SSE_TYPE, FakeProvider, custom, reset_after, sse, stall
 from harness import SpangateProcess
 from opentelemetry.trace import StatusCode
 
@@ -115,6 +118,48 @@ async def test_stream_is_flushed_on_event_boundaries(fake: FakeProvider, spangat
             reads.append(chunk)
     assert b"".join(reads) == b"".join(events)
     assert all(chunk.endswith(b"\n\n") for chunk in reads), reads
+
+
+#: struct tcp_info (linux/tcp.h): tcpi_data_segs_in, segments that carried data.
+_TCPI_DATA_SEGS_IN = 152
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads Linux's TCP_INFO")
+async def test_a_stream_the_provider_sent_whole_reaches_the_client_in_one_send(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """When the provider's whole stream is in hand, the client's response — headers,
+    events and the end of the chunked body — leaves spangate in one send, not three
+    (headers at prepare, the events, the terminating chunk): one data segment arrives."""
+    events = (
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+        b'"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    fake.script(custom(200, events, content_type=SSE_TYPE))
+    body = json.dumps(CHAT_STREAM).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", spangate.server.port)
+    try:
+        writer.write(request)
+        answer = b""
+        while not answer.endswith(b"\r\n0\r\n\r\n"):
+            answer += await asyncio.wait_for(reader.read(65536), READ_TIMEOUT_S)
+        sock = writer.get_extra_info("socket")
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    finally:
+        writer.close()
+    head, _, chunked = answer.partition(b"\r\n\r\n")
+    size, _, rest = chunked.partition(b"\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer
+    assert (rest[: int(size, 16)], rest[int(size, 16) :]) == (events, b"\r\n0\r\n\r\n")
+    if len(info) < _TCPI_DATA_SEGS_IN + 4:
+        pytest.skip("this kernel's tcp_info has no tcpi_data_segs_in")
+    (data_segments,) = struct.unpack_from("I", info, _TCPI_DATA_SEGS_IN)
+    assert data_segments == 1, answer
 
 
 # --------------------------------------------------------------------------- client disconnects

@@ -67,7 +67,8 @@ def strip_usage_chunk(block: bytes) -> bytes:
     if b'"usage"' not in block:
         return block
     # OpenAI's own spelling (compact, never the first member) in one C pass; other
-    # spellings are left to strip_null_usage.
+    # spellings are left to strip_null_usage (the two differ only for an object that
+    # repeats the key, which no provider sends).
     block = _COMPACT_NULL.sub(b"", block)
     if b'"usage"' not in block:
         return block
