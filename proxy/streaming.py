@@ -148,6 +148,7 @@ async def _relay_events(
 ) -> web.StreamResponse:
     out = await _start(request, response, extra, _EventStream)
     pending, done = preface, False
+    idle = _Idle(idle_s)
     try:
         while True:
             cut = split_complete(pending)
@@ -165,7 +166,7 @@ async def _relay_events(
                 # Only once it is written: a client gone before the terminal event got
                 # an incomplete stream.
                 done = done or last
-            chunk = await _read(response, idle_s)
+            chunk = await idle.read(response)
             if not chunk:
                 break
             pending += chunk
@@ -186,6 +187,8 @@ async def _relay_events(
         return out
     except (TimeoutError, aiohttp.ClientError) as exc:
         return await _interrupt(out, wire, tap, exc)
+    finally:
+        idle.close()
     return out
 
 
@@ -204,8 +207,9 @@ async def _relay_bytes(
 ) -> web.StreamResponse:
     """Large or compressed bodies: copied chunk by chunk, unchanged."""
     out = await _start(request, response, extra)
+    idle = _Idle(idle_s)
     try:
-        while chunk := await _read(response, idle_s):
+        while chunk := await idle.read(response):
             await _write(out, chunk)
     except (_ClientGone, asyncio.CancelledError) as exc:
         tap.on_end("client_disconnected")
@@ -214,6 +218,8 @@ async def _relay_bytes(
         return out
     except (TimeoutError, aiohttp.ClientError) as exc:
         return await _interrupt(out, wire if is_event_stream(response) else None, tap, exc)
+    finally:
+        idle.close()
     await _finish(out, tap)
     return out
 
@@ -226,9 +232,53 @@ class _Truncated(Exception):
     """The upstream closed the stream cleanly but before its terminal event."""
 
 
-async def _read(response: aiohttp.ClientResponse, idle_s: float) -> bytes:
-    async with asyncio.timeout(idle_s):
-        return await response.content.readany()
+class _Idle:
+    """The idle timeout of one relay's reads: one timer, re-armed only when it fires
+    during a read that has not waited long enough yet. An `asyncio.timeout` per read
+    cost ~5 µs, per chunk of a long stream. Time spent writing to the client is not
+    idle time (a read starts the clock); expiry cancels the task, as asyncio.timeout
+    does, and the read raises TimeoutError."""
+
+    def __init__(self, idle_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._idle_s = idle_s
+        self._since: float | None = None  # when the current read began; None between reads
+        self._cancelling = 0
+        self._expired = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def read(self, response: aiohttp.ClientResponse) -> bytes:
+        assert self._task is not None
+        self._since = self._loop.time()
+        self._cancelling = self._task.cancelling()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._since + self._idle_s, self._check)
+        try:
+            return await response.content.readany()
+        except asyncio.CancelledError:
+            if self._expired and self._task.uncancel() <= self._cancelling:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._since = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._since is None or self._expired:
+            return  # between reads: the next read arms the timer again
+        deadline = self._since + self._idle_s
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._check)
+            return
+        self._expired = True
+        assert self._task is not None
+        self._task.cancel()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 async def _write(out: web.StreamResponse, data: bytes) -> None:

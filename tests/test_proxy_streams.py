@@ -328,6 +328,24 @@ def test_stream_idle_timeout_ends_with_an_error_event(
     assert "idle" in caught.value.message
 
 
+async def test_idle_timeout_counts_each_silence_not_the_whole_stream(
+    fake: FakeProvider, spangate_for: Callable[..., Running]
+) -> None:
+    """Gaps each shorter than timeouts.idle_s, adding up to more than it: the stream is
+    relayed whole (the idle clock restarts with every read)."""
+    running = spangate_for(basic_config(fake, server={"timeouts": {"idle_s": 0.6}}))
+    chunks = [
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+        b'"choices":[{"index":0,"delta":{"content":"%d"},"finish_reason":null}]}\n\n' % i
+        for i in range(6)
+    ]
+    fake.script(sse([chunks[0], *[(0.15, c) for c in chunks[1:]], (0.15, b"data: [DONE]\n\n")]))
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(running.openai_base_url + "/chat/completions", json=CHAT_STREAM)
+        raw = await resp.read()
+    assert raw == b"".join(chunks) + b"data: [DONE]\n\n"
+
+
 # --------------------------------------------------------------------------- usage injection bytes
 
 
