@@ -3,6 +3,9 @@
 nginx cannot keep a canned stream open, so the 1,000-open-streams measurement
 points a separate spangate at this server.
 Run: `python -m bench.slow_stream --port P --hold-s 8`.
+
+With `--gap-ms G` it sends each of the canned stream's events in a write of its
+own, G ms apart, as a provider streaming tokens does (bench/chunks.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from aiohttp import web
 from bench import canned
 
 HOLD_S = web.AppKey("hold_s", float)
+GAP_S = web.AppKey("gap_s", float)
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -22,16 +26,23 @@ async def stream(request: web.Request) -> web.StreamResponse:
     events = canned.sse_events()
     out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await out.prepare(request)
-    await out.write(events[0])
-    await asyncio.sleep(request.app[HOLD_S])
-    await out.write(b"".join(events[1:]))
+    gap = request.app[GAP_S]
+    if gap > 0:
+        for event in events:
+            await out.write(event)
+            await asyncio.sleep(gap)
+    else:
+        await out.write(events[0])
+        await asyncio.sleep(request.app[HOLD_S])
+        await out.write(b"".join(events[1:]))
     await out.write_eof()
     return out
 
 
-async def _serve(port: int, hold_s: float) -> None:
+async def _serve(port: int, hold_s: float, gap_s: float) -> None:
     app = web.Application()
     app[HOLD_S] = hold_s
+    app[GAP_S] = gap_s
     app.router.add_post("/v1/chat/completions", stream)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
@@ -46,8 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--hold-s", type=float, default=8.0)
+    parser.add_argument("--gap-ms", type=float, default=0.0, help="one write per event")
     args = parser.parse_args()
-    asyncio.run(_serve(args.port, args.hold_s))
+    asyncio.run(_serve(args.port, args.hold_s, args.gap_ms / 1e3))
 
 
 if __name__ == "__main__":
