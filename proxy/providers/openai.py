@@ -56,7 +56,10 @@ class OpenAIWire(BaseAdapter):
 
     def stream_finished(self, block: bytes) -> bool:
         # Chat/completions end with `data: [DONE]`; the Responses API with a terminal event.
-        return b"data: [DONE]" in block or any(marker in block for marker in _RESPONSES_END)
+        # Called for every block of a stream: the common "no" costs two byte searches.
+        if b"data: [DONE]" in block:
+            return True
+        return b"event: response." in block and any(m in block for m in _RESPONSES_END)
 
 
 _ERROR_EVENTS = frozenset({"error", "response.failed"})
