@@ -28,9 +28,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await out.prepare(request)
     gap = request.app[GAP_S]
     if gap > 0:
-        for event in events:
-            await out.write(event)
+        await out.write(events[0])
+        for event in events[1:]:  # the end follows the last event at once, as a provider's
             await asyncio.sleep(gap)
+            await out.write(event)
     else:
         await out.write(events[0])
         await asyncio.sleep(request.app[HOLD_S])

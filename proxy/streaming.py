@@ -234,7 +234,7 @@ class _Truncated(Exception):
 
 class _Idle:
     """The idle timeout of one relay's reads: one timer, re-armed only when it fires
-    during a read that has not waited long enough yet. An `asyncio.timeout` per read
+    during a later read than the one it was armed for. An `asyncio.timeout` per read
     cost ~5 µs, per chunk of a long stream. Time spent writing to the client is not
     idle time (a read starts the clock); expiry cancels the task, as asyncio.timeout
     does, and the read raises TimeoutError."""
@@ -243,33 +243,44 @@ class _Idle:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self._idle_s = idle_s
-        self._since: float | None = None  # when the current read began; None between reads
+        self._reads = 0
+        self._reading = False
+        self._since = 0.0  # when the current (or last) read began
+        #: The read the timer was armed for. Comparing reads, not clocks: uvloop's
+        #: millisecond timers may fire a hair before the deadline loop.time() computes.
+        self._armed_for = 0
         self._cancelling = 0
         self._expired = False
         self._timer: asyncio.TimerHandle | None = None
 
     async def read(self, response: aiohttp.ClientResponse) -> bytes:
         assert self._task is not None
+        self._reads += 1
+        self._reading = True
         self._since = self._loop.time()
         self._cancelling = self._task.cancelling()
         if self._timer is None:
-            self._timer = self._loop.call_at(self._since + self._idle_s, self._check)
+            self._arm()
         try:
             return await response.content.readany()
         except asyncio.CancelledError:
             if self._expired and self._task.uncancel() <= self._cancelling:
+                self._expired = False
                 raise TimeoutError from None
             raise
         finally:
-            self._since = None
+            self._reading = False
+
+    def _arm(self) -> None:
+        self._armed_for = self._reads
+        self._timer = self._loop.call_at(self._since + self._idle_s, self._check)
 
     def _check(self) -> None:
         self._timer = None
-        if self._since is None or self._expired:
+        if not self._reading:
             return  # between reads: the next read arms the timer again
-        deadline = self._since + self._idle_s
-        if self._loop.time() < deadline:
-            self._timer = self._loop.call_at(deadline, self._check)
+        if self._reads != self._armed_for:
+            self._arm()  # a later read: its own deadline
             return
         self._expired = True
         assert self._task is not None

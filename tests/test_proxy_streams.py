@@ -339,11 +339,26 @@ async def test_idle_timeout_counts_each_silence_not_the_whole_stream(
         b'"choices":[{"index":0,"delta":{"content":"%d"},"finish_reason":null}]}\n\n' % i
         for i in range(6)
     ]
-    fake.script(sse([chunks[0], *[(0.15, c) for c in chunks[1:]], (0.15, b"data: [DONE]\n\n")]))
+    fake.script(sse([chunks[0], *[(0.25, c) for c in chunks[1:]], (0.25, b"data: [DONE]\n\n")]))
     async with aiohttp.ClientSession() as http:
         resp = await http.post(running.openai_base_url + "/chat/completions", json=CHAT_STREAM)
         raw = await resp.read()
     assert raw == b"".join(chunks) + b"data: [DONE]\n\n"
+
+
+async def test_idle_timeout_ends_a_relayed_non_event_stream_body(
+    fake: FakeProvider, spangate_for: Callable[..., Running]
+) -> None:
+    """A chunked body that is not an event stream is copied as it comes; silence over
+    timeouts.idle_s ends it there and the attempt records stream_idle_timeout."""
+    running = spangate_for(basic_config(fake, server={"timeouts": {"idle_s": 0.3}}))
+    fake.script(sse([b"a", (0.1, b"b"), (STALL_S, b"c")], content_type="application/octet-stream"))
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(running.openai_base_url + "/chat/completions", json=CHAT_STREAM)
+        body = await resp.read()
+    assert body == b"ab"
+    spans = spans_by_kind(running)
+    assert spans["client"].attributes.get("error.type") == "stream_idle_timeout"
 
 
 # --------------------------------------------------------------------------- usage injection bytes

@@ -59,15 +59,12 @@ class OpenAIWire(BaseAdapter):
         # Called for every block of a stream: the common "no" costs two byte searches.
         if b"data: [DONE]" in block:
             return True
-        return b"event: response." in block and any(m in block for m in _RESPONSES_END)
+        return _RESPONSES_EVENT in block and any(m in block for m in _RESPONSES_END)
 
 
 _ERROR_EVENTS = frozenset({"error", "response.failed"})
-_RESPONSES_END = (
-    b"event: response.completed",
-    b"event: response.incomplete",
-    b"event: response.failed",
-)
+_RESPONSES_EVENT = b"event: response."
+_RESPONSES_END = tuple(_RESPONSES_EVENT + name for name in (b"completed", b"incomplete", b"failed"))
 _RESPONSES_OPENING = frozenset(
     {
         "response.created",
