@@ -26,14 +26,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
     events = canned.sse_events()
     out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await out.prepare(request)
+    await out.write(events[0])
     gap = request.app[GAP_S]
     if gap > 0:
-        await out.write(events[0])
         for event in events[1:]:  # the end follows the last event at once, as a provider's
             await asyncio.sleep(gap)
             await out.write(event)
     else:
-        await out.write(events[0])
         await asyncio.sleep(request.app[HOLD_S])
         await out.write(b"".join(events[1:]))
     await out.write_eof()
