@@ -88,19 +88,43 @@ class SummedHistogram:
         index = bisect_left(self.bounds, value)
         with self._lock:
             for store in self._stores:
-                points = store.points
-                point = points.get(key)
-                if point is None:
-                    # Per store: a delta store, emptied on collect, has room that the
-                    # cumulative one may no longer have.
-                    here = OVERFLOW if len(points) >= CARDINALITY_LIMIT else key
-                    point = points.get(here)
-                    if point is None:
-                        point = points[here] = _Point(len(self.bounds) + 1)
+                point = self._point(store, key)
                 point.counts[index] += 1
                 point.sum += value
                 point.min = min(point.min, value)
                 point.max = max(point.max, value)
+
+    def record_many(self, values: Sequence[float], attributes: Mapping[str, Any]) -> None:
+        """`record` for each value (a stream's chunk gaps): one key and one lock for all."""
+        key = tuple(attributes.items())
+        bounds = self.bounds
+        valid = [(value, bisect_left(bounds, value)) for value in values if value >= 0]
+        if not valid:
+            return
+        low = min(value for value, _ in valid)
+        high = max(value for value, _ in valid)
+        with self._lock:
+            for store in self._stores:
+                point = self._point(store, key)
+                counts, total = point.counts, point.sum
+                for value, index in valid:
+                    counts[index] += 1
+                    total += value  # one at a time, as record() sums: the same float
+                point.sum = total
+                point.min = min(point.min, low)
+                point.max = max(point.max, high)
+
+    def _point(self, store: Store, key: Key) -> _Point:
+        points = store.points
+        point = points.get(key)
+        if point is None:
+            # Per store: a delta store, emptied on collect, has room that the
+            # cumulative one may no longer have.
+            here = OVERFLOW if len(points) >= CARDINALITY_LIMIT else key
+            point = points.get(here)
+            if point is None:
+                point = points[here] = _Point(len(self.bounds) + 1)
+        return point
 
     def collect(self, store: Store, now_ns: int) -> Metric | None:
         """The store's points as an SDK Metric (None when it has none, as the SDK omits

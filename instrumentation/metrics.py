@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from instrumentation import semconv as sc
 from instrumentation.counters import SummedCounter
@@ -146,6 +146,18 @@ class Instruments:
 
 class _Record(Protocol):
     def record(self, value: float, attributes: Mapping[str, Any]) -> None: ...
+    def record_many(self, values: Sequence[float], attributes: Mapping[str, Any]) -> None: ...
+
+
+class _EachValue:
+    """An SDK histogram, given `record_many` (one SDK `record` per value)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.record = histogram.record
+
+    def record_many(self, values: Sequence[float], attributes: Mapping[str, Any]) -> None:
+        for value in values:
+            self.record(value, attributes)
 
 
 def _histogram_maker(
@@ -153,11 +165,13 @@ def _histogram_maker(
 ) -> Callable[[str, str, str, Sequence[float]], _Record]:
     def make(name: str, unit: str, description: str, bounds: Sequence[float]) -> _Record:
         if summed is None:
-            return meter.create_histogram(
-                name,
-                unit=unit,
-                description=description,
-                explicit_bucket_boundaries_advisory=list(bounds),
+            return _EachValue(
+                meter.create_histogram(
+                    name,
+                    unit=unit,
+                    description=description,
+                    explicit_bucket_boundaries_advisory=list(bounds),
+                )
             )
         histogram = SummedHistogram(name, unit, description, bounds)
         summed.append(histogram)

@@ -127,8 +127,8 @@ class Processor:
             self._m.token_usage.record(facts.output_tokens, out_attrs)
         if view.ttfc_s is not None:
             self._m.time_to_first_chunk.record(view.ttfc_s, attrs)
-        for gap in view.gaps_s:
-            self._m.time_per_output_chunk.record(gap, attrs)
+        if view.gaps_s:
+            self._m.time_per_output_chunk.record_many(view.gaps_s, attrs)
         if view.cost:
             cost_attrs = {
                 sc.GEN_AI_PROVIDER_NAME: attempt.system,

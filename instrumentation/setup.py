@@ -31,7 +31,7 @@ from instrumentation.content import ContentPolicy, capture_mode
 from instrumentation.export import BatchQueue, DropCounter, env_size
 from instrumentation.histograms import SummedHistogram
 from instrumentation.logexport import LogSink, export_logs
-from instrumentation.logging import Redactor
+from instrumentation.logging import LineEmitter, Redactor
 from instrumentation.metrics import HealthSource, Instruments
 from instrumentation.otlpwire import preparer
 from instrumentation.pricing import Price, PriceTable, shipped_prices
@@ -422,12 +422,7 @@ def _prices(config: TelemetryConfig) -> dict[str, Price]:
 
 
 def _completed_logger() -> Callable[[dict[str, Any]], None]:
-    logger = structlog.get_logger("spangate.access")
-
-    def emit(fields: dict[str, Any]) -> None:
-        logger.info("request.completed", **fields)
-
-    return emit
+    return LineEmitter("spangate.access", "request.completed")
 
 
 def log_sinks(telemetry: Telemetry) -> list[Any]:

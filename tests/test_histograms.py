@@ -121,6 +121,39 @@ def test_points_equal_the_sdk_histograms_for_the_same_values(
             assert list(got[key][2:]) == rest
 
 
+@pytest.mark.parametrize("temporality", [None, DELTA], ids=["cumulative", "delta"])
+def test_record_many_gives_the_points_of_one_record_per_value(
+    temporality: dict[type, AggregationTemporality] | None,
+) -> None:
+    """A stream's chunk gaps go in with one call: same buckets, count, min, max and the
+    very same float sum as recording them one by one (negatives and NaN skipped)."""
+    one_reader = InMemoryReader(preferred_temporality=temporality)
+    many_reader = InMemoryReader(preferred_temporality=temporality)
+    one, many = _ours(one_reader), _ours(many_reader)
+    rng = random.Random(7)
+    for round_ in range(2):
+        for n in range(30):
+            values = [rng.uniform(0, 0.3) for _ in range(n)] + [0.1, -1.0, math.nan, 1e-9]
+            attrs = {"route": f"r{n % 2}", "round": round_}
+            for value in values:
+                one.record(value, attrs)
+            many.record_many(values, attrs)
+        many.record_many([], {"route": "never"})
+        expected = _points(one_reader)
+        assert expected
+        assert _points(many_reader) == expected
+
+
+def test_record_many_past_the_cardinality_limit_goes_to_the_overflow_series() -> None:
+    one_reader, many_reader = InMemoryReader(), InMemoryReader()
+    one, many = _ours(one_reader), _ours(many_reader)
+    for i in range(CARDINALITY_LIMIT + 5):
+        one.record(0.5, {"i": i})
+        one.record(2.0, {"i": i})
+        many.record_many([0.5, 2.0], {"i": i})
+    assert _points(many_reader) == _points(one_reader)
+
+
 def test_negative_and_nan_values_are_ignored_like_the_sdk() -> None:
     sdk_reader, our_reader = InMemoryMetricReader(), InMemoryReader()
     sdk, ours = _sdk(sdk_reader), _ours(our_reader)
@@ -291,6 +324,37 @@ def _chat_record() -> RequestRecord:
     record.attempts = [attempt]
     record.end_ns = time.monotonic_ns()
     return record
+
+
+@pytest.mark.parametrize("reader", [InMemoryMetricReader(), InMemoryReader()], ids=["sdk", "ours"])
+def test_a_streams_chunk_gaps_are_all_recorded_whichever_histograms(reader: MetricReader) -> None:
+    """time_per_output_chunk gets one value per gap between content chunks (four chunks,
+    three gaps), through the SDK's histograms and through spangate's."""
+    telemetry = _telemetry(reader)
+    try:
+        record = _chat_record()
+        record.stream = True
+        attempt = record.attempts[0]
+        attempt.body = None
+        for text in ("a", "b", "c", "d"):
+            chunk = (
+                b'{"model":"m","choices":[{"index":0,"delta":{"content":"%s"}}]}' % text.encode()
+            )
+            attempt.on_events(b"data: " + chunk + b"\n\n")
+        attempt.on_events(b"data: [DONE]\n\n")
+        telemetry.submit(record)
+        assert telemetry.flush()
+        data = reader.get_metrics_data()  # type: ignore[attr-defined]
+        (metric,) = (
+            metric
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == sc.METRIC_TIME_PER_OUTPUT_CHUNK
+        )
+        assert [point.count for point in metric.data.data_points] == [3]
+    finally:
+        telemetry.shutdown()
 
 
 def _duration_kinds(reader: MetricReader) -> list[type]:

@@ -98,7 +98,11 @@ class _ChoiceBuilder:
 
     def add(self, choice: _Choice, whole: bool) -> bool:
         """Fold one choice (or chunk of one) in; True when it carried output."""
-        carried = self._add_text(self._text, choice.text)
+        # Runs for every chunk of every stream: the text cases are written out inline.
+        carried = False
+        if choice.text:
+            self._text.append(choice.text)
+            carried = True
         content = choice.message or choice.delta
         if content is not None:
             carried = self._add_content(content, whole) or carried
@@ -107,9 +111,20 @@ class _ChoiceBuilder:
 
     def _add_content(self, content: _Content, whole: bool) -> bool:
         self.role = content.role or self.role
-        carried = self._add_text(self._reasoning, content.reasoning_content or content.reasoning)
-        carried = self._add_text(self._text, _text_of(content.content)) or carried
-        carried = self._add_text(self._text, content.refusal) or carried
+        carried = False
+        reasoning = content.reasoning_content or content.reasoning
+        if reasoning:
+            self._reasoning.append(reasoning)
+            carried = True
+        text = content.content
+        if text is not None and type(text) is not str:
+            text = _text_of(text)
+        if text:
+            self._text.append(text)
+            carried = True
+        if content.refusal:
+            self._text.append(content.refusal)
+            carried = True
         for position, call in enumerate(content.tool_calls or ()):
             slot = self._slot(call, position if whole else None)
             carried = slot.add(call.id, call.function) or carried
@@ -135,12 +150,6 @@ class _ChoiceBuilder:
         if call_id is not None and call_id != self._tools[latest].id:
             return max(latest + 1, 0)
         return latest
-
-    @staticmethod
-    def _add_text(into: list[str], value: str | None) -> bool:
-        if value:
-            into.append(value)
-        return bool(value)
 
     def message(self) -> parts.Message:
         built: list[parts.Part] = []
@@ -193,7 +202,9 @@ class ChoicesAssembler:
         carried = False
         for position, choice in enumerate(completion.choices or ()):
             key = choice.index if choice.index is not None else position
-            builder = self._choices.setdefault(key, _ChoiceBuilder())
+            builder = self._choices.get(key)
+            if builder is None:
+                builder = self._choices[key] = _ChoiceBuilder()
             carried = builder.add(choice, whole) or carried
         return carried
 

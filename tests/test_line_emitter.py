@@ -1,0 +1,88 @@
+"""LineEmitter: the request.completed line written by running structlog's chain directly
+is the line structlog itself writes, and follows structlog's current configuration."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from instrumentation.logging import LineEmitter, Redactor, configure_logging, tag_worker
+
+FIELDS: dict[str, Any] = {
+    "trace_id": "0af7651916cd43dd8448eb211c80319c",
+    "method": "POST",
+    "path": "/v1/chat/completions",
+    "route": None,
+    "status": 200,
+    "stream": False,
+    "attempts": [{"n": 1, "target": "openai", "status": 200, "duration_ms": 1.5}],
+    "error": "Bearer sk-proj-abcdefghijklmnop was refused",
+    "duration_ms": 2.25,
+}
+
+
+@pytest.fixture
+def stdout() -> Iterator[io.BytesIO]:
+    """Where the lines go; structlog's defaults back afterwards."""
+    yield io.BytesIO()
+    structlog.reset_defaults()
+
+
+def _configure(buffer: io.BytesIO, **options: Any) -> None:
+    """spangate's logging, writing to `buffer` instead of stdout."""
+    configure_logging(Redactor(), **options)
+    structlog.configure(logger_factory=structlog.BytesLoggerFactory(buffer))
+
+
+def _lines(buffer: io.BytesIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_line_is_the_one_structlog_writes_key_for_key_and_redacted(stdout: io.BytesIO) -> None:
+    _configure(stdout)
+    structlog.get_logger("spangate.access").info("request.completed", **FIELDS)
+    LineEmitter("spangate.access", "request.completed")(dict(FIELDS))
+    by_structlog, by_emitter = _lines(stdout)
+    assert by_structlog.pop("ts") <= by_emitter.pop("ts")
+    assert list(by_emitter) == list(by_structlog)  # same keys in the same order
+    assert by_emitter == by_structlog
+    assert by_emitter["error"] == "[REDACTED] was refused"
+
+
+def test_level_above_info_writes_nothing(stdout: io.BytesIO) -> None:
+    _configure(stdout, level="warning")
+    LineEmitter("spangate.access", "request.completed")(dict(FIELDS))
+    assert stdout.getvalue() == b""
+
+
+def test_reconfiguring_after_first_line_applies_to_the_next(stdout: io.BytesIO) -> None:
+    """tag_worker runs after telemetry is set up: its worker field must reach every line."""
+    _configure(stdout)
+    emit = LineEmitter("spangate.access", "request.completed")
+    emit(dict(FIELDS))
+    tag_worker(3)
+    emit(dict(FIELDS))
+    first, second = _lines(stdout)
+    assert "worker" not in first
+    assert second["worker"] == 3
+
+
+def test_a_processor_dropping_the_event_drops_the_line_quietly(stdout: io.BytesIO) -> None:
+    def drop(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        raise structlog.DropEvent
+
+    _configure(stdout, sinks=[drop])
+    LineEmitter("spangate.access", "request.completed")(dict(FIELDS))
+    assert stdout.getvalue() == b""
+
+
+def test_capture_logs_sees_the_line() -> None:
+    with capture_logs() as captured:
+        LineEmitter("spangate.access", "request.completed")(dict(FIELDS))
+    assert captured == [{**FIELDS, "event": "request.completed", "log_level": "info"}]
