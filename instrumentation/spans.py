@@ -18,6 +18,9 @@ from opentelemetry.util.types import AttributeValue
 from instrumentation.records import RequestRecord
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+# Immutable, so shared by every span: two objects fewer to build per span.
+_NO_STATE = TraceState()
+_UNSET = Status(StatusCode.UNSET)
 Attributes = Mapping[str, AttributeValue]
 
 
@@ -25,6 +28,15 @@ class SpanFactory:
     def __init__(self, resource: Resource, scope: InstrumentationScope) -> None:
         self._resource = resource
         self._scope = scope
+        #: The last record's server span context, which its client spans take as parent.
+        self._server: tuple[RequestRecord | None, SpanContext | None] = (None, None)
+
+    def _server_context(self, record: RequestRecord) -> SpanContext:
+        last, context = self._server
+        if last is not record or context is None:
+            context = self._context(record, record.span_id)
+            self._server = (record, context)
+        return context
 
     def _context(self, record: RequestRecord, span_id: int) -> SpanContext:
         return SpanContext(
@@ -46,7 +58,7 @@ class SpanFactory:
         )
         return ReadableSpan(
             name=name,
-            context=self._context(record, record.span_id),
+            context=self._server_context(record),
             parent=parent_ctx,
             resource=self._resource,
             attributes=attributes,
@@ -70,7 +82,7 @@ class SpanFactory:
         return ReadableSpan(
             name=name,
             context=self._context(record, span_id),
-            parent=self._context(record, record.span_id),
+            parent=self._server_context(record),
             resource=self._resource,
             attributes=attributes,
             events=events,
@@ -83,10 +95,10 @@ class SpanFactory:
 
 
 def _status(error: str | None) -> Status:
-    return Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET)
+    return Status(StatusCode.ERROR, error) if error else _UNSET
 
 
 def _tracestate(record: RequestRecord) -> TraceState:
     if record.parent is None or not record.parent.tracestate:
-        return TraceState()
+        return _NO_STATE
     return TraceState.from_header([record.parent.tracestate])
