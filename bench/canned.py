@@ -10,6 +10,8 @@ RESPONSE_MODEL = "gpt-4o-mini-2024-07-18"
 STREAM_CHUNKS = 20
 #: Request header that makes the nginx upstream answer with the SSE stream.
 STREAM_HEADER = "x-bench-stream"
+#: Request header that makes it pass the request to the chunk-by-chunk stream upstream.
+CHUNKS_HEADER = "x-bench-chunks"
 #: The API key every load client sends (LiteLLM is configured with it as its master key).
 CLIENT_KEY = "sk-bench-not-a-key"
 #: The headers every load client sends with a chat request.

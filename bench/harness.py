@@ -8,6 +8,8 @@ Environment (defaults in brackets):
   BENCH_STREAMS [500]       sequential streams per configuration
   BENCH_OPEN_STREAMS [1000] concurrent open streams for the RSS measurement (0 = skip)
   BENCH_HOLD_SECONDS [8]    how long bench/slow_stream.py holds each stream open
+  BENCH_CHUNK_STREAMS [200] sequential streams whose events arrive one write each (0 = skip)
+  BENCH_CHUNK_GAP_MS [1]    the pause between those writes
   BENCH_CONFIGS [all]       comma-separated subset of configuration names (+ optional ones:
                             spangate-workers2, spangate-process, spangate-thread-2cores,
                             spangate-http, spangate-nologs, spangate-notraces,
@@ -32,7 +34,13 @@ from pathlib import Path
 from bench import baseline, configs, litellm, load, nginx, report
 from bench.chart import write_chart
 from bench.configs import CONFIGURATIONS, Configuration, Setup
-from bench.measure import ConfigRun, Settings, run_configuration, run_open_streams
+from bench.measure import (
+    ConfigRun,
+    Settings,
+    run_configuration,
+    run_open_streams,
+    start_chunk_stream,
+)
 from bench.procs import REPO, Procs, free_port
 from bench.streams import OpenStreamsResult
 
@@ -53,6 +61,8 @@ def settings_from_env() -> Settings:
         streams=int(env.get("BENCH_STREAMS", "500")),
         open_streams=int(env.get("BENCH_OPEN_STREAMS", "1000")),
         hold_s=float(env.get("BENCH_HOLD_SECONDS", "8")),
+        chunk_streams=int(env.get("BENCH_CHUNK_STREAMS", "200")),
+        chunk_gap_ms=float(env.get("BENCH_CHUNK_GAP_MS", "1")),
     )
 
 
@@ -128,7 +138,8 @@ def _log(message: str) -> None:
 def measure_all(
     procs: Procs, settings: Settings, chosen: list[Configuration]
 ) -> tuple[list[ConfigRun], list[OpenStreamsResult]]:
-    upstream, upstream_port = nginx.start_upstream(procs)
+    chunks_port = start_chunk_stream(procs, settings.chunk_gap_ms) if settings.chunk_streams else 0
+    upstream, upstream_port = nginx.start_upstream(procs, chunks_port)
     _, otlp_port, otlp_http_port = configs.start_rotel(procs)
     setup = Setup(procs, upstream_port, otlp_port, otlp_http_port, closed_port=free_port())
     script = load.write_script(procs.workdir)
@@ -150,6 +161,8 @@ def _header(settings: Settings, chosen: list[Configuration], date: str) -> list[
         "",
         f"wrk {settings.seconds:g} s per level, concurrency {settings.concurrency}, "
         f"{settings.repeats} repeat(s) (medians), {settings.streams} sequential streams, "
+        f"{settings.chunk_streams} sequential streams arriving chunk by chunk "
+        f"({settings.chunk_gap_ms:g} ms apart), "
         f"{settings.open_streams} open streams. Proxy under test pinned to core 0; nginx "
         "upstream, rotel and load generators on core 1. Numbers from a shared, noisy 2-core "
         "machine: compare configurations within this run, not across runs.",

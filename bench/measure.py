@@ -7,7 +7,16 @@ from pathlib import Path
 
 from bench import load, streams
 from bench.configs import Configuration, Setup, full_telemetry, start_spangate
-from bench.procs import LOAD_CORE, VENV_PYTHON, Proc, free_port, memory_mb, settle_cpu, wait_tcp
+from bench.procs import (
+    LOAD_CORE,
+    VENV_PYTHON,
+    Proc,
+    Procs,
+    free_port,
+    memory_mb,
+    settle_cpu,
+    wait_tcp,
+)
 
 
 @dataclass(frozen=True)
@@ -19,6 +28,9 @@ class Settings:
     streams: int
     open_streams: int
     hold_s: float
+    #: Sequential streams that arrive one event per upstream write (0 = skip), and the gap.
+    chunk_streams: int = 0
+    chunk_gap_ms: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,7 @@ class ConfigRun:
     loads: tuple[load.LoadResult, ...]
     rss_idle_mb: float | None
     stream: streams.StreamResult
+    chunked: streams.StreamResult | None = None
 
 
 def run_configuration(
@@ -41,10 +54,22 @@ def run_configuration(
         )
         rss = _idle_rss(running.proc)
         stream = streams.sequential(running.url, settings.streams, running.proc)
+        chunked = None
+        if settings.chunk_streams:
+            count = settings.chunk_streams
+            chunked = streams.sequential(running.url, count, running.proc, chunked=True)
     finally:
         if running.proc is not None:
             setup.procs.stop(running.proc)
-    return ConfigRun(config.name, loads, rss, stream)
+    return ConfigRun(config.name, loads, rss, stream, chunked)
+
+
+def start_chunk_stream(procs: Procs, gap_ms: float) -> int:
+    """bench/slow_stream.py writing each event on its own, `gap_ms` apart; its port."""
+    port = free_port()
+    argv = [str(VENV_PYTHON), "-m", "bench.slow_stream", "--port", str(port)]
+    wait_tcp(procs.start("chunk-stream", [*argv, "--gap-ms", f"{gap_ms:g}"], LOAD_CORE), port)
+    return port
 
 
 def _idle_rss(proc: Proc | None) -> float | None:

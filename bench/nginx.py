@@ -30,9 +30,14 @@ http {{
 }}
 """
 
-_UPSTREAM = """    server {{
+_UPSTREAM = """    upstream bench_chunks {{
+        server 127.0.0.1:{chunks_port};
+        keepalive 64;
+    }}
+    server {{
         listen 127.0.0.1:{port} backlog=4096;
         location = /v1/chat/completions {{
+            if ($http_{chunks_var}) {{ rewrite ^ /chunks/v1/chat/completions last; }}
             if ($http_{stream_var}) {{ rewrite ^ /stream/v1/chat/completions last; }}
             default_type application/json;
 {json_parts}
@@ -43,6 +48,12 @@ _UPSTREAM = """    server {{
             add_header Cache-Control no-cache;
 {sse_parts}
             return 200 "{sse_vars}";
+        }}
+        location = /chunks/v1/chat/completions {{
+            proxy_pass http://bench_chunks;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
         }}
     }}"""
 
@@ -92,14 +103,20 @@ def _start(procs: Procs, name: str, server: str, core: str, port: int) -> Proc:
     return proc
 
 
-def start_upstream(procs: Procs) -> tuple[Proc, int]:
-    """The canned OpenAI upstream on the load core; returns the process and its port."""
+def start_upstream(procs: Procs, chunks_port: int = 0) -> tuple[Proc, int]:
+    """The canned OpenAI upstream on the load core; returns the process and its port.
+
+    Requests with the chunks header are passed to `chunks_port` (bench/slow_stream.py
+    sending one event per write), unbuffered: a stream that arrives chunk by chunk.
+    """
     port = free_port()
     json_parts, json_vars = _pieces("json", canned.chat_completion())
     sse_parts, sse_vars = _pieces("sse", canned.sse_stream())
     server = _UPSTREAM.format(
         port=port,
         stream_var=canned.STREAM_HEADER.replace("-", "_"),
+        chunks_var=canned.CHUNKS_HEADER.replace("-", "_"),
+        chunks_port=chunks_port or free_port(),  # nothing listens: such a request gets a 502
         json_parts=json_parts,
         json_vars=json_vars,
         sse_parts=sse_parts,

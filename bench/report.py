@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from bench.configs import DIRECT, FULL, PASSTHROUGH
 from bench.measure import ConfigRun
-from bench.streams import OpenStreamsResult
+from bench.streams import OpenStreamsResult, StreamResult
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Summary:
     loads: list[LoadRow]
     streams: list[StreamRow]
     open_streams: OpenStreamsResult | None
+    #: Streams whose events arrived one upstream write each (empty when not measured).
+    chunked: list[StreamRow] = field(default_factory=list)
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -66,8 +68,18 @@ def summarize(runs: Sequence[ConfigRun], opens: Sequence[OpenStreamsResult]) -> 
     names = list(dict.fromkeys(run.name for run in runs))
     by_name = {name: [run for run in runs if run.name == name] for name in names}
     loads = [row for name in names for row in _load_rows(name, by_name[name])]
-    stream_rows = [_stream_row(name, by_name[name]) for name in names]
-    return Summary(loads, stream_rows, _median_open(opens))
+    stream_rows = [_stream_row(name, by_name[name], lambda r: r.stream) for name in names]
+    chunked = [
+        _stream_row(name, by_name[name], lambda r: _must_stream(r.chunked))
+        for name in names
+        if all(run.chunked is not None for run in by_name[name])
+    ]
+    return Summary(loads, stream_rows, _median_open(opens), chunked)
+
+
+def _must_stream(result: StreamResult | None) -> StreamResult:
+    assert result is not None
+    return result
 
 
 def _load_rows(name: str, runs: list[ConfigRun]) -> list[LoadRow]:
@@ -91,13 +103,16 @@ def _load_rows(name: str, runs: list[ConfigRun]) -> list[LoadRow]:
     return rows
 
 
-def _stream_row(name: str, runs: list[ConfigRun]) -> StreamRow:
+def _stream_row(
+    name: str, runs: list[ConfigRun], which: Callable[[ConfigRun], StreamResult]
+) -> StreamRow:
+    results = [which(run) for run in runs]
     return StreamRow(
         config=name,
-        ttfe_ms=_must(_median(run.stream.ttfe_ms for run in runs)),
-        end_ms=_must(_median(run.stream.end_ms for run in runs)),
-        cpu_ms=_median(run.stream.cpu_ms_per_stream for run in runs),
-        events=runs[0].stream.events_per_stream,
+        ttfe_ms=_must(_median(r.ttfe_ms for r in results)),
+        end_ms=_must(_median(r.end_ms for r in results)),
+        cpu_ms=_median(r.cpu_ms_per_stream for r in results),
+        events=results[0].events_per_stream,
         rss_idle_mb=_median(run.rss_idle_mb for run in runs),
     )
 
@@ -125,8 +140,9 @@ def load_row(summary: Summary, config: str, concurrency: int) -> LoadRow | None:
     return None
 
 
-def stream_row(summary: Summary, config: str) -> StreamRow | None:
-    return next((row for row in summary.streams if row.config == config), None)
+def stream_row(summary: Summary, config: str, chunked: bool = False) -> StreamRow | None:
+    rows = summary.chunked if chunked else summary.streams
+    return next((row for row in rows if row.config == config), None)
 
 
 def added(summary: Summary, row: LoadRow, field: Callable[[LoadRow], float]) -> float | None:
@@ -167,15 +183,15 @@ def load_table(summary: Summary) -> list[str]:
     return lines
 
 
-def stream_table(summary: Summary) -> list[str]:
-    direct = stream_row(summary, DIRECT)
-    ref = stream_row(summary, PASSTHROUGH)
+def stream_table(summary: Summary, chunked: bool = False) -> list[str]:
+    direct = stream_row(summary, DIRECT, chunked)
+    ref = stream_row(summary, PASSTHROUGH, chunked)
     lines = [
         "| config | TTFE ms | +TTFE ms vs direct | end ms | CPU ms/stream "
         "| x pass-through | events seen | RSS MB idle after load |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in summary.streams:
+    for row in summary.chunked if chunked else summary.streams:
         extra = row.ttfe_ms - direct.ttfe_ms if direct else None
         ratio = row.cpu_ms / ref.cpu_ms if row.cpu_ms and ref and ref.cpu_ms else None
         lines.append(
@@ -212,6 +228,7 @@ def targets(summary: Summary) -> list[Target]:
         _latency_target(summary, "added p99 at c=1", lambda r: r.p99_ms, 2.0),
         _stream_ttfe_target(summary),
         _stream_cpu_target(summary),
+        _chunked_cpu_target(summary),
         _rss_idle_target(summary),
         _rss_open_target(summary),
         _unreachable_target(summary),
@@ -250,7 +267,21 @@ def _stream_ttfe_target(summary: Summary) -> Target:
 def _stream_cpu_target(summary: Summary) -> Target:
     row = stream_row(summary, FULL)
     value = row.cpu_ms if row else None
-    return Target("CPU per 20-chunk stream", _fmt(value, 3, " ms"), "≤ 1.5 ms", _check(value, 1.5))
+    what = "CPU per 20-chunk stream, arriving in one piece"
+    return Target(what, _fmt(value, 3, " ms"), "≤ 1.5 ms", _check(value, 1.5))
+
+
+def _chunked_cpu_target(summary: Summary) -> Target:
+    """The same goal for a stream that arrives as providers send one: a read and a send per
+    chunk. The pass-through's own cost is shown alongside, because it may be over the goal."""
+    row = stream_row(summary, FULL, chunked=True)
+    ref = stream_row(summary, PASSTHROUGH, chunked=True)
+    value = row.cpu_ms if row else None
+    measured = _fmt(value, 3, " ms")
+    if value is not None and ref is not None and ref.cpu_ms:
+        measured += f" ({value / ref.cpu_ms:.2f}x the pass-through's {ref.cpu_ms:.3f} ms)"
+    what = "CPU per 20-chunk stream, one upstream write per chunk"
+    return Target(what, measured, "≤ 1.5 ms", _check(value, 1.5))
 
 
 def _rss_idle_target(summary: Summary) -> Target:
@@ -297,9 +328,13 @@ def markdown(summary: Summary, header: list[str], versions: dict[str, str]) -> s
         "",
         *load_table(summary),
         "",
-        "## Streaming (20-chunk SSE, sequential, concurrency 1)",
+        "## Streaming (20-chunk SSE in one piece from nginx, sequential, concurrency 1)",
         "",
         *stream_table(summary),
+        "",
+        "## Streaming chunk by chunk (one upstream write per event, sequential)",
+        "",
+        *(stream_table(summary, chunked=True) if summary.chunked else ["(not measured)"]),
         "",
         "## Open streams",
         "",

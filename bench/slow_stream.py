@@ -43,7 +43,8 @@ async def _serve(port: int, hold_s: float, gap_s: float) -> None:
     app = web.Application()
     app[HOLD_S] = hold_s
     app[GAP_S] = gap_s
-    app.router.add_post("/v1/chat/completions", stream)
+    # Any path: the nginx upstream passes chunked streams on under its own prefix.
+    app.router.add_post("/{path:.*}", stream)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()

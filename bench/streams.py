@@ -21,6 +21,7 @@ from bench import canned
 from bench.procs import Proc, cpu_seconds, memory_mb, settle_cpu
 
 _HEADERS = {**canned.REQUEST_HEADERS, canned.STREAM_HEADER: "1"}
+_CHUNKED_HEADERS = {**_HEADERS, canned.CHUNKS_HEADER: "1"}
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,13 @@ class OpenStreamsResult:
     hwm_mb: float
 
 
-async def _one_stream(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[float, ...]:
+async def _one_stream(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> tuple[float, ...]:
     start = time.perf_counter()
     first = 0.0
     received = b""
-    async with session.post(url, data=body, headers=_HEADERS) as response:
+    async with session.post(url, data=body, headers=headers) as response:
         if response.status != 200:
             raise RuntimeError(f"stream answered {response.status}: {await response.text()}")
         while chunk := await response.content.readany():
@@ -60,20 +63,27 @@ async def _one_stream(session: aiohttp.ClientSession, url: str, body: bytes) -> 
     return first - start, end - start, received.count(b"data:")
 
 
-async def _sequential(url: str, count: int, timeout_s: float) -> list[tuple[float, ...]]:
+async def _sequential(
+    url: str, count: int, timeout_s: float, headers: dict[str, str]
+) -> list[tuple[float, ...]]:
     body = canned.chat_request(stream=True)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await _one_stream(session, url, body)  # warm the keep-alive connection
+        await _one_stream(session, url, body, headers)  # warm the keep-alive connection
         async with asyncio.timeout(timeout_s):
-            return [await _one_stream(session, url, body) for _ in range(count)]
+            return [await _one_stream(session, url, body, headers) for _ in range(count)]
 
 
-def sequential(base_url: str, count: int, proxy: Proc | None) -> StreamResult:
+def sequential(
+    base_url: str, count: int, proxy: Proc | None, chunked: bool = False
+) -> StreamResult:
+    """`chunked`: the stream comes from the upstream one event per write (see
+    nginx.start_upstream), instead of nginx's canned stream in one piece."""
     url = base_url + "/v1/chat/completions"
+    headers = _CHUNKED_HEADERS if chunked else _HEADERS
     if proxy:
         settle_cpu(proxy.pid)
         before = cpu_seconds(proxy.pid)
-    rows = asyncio.run(_sequential(url, count, timeout_s=max(60.0, count * 0.1)))
+    rows = asyncio.run(_sequential(url, count, max(60.0, count * 0.1), headers))
     cpu_ms = None
     if proxy:
         settle_cpu(proxy.pid)
