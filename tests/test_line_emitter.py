@@ -3,8 +3,10 @@ is the line structlog itself writes, and follows structlog's current configurati
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from instrumentation.logging import LineEmitter, Redactor, configure_logging, tag_worker
+from instrumentation.logging import (
+    LineEmitter,
+    Redactor,
+    TimeStamp,
+    configure_logging,
+    tag_worker,
+)
 
 FIELDS: dict[str, Any] = {
     "trace_id": "0af7651916cd43dd8448eb211c80319c",
@@ -86,3 +94,29 @@ def test_capture_logs_sees_the_line() -> None:
     with capture_logs() as captured:
         LineEmitter("spangate.access", "request.completed")(dict(FIELDS))
     assert captured == [{**FIELDS, "event": "request.completed", "log_level": "info"}]
+
+
+def _structlog_iso(now_ns: int) -> str:
+    """What structlog's TimeStamper(fmt="iso", utc=True) writes for that instant."""
+    second, nanos = divmod(now_ns, 1_000_000_000)
+    moment = dt.datetime.fromtimestamp(second, tz=dt.UTC)
+    return moment.replace(microsecond=nanos // 1000).isoformat().replace("+00:00", "Z")
+
+
+def test_timestamps_are_written_as_structlogs_iso_utc_stamper_writes_them() -> None:
+    """Same text for any instant: across second boundaries, with and without a fraction."""
+    stamp, rng = TimeStamp(), random.Random(5)
+    base = 1_764_670_000 * 1_000_000_000
+    instants = [base, base + 999, base + 1000, base + 999_999_999, base + 1_000_000_000]
+    instants += [base + rng.randrange(10**12) for _ in range(2000)]
+    for now_ns in instants:
+        assert stamp.format(now_ns) == _structlog_iso(now_ns)
+
+
+def test_lines_carry_the_time_they_were_written(stdout: io.BytesIO) -> None:
+    _configure(stdout)
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    LineEmitter("spangate.access", "request.completed")(dict(FIELDS))
+    (line,) = _lines(stdout)
+    written = dt.datetime.fromisoformat(line["ts"].replace("Z", "+00:00"))
+    assert before <= written <= dt.datetime.now(dt.UTC)
