@@ -12,6 +12,7 @@ output parses to exactly what the SDK's encoders produce
 
 from __future__ import annotations
 
+import collections
 import logging
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +33,8 @@ _KIND = {kind: kind.value + 1 for kind in SpanKind}
 #: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK and ..._IS_REMOTE_MASK.
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 _CACHE_LIMIT = 8192
+#: Entries of one key in a full pair cache that mark its values as never repeating.
+_UNIQUE_SHARE = _CACHE_LIMIT // 8
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Value types looked up in the pair cache before anything else.
 _SCALAR_KEYS = frozenset({str, int, bool, tuple})
@@ -165,6 +168,10 @@ class _Encoder:
 
     def __init__(self) -> None:
         self._pairs: dict[tuple[int, str, type, Any], bytes] = {}
+        #: (field, key) pairs whose values do not repeat (ids, timings): not cached.
+        self._unique: set[tuple[int, str]] = set()
+        #: Each attribute key's encoded KeyValue.key, and how many may be kept.
+        self._keys: dict[str, bytes] = {}
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[InstrumentationScope | None, bytes] = {}
 
@@ -241,12 +248,30 @@ class _Encoder:
         return b"".join(parts)
 
     def _pair(self, field: int, key: str, kind: type, value: Any) -> bytes:
-        encoded = _field(field, _key_value(key, value))
-        if _cacheable(kind, value):
+        encoded = _field(field, self._key_value(key, value))
+        if _cacheable(kind, value) and (field, key) not in self._unique:
             if len(self._pairs) >= _CACHE_LIMIT:
-                self._pairs.clear()
+                self._retire()
+                if (field, key) in self._unique:
+                    return encoded
             self._pairs[(field, key, kind, value)] = encoded
         return encoded
+
+    def _key_value(self, key: str, value: Any) -> bytes:
+        prefix = self._keys.get(key)
+        if prefix is None:
+            prefix = _field(1, _utf8(key))
+            if len(self._keys) < _CACHE_LIMIT:
+                self._keys[key] = prefix
+        return prefix + _field(2, _any_value(value))
+
+    def _retire(self) -> None:
+        """The pair cache is full: the keys that filled most of it (a trace id on every
+        log line, a response id, a duration) are not cached from now on, so that the
+        pairs that do repeat stay cached instead of being cleared with them."""
+        counts = collections.Counter((field, key) for field, key, _, _ in self._pairs)
+        self._unique.update(pair for pair, count in counts.items() if count >= _UNIQUE_SHARE)
+        self._pairs.clear()
 
     def _resource(self, resource: Resource) -> bytes:
         # The Resource is kept alongside so that its id cannot be reused by another.

@@ -195,6 +195,32 @@ def test_the_pair_cache_tells_true_from_one_and_stays_bounded() -> None:
     assert len(encoder._pairs) <= 8192
 
 
+def test_keys_whose_values_never_repeat_stop_being_cached_and_encode_the_same() -> None:
+    """A trace id on every line filled the pair cache, which was then cleared with the
+    pairs that do repeat; now such a key is left out of the cache, and spans still
+    encode exactly as the SDK encodes them."""
+    encoder = SpanEncoder()
+
+    def make(n: int) -> ReadableSpan:
+        return ReadableSpan(
+            name="s",
+            context=SpanContext(1, 2, is_remote=False),
+            attributes={"request.id": f"req-{n}", "model": "gpt-4o-mini", "port": 443},
+            resource=Resource({}),
+            start_time=1,
+            end_time=2,
+        )
+
+    for n in range(10_000):
+        encoder.encode([make(n)])
+    assert (9, "request.id") in encoder._unique
+    assert not any(key == "request.id" for _, key, _, _ in encoder._pairs)
+    assert (9, "model", str, "gpt-4o-mini") in encoder._pairs
+    for n in (10_000, 10_001):
+        parsed = ExportTraceServiceRequest.FromString(encoder.encode([make(n)]))
+        assert parsed == encode_spans([make(n)])
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_otlp_exporters_use_otlpwire_with_the_installed_sdk(protocol: str) -> None:
     """Spans and logs, both transports take the fast encoders; an SDK change that
