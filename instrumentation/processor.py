@@ -44,7 +44,7 @@ class AttemptView(msgspec.Struct):
 class Processor:
     def __init__(
         self,
-        instruments: Instruments,
+        instruments: Instruments | None,
         spans: SpanFactory,
         span_queue: BatchQueue[ReadableSpan] | None,
         content: ContentPolicy,
@@ -64,9 +64,10 @@ class Processor:
         extractor = EXTRACTORS.get(record.api or "") if record.operation else None
         request = extractor.request(record.body, self._content.enabled) if extractor else None
         views = [self._view(record, a, extractor) for a in record.attempts]
-        for view in views:
-            self._attempt_metrics(record, view)
-        self._request_metrics(record, views)
+        if self._m is not None:
+            for view in views:
+                self._attempt_metrics(self._m, record, view)
+            self._request_metrics(self._m, record, views)
         if record.sampled and self._span_queue is not None:
             self._span_queue.put(self._build_spans(record, request, views))
         if self._emit_event is not None and request is not None and self._content.on_event:
@@ -102,50 +103,52 @@ class Processor:
         )
 
     # --- metrics ----------------------------------------------------------
-    def _attempt_metrics(self, record: RequestRecord, view: AttemptView) -> None:
+    def _attempt_metrics(self, m: Instruments, record: RequestRecord, view: AttemptView) -> None:
         attempt, facts = view.record, view.facts
         outcome = "error" if view.error else "success"
         attempt_attrs = {sc.SPANGATE_PROVIDER: attempt.provider, sc.ATTR_OUTCOME: outcome}
         if attempt.failure_class:
             attempt_attrs[sc.ATTR_FAILURE_CLASS] = attempt.failure_class
-        self._m.attempts.add(1, attempt_attrs)
+        m.attempts.add(1, attempt_attrs)
         if attempt.hedge_outcome is not None:
-            self._m.hedges.add(
+            m.hedges.add(
                 1, {sc.SPANGATE_PROVIDER: attempt.provider, sc.ATTR_OUTCOME: attempt.hedge_outcome}
             )
         if view.stream_outcome not in (None, "completed", "client_disconnected"):
-            self._m.interrupted.add(1, {sc.SPANGATE_PROVIDER: attempt.provider})
+            m.interrupted.add(1, {sc.SPANGATE_PROVIDER: attempt.provider})
         if record.operation is None:
             return
         attrs = _metric_attrs(record, view)
         end = attempt.end_ns or record.end_ns
-        self._m.duration.record((end - attempt.start_ns) * _NS, attrs)
+        m.duration.record((end - attempt.start_ns) * _NS, attrs)
         if facts.input_tokens is not None:
-            self._m.token_usage.record(facts.input_tokens, {**attrs, sc.GEN_AI_TOKEN_TYPE: "input"})
+            m.token_usage.record(facts.input_tokens, {**attrs, sc.GEN_AI_TOKEN_TYPE: "input"})
         if facts.output_tokens is not None:
             out_attrs = {**attrs, sc.GEN_AI_TOKEN_TYPE: "output"}
-            self._m.token_usage.record(facts.output_tokens, out_attrs)
+            m.token_usage.record(facts.output_tokens, out_attrs)
         if view.ttfc_s is not None:
-            self._m.time_to_first_chunk.record(view.ttfc_s, attrs)
+            m.time_to_first_chunk.record(view.ttfc_s, attrs)
         if view.gaps_s:
-            self._m.time_per_output_chunk.record_many(view.gaps_s, attrs)
+            m.time_per_output_chunk.record_many(view.gaps_s, attrs)
         if view.cost:
             cost_attrs = {
                 sc.GEN_AI_PROVIDER_NAME: attempt.system,
                 sc.GEN_AI_REQUEST_MODEL: view.model or "",
             }
-            self._m.cost.add(view.cost, cost_attrs)
+            m.cost.add(view.cost, cost_attrs)
 
-    def _request_metrics(self, record: RequestRecord, views: list[AttemptView]) -> None:
+    def _request_metrics(
+        self, m: Instruments, record: RequestRecord, views: list[AttemptView]
+    ) -> None:
         attrs = {
             sc.ATTR_ROUTE: record.alias or "passthrough",
             sc.ATTR_STATUS_CLASS: f"{record.status // 100}xx" if record.status else "none",
         }
-        self._m.requests.add(1, attrs)
+        m.requests.add(1, attrs)
         if record.fallback or _served_by_later_attempt(record):
-            self._m.failovers.add(1, {sc.ATTR_ROUTE: attrs[sc.ATTR_ROUTE]})
+            m.failovers.add(1, {sc.ATTR_ROUTE: attrs[sc.ATTR_ROUTE]})
         if record.overhead_ns:
-            self._m.overhead.record(record.overhead_ns * _NS, {sc.ATTR_ROUTE: attrs[sc.ATTR_ROUTE]})
+            m.overhead.record(record.overhead_ns * _NS, {sc.ATTR_ROUTE: attrs[sc.ATTR_ROUTE]})
 
     # --- spans ------------------------------------------------------------
     def _build_spans(

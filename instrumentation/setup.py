@@ -174,7 +174,8 @@ class Telemetry:
                 cast(MergingReader, reader).attach(summed, scope, self.resource)
         instruments.health = self._health
         processor = Processor(
-            instruments,
+            # No reader, no metrics: nothing would ever collect what is recorded.
+            instruments if readers else None,
             SpanFactory(
                 self.resource, InstrumentationScope("spangate", __version__, sc.SCHEMA_URL)
             ),

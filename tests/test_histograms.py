@@ -35,7 +35,7 @@ from instrumentation.logging import Redactor
 from instrumentation.readers import InMemoryReader, PrometheusReader, takes_summed_histograms
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.setup import Telemetry
-from proxy.config import TelemetryConfig
+from proxy.config import PrometheusConfig, TelemetryConfig
 
 BOUNDS = (0.01, 0.1, 1.0, 10.0)
 DELTA: dict[type, AggregationTemporality] = {HistogramInstrument: AggregationTemporality.DELTA}
@@ -264,6 +264,26 @@ def test_spangate_readers_get_spangate_histograms() -> None:
     telemetry = _telemetry(InMemoryReader())
     try:
         assert telemetry.summed_histograms
+    finally:
+        telemetry.shutdown()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TelemetryConfig(sdk_disabled=True),
+        TelemetryConfig(prometheus=PrometheusConfig(enabled=False)),
+    ],
+    ids=["sdk-disabled", "no-reader"],
+)
+def test_without_any_metric_reader_the_worker_records_no_metrics(config: TelemetryConfig) -> None:
+    """Nothing would ever collect them; the request line is still written."""
+    telemetry = Telemetry(config, Redactor(), env={}, pipeline="thread", announce=False)
+    try:
+        processor: Any = telemetry._sink._process  # type: ignore[union-attr]
+        assert processor._m is None
+        telemetry.submit(_chat_record())
+        assert telemetry.flush()
     finally:
         telemetry.shutdown()
 
