@@ -3,9 +3,11 @@ while nothing comes."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,36 +49,36 @@ def _runs(thread: threading.Thread) -> int:
     return int(stat.split()[2])
 
 
-def test_an_idle_worker_is_woken_by_the_next_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After a quiet spell the worker sleeps without a timer worth waiting for; the next
-    record wakes it, and records that follow are all processed."""
-    monkeypatch.setattr(worker, "IDLE_WAIT_S", 3600.0)
+@contextlib.contextmanager
+def _idle_sink() -> Iterator[tuple[RecordSink, _Processed]]:
+    """A worker that has processed one record and gone idle; shut down afterwards."""
     processed = _Processed()
     sink = RecordSink(processed, DropCounter())
     try:
         sink.submit(RequestRecord("POST", "/v1/chat/completions"))
         assert processed.wait_for(1)
         _wait_idle(sink)
+        yield sink, processed
+    finally:
+        sink.shutdown(WAIT_S)
+
+
+def test_an_idle_worker_is_woken_by_the_next_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a quiet spell the worker sleeps without a timer worth waiting for; the next
+    record wakes it, and records that follow are all processed."""
+    monkeypatch.setattr(worker, "IDLE_WAIT_S", 3600.0)
+    with _idle_sink() as (sink, processed):
         for _ in range(50):
             sink.submit(RequestRecord("POST", "/v1/chat/completions"))
         assert processed.wait_for(51)
         assert sink.flush(WAIT_S)
-    finally:
-        sink.shutdown(WAIT_S)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc schedstat")
 def test_an_idle_worker_thread_is_not_woken_by_a_timer() -> None:
     """An idle sidecar costs no CPU for telemetry: the worker sleeps until a record comes
     (polling with back-off woke it every 2-50 ms, ~10 times in half a second)."""
-    processed = _Processed()
-    sink = RecordSink(processed, DropCounter())
-    try:
-        sink.submit(RequestRecord("POST", "/v1/chat/completions"))
-        assert processed.wait_for(1)
-        _wait_idle(sink)
+    with _idle_sink() as (sink, _):
         before = _runs(sink._thread)
         time.sleep(0.5)
         assert _runs(sink._thread) - before <= 1
-    finally:
-        sink.shutdown(WAIT_S)
