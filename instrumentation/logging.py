@@ -162,32 +162,44 @@ class LineEmitter:
     def __init__(self, name: str, event: str, level: str = "info") -> None:
         self._name, self._event, self._method = name, event, level
         self._number = logging.getLevelName(level.upper())
-        self._built_for: Any = None
+        #: The configuration the chain, logger and level were taken from.
+        self._built_for: tuple[Any, ...] | None = None
         self._chain: list[Any] = []
         self._logger: Any = None
+        self._cached = False
         self._enabled = True
 
     def __call__(self, fields: dict[str, Any]) -> None:
         config = structlog.get_config()
-        if config["processors"] is not self._built_for:
+        built = self._built_for
+        if (
+            built is None
+            or config["processors"] is not built[0]
+            or config["logger_factory"] is not built[1]
+            or config["wrapper_class"] is not built[2]
+            or config["cache_logger_on_first_use"] != built[3]
+        ):
             self._build(config)
         if not self._enabled:
             return
         method = self._method
+        # A logger per line unless structlog caches them (spangate's configuration does):
+        # structlog's default PrintLogger takes whatever sys.stdout is when it is made.
+        logger = self._logger if self._cached else config["logger_factory"](self._name)
         # Key order as structlog's: the fields, then the event name.
         event: Any = {**fields, "event": self._event}
         try:
             for processor in self._chain:
-                event = processor(self._logger, method, event)
+                event = processor(logger, method, event)
         except structlog.DropEvent:
             return
         if isinstance(event, str | bytes | bytearray):
-            getattr(self._logger, method)(event)
+            getattr(logger, method)(event)
         elif isinstance(event, tuple):
             args, kwargs = event
-            getattr(self._logger, method)(*args, **kwargs)
+            getattr(logger, method)(*args, **kwargs)
         else:
-            getattr(self._logger, method)(**event)
+            getattr(logger, method)(**event)
 
     def _build(self, config: dict[str, Any]) -> None:
         processors = config["processors"]
@@ -196,7 +208,14 @@ class LineEmitter:
         # A filtering bound logger says whether the level is on; any other wrapper logs all.
         enabled = getattr(bound, "is_enabled_for", None)
         self._enabled = bool(enabled(self._number)) if enabled is not None else True
-        self._chain, self._built_for = list(processors), processors
+        self._cached = bool(config["cache_logger_on_first_use"])
+        self._chain = list(processors)
+        self._built_for = (
+            processors,
+            config["logger_factory"],
+            config["wrapper_class"],
+            config["cache_logger_on_first_use"],
+        )
 
 
 def configure_logging(redactor: Redactor, level: str = "info", sinks: Iterable[Any] = ()) -> None:

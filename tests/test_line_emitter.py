@@ -3,6 +3,7 @@ is the line structlog itself writes, and follows structlog's current configurati
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -88,6 +89,31 @@ def test_a_processor_dropping_the_event_drops_the_line_quietly(stdout: io.BytesI
     _configure(stdout, sinks=[drop])
     LineEmitter("spangate.access", "request.completed")(dict(FIELDS))
     assert stdout.getvalue() == b""
+
+
+def test_a_new_logger_factory_alone_takes_effect(stdout: io.BytesIO) -> None:
+    _configure(stdout)
+    emit = LineEmitter("spangate.access", "request.completed")
+    emit(dict(FIELDS))
+    elsewhere = io.BytesIO()
+    structlog.configure(logger_factory=structlog.BytesLoggerFactory(elsewhere))
+    emit(dict(FIELDS))
+    assert len(_lines(stdout)) == 1
+    assert len(_lines(elsewhere)) == 1
+
+
+def test_with_structlogs_defaults_each_line_goes_to_the_stdout_of_its_moment() -> None:
+    """structlog's default PrintLogger takes sys.stdout when it is made, and uncached
+    loggers are made per call: a line must not go to a stdout that was replaced since."""
+    structlog.reset_defaults()
+    emit = LineEmitter("spangate.access", "request.completed")
+    first, second = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(first):
+        emit(dict(FIELDS))
+    with contextlib.redirect_stdout(second):
+        emit(dict(FIELDS))
+    assert "request.completed" in first.getvalue()
+    assert "request.completed" in second.getvalue()
 
 
 def test_capture_logs_sees_the_line() -> None:
