@@ -62,8 +62,16 @@ def settings_from_env() -> Settings:
         open_streams=int(env.get("BENCH_OPEN_STREAMS", "1000")),
         hold_s=float(env.get("BENCH_HOLD_SECONDS", "8")),
         chunk_streams=int(env.get("BENCH_CHUNK_STREAMS", "200")),
-        chunk_gap_ms=float(env.get("BENCH_CHUNK_GAP_MS", "1")),
+        chunk_gap_ms=_positive(env.get("BENCH_CHUNK_GAP_MS", "1"), "BENCH_CHUNK_GAP_MS"),
     )
+
+
+def _positive(raw: str, name: str) -> float:
+    """A gap of 0 would make bench/slow_stream.py hold each stream instead of pacing it."""
+    value = float(raw)
+    if not value > 0:
+        raise SystemExit(f"bench: {name} must be above 0 (got {raw!r})")
+    return value
 
 
 def selected_configurations() -> list[Configuration]:
@@ -161,9 +169,8 @@ def _header(settings: Settings, chosen: list[Configuration], date: str) -> list[
         "",
         f"wrk {settings.seconds:g} s per level, concurrency {settings.concurrency}, "
         f"{settings.repeats} repeat(s) (medians), {settings.streams} sequential streams, "
-        f"{settings.chunk_streams} sequential streams arriving chunk by chunk "
-        f"({settings.chunk_gap_ms:g} ms apart), "
-        f"{settings.open_streams} open streams. Proxy under test pinned to core 0; nginx "
+        f"{_chunked(settings)}{settings.open_streams} open streams. Proxy under test pinned "
+        "to core 0; nginx "
         "upstream, rotel and load generators on core 1. Numbers from a shared, noisy 2-core "
         "machine: compare configurations within this run, not across runs.",
         "",
@@ -172,6 +179,15 @@ def _header(settings: Settings, chosen: list[Configuration], date: str) -> list[
         *(f"- `{c.name}`: {c.meaning}" for c in chosen),
     ]
     return lines
+
+
+def _chunked(settings: Settings) -> str:
+    if not settings.chunk_streams:
+        return ""
+    return (
+        f"{settings.chunk_streams} sequential streams arriving chunk by chunk "
+        f"({settings.chunk_gap_ms:g} ms apart), "
+    )
 
 
 def _update_readme(summary: report.Summary, settings: Settings, date: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import load, streams
+from bench import canned, load, streams
 from bench.configs import Configuration, Setup, full_telemetry, start_spangate
 from bench.procs import (
     LOAD_CORE,
@@ -57,7 +57,9 @@ def run_configuration(
         chunked = None
         if settings.chunk_streams:
             count = settings.chunk_streams
-            chunked = streams.sequential(running.url, count, running.proc, chunked=True)
+            # Each of a stream's events waits for the gap; twice that, plus the usual.
+            stream_s = 0.1 + 2 * len(canned.sse_events()) * settings.chunk_gap_ms / 1e3
+            chunked = streams.sequential(running.url, count, running.proc, True, stream_s)
     finally:
         if running.proc is not None:
             setup.procs.stop(running.proc)

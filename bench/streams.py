@@ -74,16 +74,17 @@ async def _sequential(
 
 
 def sequential(
-    base_url: str, count: int, proxy: Proc | None, chunked: bool = False
+    base_url: str, count: int, proxy: Proc | None, chunked: bool = False, stream_s: float = 0.1
 ) -> StreamResult:
     """`chunked`: the stream comes from the upstream one event per write (see
-    nginx.start_upstream), instead of nginx's canned stream in one piece."""
+    nginx.start_upstream), instead of nginx's canned stream in one piece. `stream_s`:
+    a generous time per stream, for the run's time limit."""
     url = base_url + "/v1/chat/completions"
     headers = _CHUNKED_HEADERS if chunked else _HEADERS
     if proxy:
         settle_cpu(proxy.pid)
         before = cpu_seconds(proxy.pid)
-    rows = asyncio.run(_sequential(url, count, max(60.0, count * 0.1), headers))
+    rows = asyncio.run(_sequential(url, count, max(60.0, count * stream_s), headers))
     cpu_ms = None
     if proxy:
         settle_cpu(proxy.pid)

@@ -164,7 +164,7 @@ class LineEmitter:
         self._number = logging.getLevelName(level.upper())
         #: The configuration the chain, logger and level were taken from.
         self._built_for: tuple[Any, ...] | None = None
-        self._chain: list[Any] = []
+        self._chain: Any = ()
         self._logger: Any = None
         self._cached = False
         self._enabled = True
@@ -209,7 +209,7 @@ class LineEmitter:
         enabled = getattr(bound, "is_enabled_for", None)
         self._enabled = bool(enabled(self._number)) if enabled is not None else True
         self._cached = bool(config["cache_logger_on_first_use"])
-        self._chain = list(processors)
+        self._chain = processors  # structlog's own list: changed in place, still followed
         self._built_for = (
             processors,
             config["logger_factory"],

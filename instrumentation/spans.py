@@ -28,14 +28,21 @@ class SpanFactory:
     def __init__(self, resource: Resource, scope: InstrumentationScope) -> None:
         self._resource = resource
         self._scope = scope
-        #: The last record's server span context, which its client spans take as parent.
-        self._server: tuple[RequestRecord | None, SpanContext | None] = (None, None)
+        #: The last server span context (with what it was made of), which the same
+        #: record's client spans take as their parent: built once per record.
+        self._server: tuple[tuple[int, int, str | None], SpanContext] | None = None
 
     def _server_context(self, record: RequestRecord) -> SpanContext:
-        last, context = self._server
-        if last is not record or context is None:
-            context = self._context(record, record.span_id)
-            self._server = (record, context)
+        made_of = (
+            record.trace_id,
+            record.span_id,
+            record.parent.tracestate if record.parent is not None else None,
+        )
+        last = self._server
+        if last is not None and last[0] == made_of:
+            return last[1]
+        context = self._context(record, record.span_id)
+        self._server = (made_of, context)
         return context
 
     def _context(self, record: RequestRecord, span_id: int) -> SpanContext:

@@ -24,8 +24,8 @@ log = logging.getLogger("spangate.telemetry")
 #: the event loop's time in the bench profile). When a poll finds none, the worker
 #: sleeps until the next record wakes it (one `Event.set` per idle spell, not per
 #: request): backing off by polling cost a stream arriving chunk by chunk ~5 wake-ups,
-#: ~0.13 ms of CPU (bench/README.md). IDLE_POLL_S is the sender's back-off
-#: (instrumentation/offload.py) and the idle worker's safety net.
+#: ~0.17 ms of CPU (bench/README.md). IDLE_POLL_S is the telemetry process sender's
+#: back-off (instrumentation/offload.py); IDLE_WAIT_S the idle worker's safety net.
 POLL_S = 0.002
 IDLE_POLL_S = 0.05
 IDLE_WAIT_S = 1.0

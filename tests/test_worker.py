@@ -61,6 +61,7 @@ def _idle_sink() -> Iterator[tuple[RecordSink, _Processed]]:
         yield sink, processed
     finally:
         sink.shutdown(WAIT_S)
+    assert not sink._thread.is_alive(), "the worker did not stop at shutdown"
 
 
 def test_an_idle_worker_is_woken_by_the_next_record(monkeypatch: pytest.MonkeyPatch) -> None:
