@@ -23,7 +23,22 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        return list(self._decode(chunk))
+        single = self._single(chunk)
+        return [single] if single is not None else list(self._decode(chunk))
+
+    def _single(self, chunk: bytes) -> SSEEvent | None:
+        """The event of a chunk that is exactly one `data: ...` line and the blank line
+        after it, with nothing pending: how OpenAI-style providers send each chunk.
+        Three byte checks instead of splitting lines; None for anything else."""
+        if (
+            chunk.endswith(b"\n\n")
+            and chunk.startswith(b"data: ")
+            and chunk.find(b"\n") == len(chunk) - 2
+            and b"\r" not in chunk  # a lone CR ends a line too
+            and not (self._pending or self._data or self._event)
+        ):
+            return SSEEvent("message", chunk[6:-2].decode("utf-8", "replace"))
+        return None
 
     def events(self, chunk: bytes) -> Iterator[SSEEvent]:
         """Like `feed`, lazily: a caller that stops early (the stream commit point stops
@@ -40,6 +55,10 @@ class SSEDecoder:
             start = end
 
     def _decode(self, chunk: bytes) -> Iterator[SSEEvent]:
+        single = self._single(chunk)
+        if single is not None:
+            yield single
+            return
         buffer = self._pending + chunk
         lines = buffer.splitlines(keepends=True)
         # A trailing "\r" may be the first half of "\r\n" split across chunks.
