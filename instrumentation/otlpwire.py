@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -37,7 +38,7 @@ _CACHE_LIMIT = 8192
 _UNIQUE_SHARE = _CACHE_LIMIT // 8
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Value types looked up in the pair cache before anything else.
-_SCALAR_KEYS = frozenset({str, int, bool, tuple})
+_SCALAR_KEYS = frozenset({str, int, bool, tuple, float})
 _CACHEABLE_STR = 256
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -240,6 +241,12 @@ class _Encoder:
                     if hit is not None:
                         parts.append(hit)
                         continue
+                elif kind is list:  # finish reasons: looked up by their tuple
+                    strings = _strings(value)
+                    hit = None if strings is None else pairs.get((field, key, list, strings))
+                    if hit is not None:
+                        parts.append(hit)
+                        continue
                 parts.append(self._pair(field, key, kind, value))
             except (TypeError, ValueError, OverflowError):
                 # As the SDK does: one value that cannot be encoded loses that
@@ -249,6 +256,10 @@ class _Encoder:
 
     def _pair(self, field: int, key: str, kind: type, value: Any) -> bytes:
         encoded = _field(field, self._key_value(key, value))
+        if kind is list:
+            value = _strings(value)  # the cache key of a list of strings; else not cached
+            if value is None:
+                return encoded
         if _cacheable(kind, value) and (field, key) not in self._unique:
             if len(self._pairs) >= _CACHE_LIMIT:
                 self._retire()
@@ -374,13 +385,23 @@ def preparer(exporter: Any) -> Callable[[Sequence[Any]], list[Encoded]] | None:
 
 
 def _cacheable(kind: type, value: Any) -> bool:
-    """Values whose equality implies equal encodings. Not floats (0.0 == -0.0), and
-    tuples only of strings: (1, 0) == (True, False) == (1.0, 0.0) in Python."""
+    """Values whose equality (with their type, part of the key) implies equal encodings.
+    Floats but not zeros (0.0 == -0.0) or NaN (never equal); tuples and lists (looked up
+    by their tuple) only of strings: (1, 0) == (True, False) == (1.0, 0.0) in Python."""
     if kind is str:
         return len(value) <= _CACHEABLE_STR
-    if kind is tuple:
+    if kind is tuple or kind is list:
         return all(type(item) is str for item in value)
+    if kind is float:
+        return value != 0.0 and not math.isnan(value)
     return kind is bool or kind is int
+
+
+def _strings(value: list[Any]) -> tuple[str, ...] | None:
+    """A list of strings as a tuple (a cache key), or None for any other list."""
+    if all(type(item) is str for item in value):
+        return tuple(value)
+    return None
 
 
 def _scope(scope: InstrumentationScope | None, attributes: bytes) -> bytes:

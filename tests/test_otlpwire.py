@@ -7,6 +7,7 @@ messages, so any field otlpwire gets wrong (tag, wire type, presence) fails.
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -193,6 +194,50 @@ def test_the_pair_cache_tells_true_from_one_and_stays_bounded() -> None:
     for n in range(10_000):
         encoder.encode([make(f"value-{n}")])
     assert len(encoder._pairs) <= 8192
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        (1.0, 1, True, 0.2, 0.2),
+        (0.0, -0.0, 0.0, -0.0, 0),
+        (float("inf"), float("-inf"), float("inf")),
+        (["stop"], ("stop",), ["stop"], ["length", "stop"], ["stop"]),
+        ([1, 2], [1.0, 2.0], [True, False], [1, 2]),
+        ([], (), []),
+    ],
+    ids=["floats", "zeros", "infinities", "string-lists", "number-lists", "empty"],
+)
+def test_cached_floats_and_lists_encode_as_the_sdk_does(values: tuple[Any, ...]) -> None:
+    """Floats and lists of strings are cached too; a value that equals another in Python
+    (0.0 and -0.0, 1.0 and 1 and True, a list and its tuple) still gets its own bytes.
+    Each value is encoded after the others, so repeats come from the cache."""
+    encoder = SpanEncoder()
+    for value in values:
+        span = _span_with({"k": value, "other": "x"})
+        parsed = ExportTraceServiceRequest.FromString(encoder.encode([span]))
+        assert parsed == encode_spans([span]), value
+
+
+def test_a_nan_attribute_encodes_as_nan_every_time() -> None:
+    encoder = SpanEncoder()
+    for _ in range(3):
+        parsed = ExportTraceServiceRequest.FromString(
+            encoder.encode([_span_with({"k": float("nan")})])
+        )
+        (attribute,) = parsed.resource_spans[0].scope_spans[0].spans[0].attributes
+        assert math.isnan(attribute.value.double_value)
+
+
+def _span_with(attributes: dict[str, Any]) -> ReadableSpan:
+    return ReadableSpan(
+        name="s",
+        context=SpanContext(1, 2, is_remote=False),
+        attributes=attributes,
+        resource=Resource({}),
+        start_time=1,
+        end_time=2,
+    )
 
 
 def test_keys_whose_values_never_repeat_stop_being_cached_and_encode_the_same() -> None:
