@@ -46,6 +46,10 @@ _pack_fixed32 = struct.Struct("<I").pack
 
 
 _SMALL = [bytes((n,)) for n in range(0x80)]
+#: Start and end time: two fixed64 fields in one pack.
+_pack_times = struct.Struct("<BQBQ").pack
+#: Distinct span names and statuses kept encoded (route names, error types: few).
+_NAMES_LIMIT = 1024
 
 
 def _varint(value: int) -> bytes:
@@ -66,6 +70,9 @@ def _tag(field: int, wire: int) -> bytes:
 
 
 _LEN_TAGS = [_tag(field, _LEN) for field in range(16)]
+_KIND_FIELD = {kind: b"\x30" + _varint(number) for kind, number in _KIND.items()}
+_LOCAL_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
 
 
 def _field(field: int, payload: bytes) -> bytes:
@@ -306,21 +313,28 @@ class _Encoder:
 class SpanEncoder(_Encoder):
     """Batches of ReadableSpans → ExportTraceServiceRequest bytes."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: Encoded span names (a name field) and statuses (a status field): a handful of
+        #: values repeat on every span ("chat gpt-4o-mini", UNSET).
+        self._names: dict[str, bytes] = {}
+        self._statuses: dict[tuple[int, str | None], bytes] = {}
+
     def _item(self, span: ReadableSpan) -> bytes:
         context = span.get_span_context()
         assert context is not None
-        out = bytearray()
-        out += _field(1, context.trace_id.to_bytes(16, "big"))
-        out += _field(2, context.span_id.to_bytes(8, "big"))
+        parent = span.parent
+        # Ids have fixed sizes: their tags and lengths are constants.
+        out = b"\x0a\x10" + context.trace_id.to_bytes(16, "big")
+        out += b"\x12\x08" + context.span_id.to_bytes(8, "big")
         if context.trace_state:
             state = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
             out += _field(3, state.encode())
-        if span.parent is not None:
-            out += _field(4, span.parent.span_id.to_bytes(8, "big"))
-        out += _field(5, _utf8(span.name))
-        out += b"\x30" + _varint(_KIND[span.kind])
-        out += b"\x39" + _pack_fixed64(span.start_time or 0)
-        out += b"\x41" + _pack_fixed64(span.end_time or 0)
+        if parent is not None:
+            out += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
+        out += self._name(span.name)
+        out += _KIND_FIELD[span.kind]
+        out += _pack_times(0x39, span.start_time or 0, 0x41, span.end_time or 0)
         out += self._attributes(9, span.attributes)
         out += _count(10, span.dropped_attributes)
         for event in span.events:
@@ -329,9 +343,24 @@ class SpanEncoder(_Encoder):
         for link in span.links:
             out += _field(13, self._link(link))
         out += _count(14, span.dropped_links)
-        out += _field(15, _status(span.status.status_code.value, span.status.description))
-        out += b"\x85\x01" + _pack_fixed32(_flags(span.parent))
-        return bytes(out)
+        out += self._status(span.status.status_code.value, span.status.description)
+        return out + (_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
+
+    def _name(self, name: str) -> bytes:
+        encoded = self._names.get(name)
+        if encoded is None:
+            encoded = _field(5, _utf8(name))
+            if len(self._names) < _NAMES_LIMIT:
+                self._names[name] = encoded
+        return encoded
+
+    def _status(self, code: int, description: str | None) -> bytes:
+        encoded = self._statuses.get((code, description))
+        if encoded is None:
+            encoded = _field(15, _status(code, description))
+            if len(self._statuses) < _NAMES_LIMIT:
+                self._statuses[(code, description)] = encoded
+        return encoded
 
     def _event(self, event: Event) -> bytes:
         head = b"\x09" + _pack_fixed64(event.timestamp) + _field(2, _utf8(event.name))
