@@ -377,31 +377,46 @@ class SpanEncoder(_Encoder):
 class LogEncoder(_Encoder):
     """Batches of ReadableLogRecords → ExportLogsServiceRequest bytes."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: Severity and body of lines whose body is a short string (the request line's
+        #: "request.completed"), kept encoded.
+        self._heads: dict[tuple[Any, str | None, str], bytes] = {}
+
     def _item(self, readable: ReadableLogRecord) -> bytes:
         record = readable.log_record
-        out = bytearray()
-        if record.timestamp:
-            out += b"\x09" + _pack_fixed64(record.timestamp)
-        severity = getattr(record.severity_number, "value", None)
-        if severity:
-            out += b"\x10" + _varint(severity)
-        if record.severity_text:
-            out += _field(3, record.severity_text.encode())
-        out += _field(5, _any_value(record.body))
+        out = b"\x09" + _pack_fixed64(record.timestamp) if record.timestamp else b""
+        out += self._head(record.severity_number, record.severity_text, record.body)
         out += self._attributes(6, record.attributes)
         out += _count(7, readable.dropped_attributes)
         flags = int(record.trace_flags or 0)
         if flags:
             out += b"\x45" + _pack_fixed32(flags)
-        if record.trace_id:
-            out += _field(9, record.trace_id.to_bytes(16, "big"))
+        if record.trace_id:  # ids have fixed sizes: constant tags and lengths
+            out += b"\x4a\x10" + record.trace_id.to_bytes(16, "big")
         if record.span_id:
-            out += _field(10, record.span_id.to_bytes(8, "big"))
+            out += b"\x52\x08" + record.span_id.to_bytes(8, "big")
         if record.observed_timestamp:
             out += b"\x59" + _pack_fixed64(record.observed_timestamp)
         if record.event_name:
             out += _field(12, record.event_name.encode())
-        return bytes(out)
+        return out
+
+    def _head(self, severity_number: Any, severity_text: str | None, body: Any) -> bytes:
+        """Severity number, severity text and body fields."""
+        key = (severity_number, severity_text, body) if type(body) is str else None
+        if key is not None:
+            cached = self._heads.get(key)
+            if cached is not None:
+                return cached
+        severity = getattr(severity_number, "value", None)
+        out = b"\x10" + _varint(severity) if severity else b""
+        if severity_text:
+            out += _field(3, severity_text.encode())
+        out += _field(5, _any_value(body))
+        if key is not None and len(body) <= _CACHEABLE_STR and len(self._heads) < _NAMES_LIMIT:
+            self._heads[key] = out
+        return out
 
 
 def preparer(exporter: Any) -> Callable[[Sequence[Any]], list[Encoded]] | None:
