@@ -34,8 +34,10 @@ _KIND = {kind: kind.value + 1 for kind in SpanKind}
 #: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK and ..._IS_REMOTE_MASK.
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 _CACHE_LIMIT = 8192
-#: Entries of one key in a full pair cache that mark its values as never repeating.
-_UNIQUE_SHARE = _CACHE_LIMIT // 8
+#: Entries of one key in a full pair cache that mark its values as never repeating:
+#: low enough that a dozen such keys (ids, timings, costs) sharing the cache are all
+#: caught, high enough that a key with a few dozen repeating values never is.
+_UNIQUE_SHARE = _CACHE_LIMIT // 64
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Value types looked up in the pair cache before anything else.
 _SCALAR_KEYS = frozenset({str, int, bool, tuple, float})
@@ -350,7 +352,7 @@ class SpanEncoder(_Encoder):
         encoded = self._names.get(name)
         if encoded is None:
             encoded = _field(5, _utf8(name))
-            if len(self._names) < _NAMES_LIMIT:
+            if len(name) <= _CACHEABLE_STR and len(self._names) < _NAMES_LIMIT:
                 self._names[name] = encoded
         return encoded
 
@@ -358,7 +360,8 @@ class SpanEncoder(_Encoder):
         encoded = self._statuses.get((code, description))
         if encoded is None:
             encoded = _field(15, _status(code, description))
-            if len(self._statuses) < _NAMES_LIMIT:
+            short = description is None or len(description) <= _CACHEABLE_STR
+            if short and len(self._statuses) < _NAMES_LIMIT:
                 self._statuses[(code, description)] = encoded
         return encoded
 

@@ -219,6 +219,30 @@ def test_cached_floats_and_lists_encode_as_the_sdk_does(values: tuple[Any, ...])
         assert parsed == encode_spans([span]), value
 
 
+def test_what_is_cached_is_a_snapshot_and_long_names_are_not_kept() -> None:
+    """A list changed after it was encoded encodes its new items; long span names and
+    status descriptions are encoded every time rather than kept."""
+    encoder = SpanEncoder()
+    reasons = ["stop"]
+    for _ in range(2):
+        span = _span_with({"k": reasons})
+        assert ExportTraceServiceRequest.FromString(encoder.encode([span])) == encode_spans([span])
+        reasons.append("length")
+    long_name = "chat " + "m" * 300
+    span = ReadableSpan(
+        name=long_name,
+        context=SpanContext(1, 2, is_remote=False),
+        resource=Resource({}),
+        status=Status(StatusCode.ERROR, "e" * 300),
+        start_time=1,
+        end_time=2,
+    )
+    for _ in range(2):
+        assert ExportTraceServiceRequest.FromString(encoder.encode([span])) == encode_spans([span])
+    assert long_name not in encoder._names
+    assert all(description != "e" * 300 for _, description in encoder._statuses)
+
+
 def test_a_nan_attribute_encodes_as_nan_every_time() -> None:
     encoder = SpanEncoder()
     for _ in range(3):
