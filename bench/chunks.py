@@ -22,7 +22,8 @@ import time
 
 from bench import canned, configs, streams
 from bench.configs import CONFIGURATIONS, Setup
-from bench.procs import LOAD_CORE, REPO, VENV_PYTHON, Procs, free_port, wait_tcp
+from bench.measure import start_chunk_stream
+from bench.procs import LOAD_CORE, REPO, Procs, free_port
 
 NAMES = (configs.PASSTHROUGH, "spangate-off", configs.FULL)
 #: Events per canned stream: each is one upstream write, so one read and one send.
@@ -55,10 +56,7 @@ def main() -> int:
 
 
 def _setup(procs: Procs, gap_ms: float) -> Setup:
-    port = free_port()
-    argv = [str(VENV_PYTHON), "-m", "bench.slow_stream", "--port", str(port), "--gap-ms"]
-    upstream = procs.start("chunk-stream", [*argv, f"{gap_ms:g}"], LOAD_CORE)
-    wait_tcp(upstream, port)
+    port = start_chunk_stream(procs, gap_ms)
     _, otlp_port, otlp_http_port = configs.start_rotel(procs)
     return Setup(procs, port, otlp_port, otlp_http_port, free_port())
 

@@ -267,9 +267,10 @@ class _Encoder:
         encoded = _field(field, self._key_value(key, value))
         if kind is list:
             value = _strings(value)  # the cache key of a list of strings; else not cached
-            if value is None:
-                return encoded
-        if _cacheable(kind, value) and (field, key) not in self._unique:
+            cacheable = value is not None
+        else:
+            cacheable = _cacheable(kind, value)
+        if cacheable and (field, key) not in self._unique:
             if len(self._pairs) >= _CACHE_LIMIT:
                 self._retire()
                 if (field, key) in self._unique:
@@ -334,7 +335,7 @@ class SpanEncoder(_Encoder):
             out += _field(3, state.encode())
         if parent is not None:
             out += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
-        out += self._name(span.name)
+        out += self._name_field(span.name)
         out += _KIND_FIELD[span.kind]
         out += _pack_times(0x39, span.start_time or 0, 0x41, span.end_time or 0)
         out += self._attributes(9, span.attributes)
@@ -345,10 +346,10 @@ class SpanEncoder(_Encoder):
         for link in span.links:
             out += _field(13, self._link(link))
         out += _count(14, span.dropped_links)
-        out += self._status(span.status.status_code.value, span.status.description)
+        out += self._status_field(span.status.status_code.value, span.status.description)
         return out + (_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
 
-    def _name(self, name: str) -> bytes:
+    def _name_field(self, name: str) -> bytes:
         encoded = self._names.get(name)
         if encoded is None:
             encoded = _field(5, _utf8(name))
@@ -356,7 +357,7 @@ class SpanEncoder(_Encoder):
                 self._names[name] = encoded
         return encoded
 
-    def _status(self, code: int, description: str | None) -> bytes:
+    def _status_field(self, code: int, description: str | None) -> bytes:
         encoded = self._statuses.get((code, description))
         if encoded is None:
             encoded = _field(15, _status(code, description))
@@ -433,11 +434,11 @@ def preparer(exporter: Any) -> Callable[[Sequence[Any]], list[Encoded]] | None:
 
 def _cacheable(kind: type, value: Any) -> bool:
     """Values whose equality (with their type, part of the key) implies equal encodings.
-    Floats but not zeros (0.0 == -0.0) or NaN (never equal); tuples and lists (looked up
-    by their tuple) only of strings: (1, 0) == (True, False) == (1.0, 0.0) in Python."""
+    Floats but not zeros (0.0 == -0.0) or NaN (never equal); tuples only of strings:
+    (1, 0) == (True, False) == (1.0, 0.0) in Python (lists: `_strings`)."""
     if kind is str:
         return len(value) <= _CACHEABLE_STR
-    if kind is tuple or kind is list:
+    if kind is tuple:
         return all(type(item) is str for item in value)
     if kind is float:
         return value != 0.0 and not math.isnan(value)

@@ -24,7 +24,7 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         single = self._single(chunk)
-        return [single] if single is not None else list(self._decode(chunk))
+        return [single] if single is not None else list(self._decode_lines(chunk))
 
     def _single(self, chunk: bytes) -> SSEEvent | None:
         """The event of a chunk that is exactly one `data: ...` line and the blank line
@@ -58,7 +58,10 @@ class SSEDecoder:
         single = self._single(chunk)
         if single is not None:
             yield single
-            return
+        else:
+            yield from self._decode_lines(chunk)
+
+    def _decode_lines(self, chunk: bytes) -> Iterator[SSEEvent]:
         buffer = self._pending + chunk
         lines = buffer.splitlines(keepends=True)
         # A trailing "\r" may be the first half of "\r\n" split across chunks.
