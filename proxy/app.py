@@ -1,4 +1,4 @@
-"""create_app(): routes, middlewares and the upstream session's lifecycle."""
+"""create_app(): routes, the front-door middleware and the upstream session's lifecycle."""
 
 from __future__ import annotations
 
@@ -21,14 +21,7 @@ def create_app(runtime: RuntimeConfig, telemetry: Telemetry | None = None) -> we
     """The application; without `telemetry`, one built from the config and OTEL_* env."""
     server = runtime.config.server
     state = ServerState()
-    app = web.Application(
-        client_max_size=server.max_body_bytes,
-        middlewares=[
-            handlers.no_tracebacks,
-            handlers.refuse_forward_proxying,
-            handlers.count_inflight,
-        ],
-    )
+    app = web.Application(client_max_size=server.max_body_bytes, middlewares=[handlers.front_door])
     app[RUNTIME] = runtime
     app[STATE] = state
     app[TELEMETRY] = telemetry or Telemetry(runtime.config.telemetry, redactor_for(runtime.config))

@@ -31,6 +31,7 @@ from proxy.runtime import Route, RuntimeConfig, Target
 from proxy.sse import SSEDecoder
 from proxy.streaming import is_event_stream
 from proxy.upstream import Upstream
+from proxy.waits import WaitTimer
 
 _WHOLE_BODY_LIMIT = 8 * 1024 * 1024
 _rng = random.Random()
@@ -319,28 +320,33 @@ async def _exchange(
     attempt: AttemptRecord,
     health: TargetHealth,
 ) -> Ready | Failed:
-    timeouts = target.effective_timeouts()
-    remaining = ctx.remaining()
-    limited = (
-        timeouts
-        if timeouts.first_byte_s <= remaining
-        else msgspec.structs.replace(timeouts, first_byte_s=max(remaining, 0.001))
-    )
+    timeouts = _within(target.effective_timeouts(), ctx.remaining())
+    waits = WaitTimer()  # one timer for the attempt's waits: headers, then body
     try:
-        response = await ctx.upstream.send(request, limited, target.provider.name)
-    except SpangateError as exc:
-        return _failed(target, attempt, health, classify_exception(exc.kind), error=exc)
-    attempt.on_response(response.status, response.headers)
-    try:
-        return await _commit(target, request, response, attempt, health, limited)
-    except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-        response.close()
-        kind = "upstream_timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
-        error = UpstreamTimeout(_timeout_text(target)) if kind == "upstream_timeout" else None
-        return _failed(target, attempt, health, classify_exception(kind), error=error)
-    except BaseException:
-        response.close()
-        raise
+        try:
+            response = await ctx.upstream.send(request, timeouts, target.provider.name, waits)
+        except SpangateError as exc:
+            return _failed(target, attempt, health, classify_exception(exc.kind), error=exc)
+        attempt.on_response(response.status, response.headers)
+        try:
+            return await _commit(target, request, response, attempt, health, timeouts, waits)
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            response.close()
+            kind = "upstream_timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
+            error = UpstreamTimeout(_timeout_text(target)) if kind == "upstream_timeout" else None
+            return _failed(target, attempt, health, classify_exception(kind), error=error)
+        except BaseException:
+            response.close()
+            raise
+    finally:
+        waits.close()
+
+
+def _within(timeouts: Timeouts, remaining: float) -> Timeouts:
+    """The target's timeouts, the wait for the first byte cut to the retry deadline."""
+    if timeouts.first_byte_s <= remaining:
+        return timeouts
+    return msgspec.structs.replace(timeouts, first_byte_s=max(remaining, 0.001))
 
 
 async def _commit(
@@ -350,17 +356,20 @@ async def _commit(
     attempt: AttemptRecord,
     health: TargetHealth,
     timeouts: Timeouts,
+    waits: WaitTimer,
 ) -> Ready | Failed:
     if response.status >= 400:
-        error_body = await _read_all(response, timeouts.idle_s)
+        with waits.limit(timeouts.idle_s):
+            error_body = await response.read()
         attempt.on_body(error_body)
         verdict = classify_response(response.status, response.headers, error_body)
         return _failed(target, attempt, health, verdict, response=response, body=error_body)
     if is_event_stream(response) and "Content-Encoding" not in response.headers:
-        return await _commit_stream(target, request, response, attempt, health, timeouts)
+        return await _commit_stream(target, request, response, attempt, health, timeouts, waits)
     body: bytes | None = None
     if _read_before_commit(response):
-        body = await _read_all(response, timeouts.idle_s)
+        with waits.limit(timeouts.idle_s):
+            body = await response.read()
         if not _valid_json(response, body):
             attempt.on_body(body)
             verdict = classify_exception("malformed_response")
@@ -376,10 +385,11 @@ async def _commit_stream(
     attempt: AttemptRecord,
     health: TargetHealth,
     timeouts: Timeouts,
+    waits: WaitTimer,
 ) -> Ready | Failed:
     adapter = target.provider.adapter
     decoder, preface = SSEDecoder(), b""
-    async with asyncio.timeout(timeouts.first_byte_s):
+    with waits.limit(timeouts.first_byte_s):
         while chunk := await response.content.readany():
             preface += chunk
             for event in decoder.events(chunk):
@@ -415,11 +425,6 @@ def _read_before_commit(response: aiohttp.ClientResponse) -> bool:
     if length is not None:
         return length <= _WHOLE_BODY_LIMIT
     return response.content_type == "application/json"
-
-
-async def _read_all(response: aiohttp.ClientResponse, idle_s: float) -> bytes:
-    async with asyncio.timeout(idle_s):
-        return await response.read()
 
 
 class _AnyJSON(msgspec.Struct):

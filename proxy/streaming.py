@@ -22,6 +22,7 @@ from proxy.headers import relayable
 from proxy.sse import split_complete
 from proxy.sse_errors import stream_error_event
 from proxy.sse_transform import Transform
+from proxy.waits import WaitTimer
 
 #: Bodies up to this size are read whole (cheaper); larger ones are streamed.
 _WHOLE_BODY_LIMIT = 8 * 1024 * 1024
@@ -148,7 +149,7 @@ async def _relay_events(
 ) -> web.StreamResponse:
     out = await _start(request, response, extra, _EventStream)
     pending, done = preface, False
-    idle = _Idle(idle_s)
+    idle = WaitTimer()  # time spent writing to the client is not idle: each read starts it
     try:
         while True:
             cut = split_complete(pending)
@@ -166,7 +167,8 @@ async def _relay_events(
                 # Only once it is written: a client gone before the terminal event got
                 # an incomplete stream.
                 done = done or last
-            chunk = await idle.read(response)
+            with idle.limit(idle_s):
+                chunk = await response.content.readany()
             if not chunk:
                 break
             pending += chunk
@@ -207,9 +209,13 @@ async def _relay_bytes(
 ) -> web.StreamResponse:
     """Large or compressed bodies: copied chunk by chunk, unchanged."""
     out = await _start(request, response, extra)
-    idle = _Idle(idle_s)
+    idle = WaitTimer()
     try:
-        while chunk := await idle.read(response):
+        while True:
+            with idle.limit(idle_s):
+                chunk = await response.content.readany()
+            if not chunk:
+                break
             await _write(out, chunk)
     except (_ClientGone, asyncio.CancelledError) as exc:
         tap.on_end("client_disconnected")
@@ -230,66 +236,6 @@ class _ClientGone(Exception):
 
 class _Truncated(Exception):
     """The upstream closed the stream cleanly but before its terminal event."""
-
-
-class _Idle:
-    """The idle timeout of one relay's reads: one timer, re-armed only when it fires
-    during a later read than the one it was armed for. An `asyncio.timeout` per read
-    cost ~5 µs, per chunk of a long stream. Time spent writing to the client is not
-    idle time (a read starts the clock); expiry cancels the task, as asyncio.timeout
-    does, and the read raises TimeoutError."""
-
-    def __init__(self, idle_s: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        self._idle_s = idle_s
-        self._reads = 0
-        self._reading = False
-        self._since = 0.0  # when the current (or last) read began
-        #: The read the timer was armed for. Comparing reads, not clocks: uvloop's
-        #: millisecond timers may fire a hair before the deadline loop.time() computes.
-        self._armed_for = 0
-        self._cancelling = 0
-        self._expired = False
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def read(self, response: aiohttp.ClientResponse) -> bytes:
-        assert self._task is not None
-        self._reads += 1
-        self._reading = True
-        self._since = self._loop.time()
-        self._cancelling = self._task.cancelling()
-        if self._timer is None:
-            self._arm()
-        try:
-            return await response.content.readany()
-        except asyncio.CancelledError:
-            if self._expired and self._task.uncancel() <= self._cancelling:
-                self._expired = False
-                raise TimeoutError from None
-            raise
-        finally:
-            self._reading = False
-
-    def _arm(self) -> None:
-        self._armed_for = self._reads
-        self._timer = self._loop.call_at(self._since + self._idle_s, self._check)
-
-    def _check(self) -> None:
-        self._timer = None
-        if not self._reading:
-            return  # between reads: the next read arms the timer again
-        if self._reads != self._armed_for:
-            self._arm()  # a later read: its own deadline
-            return
-        self._expired = True
-        assert self._task is not None
-        self._task.cancel()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 async def _write(out: web.StreamResponse, data: bytes) -> None:

@@ -6,7 +6,6 @@ spangate errors with a message that names the provider and what to check.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import socket
 
@@ -15,6 +14,7 @@ import aiohttp
 from proxy.config import Timeouts
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from proxy.providers.base import UpstreamRequest
+from proxy.waits import WaitTimer
 
 
 class Upstream:
@@ -47,13 +47,14 @@ class Upstream:
             await self._session.close()
 
     async def send(
-        self, request: UpstreamRequest, timeouts: Timeouts, provider: str
+        self, request: UpstreamRequest, timeouts: Timeouts, provider: str, waits: WaitTimer
     ) -> aiohttp.ClientResponse:
-        """Send and wait for response headers; the caller owns (and closes) the response."""
+        """Send and wait for response headers (within timeouts.first_byte_s, on the
+        attempt's `waits`); the caller owns (and closes) the response."""
         assert self._session is not None, "Upstream.start() was not awaited"
         timeout = _client_timeout(timeouts.total_s, timeouts.connect_s)
         try:
-            async with asyncio.timeout(timeouts.first_byte_s):
+            with waits.limit(timeouts.first_byte_s):
                 return await self._session.request(
                     request.method,
                     request.url,
