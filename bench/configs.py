@@ -119,7 +119,7 @@ def start_spangate(
 
 
 def wait_logged(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + timeout_s * proc.patience
     while text not in proc.log.read_text(errors="replace"):
         if time.monotonic() > deadline or not proc.alive():
             raise RuntimeError(f"{proc.name} never logged {text}: see {proc.log}")

@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,8 @@ class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    #: Readiness waits are multiplied by this (a process under valgrind starts ~20x slower).
+    patience: float = 1.0
 
     @property
     def pid(self) -> int:
@@ -63,6 +65,9 @@ class Procs:
 
     workdir: Path
     started: list[Proc] = field(default_factory=list)
+    #: Rewrites a process's argv before it starts (e.g. to run it under valgrind).
+    wrap: Callable[[str, list[str]], list[str]] | None = None
+    patience: float = 1.0
 
     def start(
         self,
@@ -73,6 +78,7 @@ class Procs:
         cwd: Path = REPO,
     ) -> Proc:
         log = self.workdir / f"{name}.log"
+        argv = self.wrap(name, list(argv)) if self.wrap is not None else list(argv)
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 ["taskset", "-c", core, *argv],
@@ -82,7 +88,7 @@ class Procs:
                 cwd=cwd,
                 env=dict(env) if env is not None else None,
             )
-        proc = Proc(name, popen, log)
+        proc = Proc(name, popen, log, self.patience)
         self.started.append(proc)
         return proc
 
@@ -98,6 +104,7 @@ class Procs:
 
 
 def wait_tcp(proc: Proc, port: int, timeout_s: float = 20.0) -> None:
+    timeout_s *= proc.patience
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _check_alive(proc)
@@ -110,6 +117,7 @@ def wait_tcp(proc: Proc, port: int, timeout_s: float = 20.0) -> None:
 
 
 def wait_http_ok(proc: Proc, url: str, timeout_s: float = 30.0) -> None:
+    timeout_s *= proc.patience
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _check_alive(proc)

@@ -1,0 +1,189 @@
+"""Instructions per request, by thread, under callgrind: `python -m bench.instructions [CONFIG ...]`
+(from the repo root, in .venv).
+
+This machine's speed drifts 1.5-2x between runs, so CPU-time A/Bs of a few per cent
+need many interleaved repeats. An instruction count does not drift: the proxy runs
+under `valgrind --tool=callgrind`, its counters are zeroed after a warm-up, a
+sequential keep-alive client sends BENCH_REQUESTS [1000] requests (BENCH_STREAM=1:
+the canned 20-chunk stream), and the counts are dumped per thread. The same code
+gives the same count to within ~0.5 % run after run, whatever else the machine does.
+
+Instructions are not time: a cache miss or a system call (its kernel side is not
+counted) costs no instructions here, so confirm a win with `make bench` or
+`bench.threads`. Thread 1 is the event loop; the others are numbered by valgrind in
+creation order (with full telemetry the busiest is the telemetry worker).
+Default configurations: aiohttp-passthrough, spangate-off, spangate-full.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import canned, configs, nginx
+from bench.configs import (
+    CONFIGURATIONS,
+    OPTIONAL_CONFIGURATIONS,
+    PASSTHROUGH,
+    Configuration,
+    Setup,
+)
+from bench.procs import LOAD_CORE, VENV_PYTHON, Procs, free_port
+
+DEFAULT = (PASSTHROUGH, "spangate-off", configs.FULL)
+_WARM_UP = 100
+#: Threads under this share of a configuration's total are summed as "other threads".
+_SHOWN_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class Count:
+    name: str
+    #: Instructions per request by valgrind thread number (1 = the event loop).
+    by_thread: dict[int, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.by_thread.values())
+
+
+def main(argv: list[str]) -> int:
+    known = {c.name: c for c in (*CONFIGURATIONS, *OPTIONAL_CONFIGURATIONS)}
+    names = argv or list(DEFAULT)
+    unknown = [n for n in names if n not in known or n in ("direct", "nginx-proxy")]
+    if unknown:
+        print(f"not a Python proxy configuration: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    requests = int(os.environ.get("BENCH_REQUESTS", "1000"))
+    stream = os.environ.get("BENCH_STREAM") == "1"
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    workdir = Path(tempfile.mkdtemp(prefix="spangate-instructions-"))
+    procs = Procs(workdir, wrap=_under_callgrind(workdir), patience=20.0)
+    counts = []
+    try:
+        _, upstream_port = nginx.start_upstream(procs)
+        _, otlp_port, otlp_http_port = configs.start_rotel(procs)
+        setup = Setup(procs, upstream_port, otlp_port, otlp_http_port, closed_port=free_port())
+        for name in names:
+            counts.append(_measure(known[name], setup, workdir, requests, stream))
+            print(f"{name}: {counts[-1].total / 1e6:.3f} M instructions per request", flush=True)
+    finally:
+        procs.stop_all()
+    print()
+    print(render(counts, requests, stream))
+    return 0
+
+
+def _under_callgrind(workdir: Path) -> Callable[[str, list[str]], list[str]]:
+    def wrap(name: str, argv: list[str]) -> list[str]:
+        if not argv or argv[0] != str(VENV_PYTHON):
+            return argv  # the upstream and the receiver run as they are
+        out = workdir / f"callgrind.{name}.%p"
+        return [
+            "valgrind",
+            "--tool=callgrind",
+            "--separate-threads=yes",
+            "--dump-instr=no",
+            f"--callgrind-out-file={out}",
+            *argv,
+        ]
+
+    return wrap
+
+
+def _measure(
+    config: Configuration, setup: Setup, workdir: Path, requests: int, stream: bool
+) -> Count:
+    running = config.start(setup)
+    assert running.proc is not None
+    port = int(running.url.rsplit(":", 1)[1])
+    try:
+        _send(port, _WARM_UP, stream)
+        time.sleep(1.0)  # telemetry of the warm-up processed and exported
+        _control("-z", running.proc.pid)
+        _send(port, requests, stream)
+        time.sleep(1.0)  # ... and of the measured requests
+        _control("-d", running.proc.pid)
+    finally:
+        setup.procs.stop(running.proc)
+    return Count(config.name, _read_dump(workdir, config.name, running.proc.pid, requests))
+
+
+def _control(flag: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True)
+
+
+def _send(port: int, count: int, stream: bool) -> None:
+    body = canned.chat_request(stream)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        for _ in range(count):
+            connection.request("POST", "/v1/chat/completions", body, canned.REQUEST_HEADERS)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"the proxy answered {response.status}")
+    finally:
+        connection.close()
+
+
+def _read_dump(workdir: Path, name: str, pid: int, requests: int) -> dict[int, float]:
+    """The first dump (`-d`), one file per thread: `callgrind.NAME.PID.1-TT`."""
+    by_thread = {}
+    for path in sorted(workdir.glob(f"callgrind.{name}.{pid}.1-*")):
+        thread = int(path.name.rsplit("-", 1)[1])
+        by_thread[thread] = _total(path) / requests
+    if not by_thread:
+        raise RuntimeError(f"no callgrind dump for {name} in {workdir}")
+    return by_thread
+
+
+def _total(path: Path) -> int:
+    with path.open() as dump:
+        for line in dump:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    return 0
+
+
+def render(counts: list[Count], requests: int, stream: bool) -> str:
+    what = "20-chunk streams" if stream else "chat completions"
+    reference = next((c.total for c in counts if c.name == PASSTHROUGH), None)
+    lines = [
+        f"Instructions per request ({requests} sequential {what}, thousands):",
+        "",
+        "| configuration | total | ÷ pass-through | event loop | busiest threads |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for count in counts:
+        ratio = f"{count.total / reference:.2f}x" if reference else "—"
+        lines.append(
+            f"| {count.name} | {count.total / 1e3:,.0f} | {ratio} | "
+            f"{count.by_thread.get(1, 0.0) / 1e3:,.0f} | {_others(count)} |"
+        )
+    return "\n".join(lines)
+
+
+def _others(count: Count) -> str:
+    shown, rest = [], 0.0
+    for thread, value in sorted(count.by_thread.items(), key=lambda item: -item[1]):
+        if thread == 1:
+            continue
+        if value >= _SHOWN_SHARE * count.total:
+            shown.append(f"{thread}: {value / 1e3:,.0f}")
+        else:
+            rest += value
+    if rest:
+        shown.append(f"others: {rest / 1e3:,.0f}")
+    return ", ".join(shown) or "—"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
