@@ -143,6 +143,11 @@ class TimeStamp:
         return f"{cached[1]}.{micros:06d}Z" if micros else f"{cached[1]}Z"
 
 
+#: structlog's loggers that write each message as a line of text: held lines joined by
+#: newlines are the same bytes as the lines written one by one.
+_LINE_LOGGERS = (structlog.BytesLogger, structlog.PrintLogger, structlog.WriteLogger)
+
+
 def _serialize(event: Any, **_: Any) -> bytes:
     return msgspec.json.encode(event, enc_hook=str)
 
@@ -159,8 +164,13 @@ class LineEmitter:
     it does to any logger that is not cached.
     """
 
-    def __init__(self, name: str, event: str, level: str = "info") -> None:
+    def __init__(self, name: str, event: str, level: str = "info", hold: bool = False) -> None:
         self._name, self._event, self._method = name, event, level
+        #: hold=True: rendered lines wait for flush() and leave in one write (the
+        #: telemetry worker flushes after each drain): a write per line was a system
+        #: call per request. Only for a cached logger that writes text lines.
+        self._hold = hold
+        self._held: list[Any] = []
         self._number = logging.getLevelName(level.upper())
         #: The configuration the chain, logger and level were taken from.
         self._built_for: tuple[Any, ...] | None = None
@@ -194,6 +204,9 @@ class LineEmitter:
         except structlog.DropEvent:
             return
         if isinstance(event, str | bytes | bytearray):
+            if self._hold and self._cached and type(logger) in _LINE_LOGGERS:
+                self._held.append(event)
+                return
             getattr(logger, method)(event)
         elif isinstance(event, tuple):
             args, kwargs = event
@@ -201,7 +214,17 @@ class LineEmitter:
         else:
             getattr(logger, method)(**event)
 
+    def flush(self) -> None:
+        """Write the held lines, in one call of the logger they were rendered for."""
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        separator: Any = "\n" if isinstance(held[0], str) else b"\n"
+        getattr(self._logger, self._method)(separator.join(held))
+
     def _build(self, config: dict[str, Any]) -> None:
+        self.flush()  # held lines belong to the output they were rendered for
         processors = config["processors"]
         self._logger = config["logger_factory"](self._name)
         bound = config["wrapper_class"](self._logger, processors=processors, context={})

@@ -173,6 +173,7 @@ class Telemetry:
             for reader in readers:
                 cast(MergingReader, reader).attach(summed, scope, self.resource)
         instruments.health = self._health
+        lines = _completed_logger()
         processor = Processor(
             # No reader, no metrics: nothing would ever collect what is recorded.
             instruments if readers else None,
@@ -182,10 +183,10 @@ class Telemetry:
             self.span_queue,
             self.content,
             PriceTable({**shipped_prices(), **_prices(config)}),
-            _completed_logger(),
+            lines,
             self._event_emitter(),
         )
-        return RecordSink(processor, self.drops)
+        return RecordSink(processor, self.drops, flush=lines.flush)
 
     # --- construction -----------------------------------------------------
     def _pick_span_exporter(
@@ -422,8 +423,9 @@ def _prices(config: TelemetryConfig) -> dict[str, Price]:
     return {model: Price(p.input, p.output, p.cached_input) for model, p in config.prices.items()}
 
 
-def _completed_logger() -> Callable[[dict[str, Any]], None]:
-    return LineEmitter("spangate.access", "request.completed")
+def _completed_logger() -> LineEmitter:
+    # Held until the worker's drain ends: one write for the lines of a drain.
+    return LineEmitter("spangate.access", "request.completed", hold=True)
 
 
 def log_sinks(telemetry: Telemetry) -> list[Any]:

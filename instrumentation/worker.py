@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from instrumentation.export import DropCounter
@@ -33,13 +34,25 @@ IDLE_WAIT_S = 1.0
 #: exporter thread keeps the event loop waiting for up to this long when a
 #: socket becomes ready (the default 5 ms showed up as p99 stalls).
 SWITCH_INTERVAL_S = 0.0005
+#: Under sustained load a drain never ends: its held log lines are written (and its
+#: records counted as finished, for settle()) every this many records.
+FLUSH_EVERY = 64
 
 
 class RecordSink:
     """A bounded hand-off from the event loop to a processing thread."""
 
-    def __init__(self, process: Any, drops: DropCounter, max_queue: int = 8192) -> None:
+    def __init__(
+        self,
+        process: Any,
+        drops: DropCounter,
+        max_queue: int = 8192,
+        flush: Callable[[], None] | None = None,
+    ) -> None:
         self._process = process
+        #: Called after every FLUSH_EVERY records and at the end of each drain (held
+        #: log lines are written there); a record counts as finished only after it.
+        self._flush = flush
         self._drops = drops
         self._max_queue = max_queue
         self._queue: collections.deque[RequestRecord] = collections.deque()
@@ -81,7 +94,7 @@ class RecordSink:
         self._drain()
 
     def _drain(self) -> int:
-        done = 0
+        done = unflushed = 0
         while self._queue:
             self._busy = True
             record = self._queue.popleft()
@@ -92,9 +105,22 @@ class RecordSink:
                 log.debug("telemetry processing failed", exc_info=True)
                 self._drops.add("records", "processing_error")
             done += 1
-            self._finished += 1
+            unflushed += 1
+            if unflushed >= FLUSH_EVERY:
+                self._flushed(unflushed)
+                unflushed = 0
+        if unflushed:
+            self._flushed(unflushed)
         self._busy = False
         return done
+
+    def _flushed(self, count: int) -> None:
+        if self._flush is not None:
+            try:
+                self._flush()
+            except Exception:
+                log.debug("telemetry flush failed", exc_info=True)
+        self._finished += count
 
     def settle(self, timeout_s: float) -> bool:
         """Every record accepted before this call processed — not waiting for later ones,

@@ -153,3 +153,57 @@ def test_lines_carry_the_time_they_were_written(stdout: io.BytesIO) -> None:
     (line,) = _lines(stdout)
     written = dt.datetime.fromisoformat(line["ts"].replace("Z", "+00:00"))
     assert before <= written <= dt.datetime.now(dt.UTC)
+
+
+class _Writes(io.BytesIO):
+    """stdout that counts its writes: a held batch must be one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        return super().write(data)
+
+
+def test_held_lines_leave_in_one_write_as_the_same_bytes() -> None:
+    """hold=True: nothing is written until flush(), then every held line in one write,
+    byte for byte what the lines written one by one would be (time stamps aside)."""
+    one_by_one, held = _Writes(), _Writes()
+    try:
+        for buffer, hold in ((one_by_one, False), (held, True)):
+            _configure(buffer)
+            emit = LineEmitter("spangate.access", "request.completed", hold=hold)
+            for n in range(5):
+                emit({**FIELDS, "status": 200 + n})
+            assert held.writes == 0
+            emit.flush()
+    finally:
+        structlog.reset_defaults()
+    assert held.writes == 1
+    assert one_by_one.writes == 5
+    strip = [{k: v for k, v in line.items() if k != "ts"} for line in _lines(one_by_one)]
+    assert [{k: v for k, v in line.items() if k != "ts"} for line in _lines(held)] == strip
+    assert [line["status"] for line in _lines(held)] == [200, 201, 202, 203, 204]
+
+
+def test_held_lines_go_to_the_output_they_were_rendered_for(stdout: io.BytesIO) -> None:
+    """A reconfiguration while lines are held writes them to the old output first."""
+    _configure(stdout)
+    emit = LineEmitter("spangate.access", "request.completed", hold=True)
+    emit(dict(FIELDS))
+    later = io.BytesIO()
+    structlog.configure(logger_factory=structlog.BytesLoggerFactory(later))
+    emit({**FIELDS, "status": 503})
+    emit.flush()
+    assert [line["status"] for line in _lines(stdout)] == [200]
+    assert [line["status"] for line in _lines(later)] == [503]
+
+
+def test_held_lines_are_not_held_from_capture_logs() -> None:
+    """A chain that does not render text (capture_logs) sees each line at once."""
+    emit = LineEmitter("spangate.access", "request.completed", hold=True)
+    with capture_logs() as captured:
+        emit(dict(FIELDS))
+    assert [entry["event"] for entry in captured] == ["request.completed"]

@@ -83,3 +83,27 @@ def test_an_idle_worker_thread_is_not_woken_by_a_timer() -> None:
         before = _runs(sink._thread)
         time.sleep(0.5)
         assert _runs(sink._thread) - before <= 1
+
+
+def test_a_record_counts_as_finished_only_once_its_drain_is_flushed() -> None:
+    """settle() returns only after the flush that writes the records' held lines; under
+    sustained load a drain is flushed every FLUSH_EVERY records, not only at its end."""
+    held: list[RequestRecord] = []
+    written: list[RequestRecord] = []
+    flushes: list[int] = []
+
+    def flush() -> None:
+        flushes.append(len(held))
+        written.extend(held)
+        held.clear()
+
+    sink = RecordSink(held.append, DropCounter(), flush=flush)
+    try:
+        records = [RequestRecord("POST", "/v1/chat/completions") for _ in range(200)]
+        for record in records:
+            sink.submit(record)
+        assert sink.settle(WAIT_S)
+        assert written == records
+        assert max(flushes) <= worker.FLUSH_EVERY
+    finally:
+        sink.shutdown(WAIT_S)
