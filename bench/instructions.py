@@ -122,14 +122,20 @@ def _control(flag: str, pid: int) -> None:
 
 def _send(port: int, count: int, stream: bool) -> None:
     body = canned.chat_request(stream)
+    # The upstream answers with the canned stream when the header asks for it.
+    headers = {**canned.REQUEST_HEADERS, **({canned.STREAM_HEADER: "1"} if stream else {})}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
         for _ in range(count):
-            connection.request("POST", "/v1/chat/completions", body, canned.REQUEST_HEADERS)
+            connection.request("POST", "/v1/chat/completions", body, headers)
             response = connection.getresponse()
             response.read()
             if response.status != 200:
                 raise RuntimeError(f"the proxy answered {response.status}")
+            if stream and response.getheader("Content-Type", "").split(";")[0] != (
+                "text/event-stream"
+            ):
+                raise RuntimeError("asked for a stream, got no event stream")
     finally:
         connection.close()
 
