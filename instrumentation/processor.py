@@ -280,9 +280,9 @@ def _response_facts(
         decoder = SSEDecoder()
         stamps = []
         for stamp, block in attempt.events:
-            for event in decoder.feed(block):
-                if observer.event(event):
-                    stamps.append(stamp)
+            carried = observer.carried(decoder.feed(block))
+            if carried:
+                stamps += [stamp] * carried
         return observer.finish(), stamps
     if attempt.body is not None:
         return extractor.response(attempt.body, capture), []

@@ -15,6 +15,7 @@ import pytest
 
 from instrumentation import semconv as sc
 from instrumentation.extract import EXTRACTORS, RequestFacts, ResponseFacts
+from instrumentation.extract.base import GuardedObserver
 from proxy.sse import SSEDecoder, SSEEvent
 
 
@@ -1402,3 +1403,31 @@ def test_invalid_tool_arguments_are_kept_as_the_raw_string() -> None:
     facts = EXTRACTORS["chat_completions"].response(enc(body), capture=True)
     assert facts.output_messages is not None
     assert facts.output_messages[0]["parts"][0]["arguments"] == "{bad"
+
+
+class _BreaksOnThird:
+    """A dialect observer with a bug: raises on its third event."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def event(self, event: SSEEvent) -> bool:
+        self.seen += 1
+        if self.seen == 3:
+            raise RuntimeError("a bug on an odd shape")
+        return True
+
+    def finish(self) -> ResponseFacts:
+        return ResponseFacts()
+
+
+def test_a_read_of_events_counts_what_carried_content_until_the_observer_breaks() -> None:
+    """GuardedObserver.carried feeds a whole read's events under one guard: the events
+    before a failing one count, the observer is then left alone, and facts still come."""
+    inner = _BreaksOnThird()
+    observer = GuardedObserver(inner)
+    events = [SSEEvent("message", "{}")] * 5
+    assert observer.carried(events) == 2
+    assert observer.carried(events) == 0
+    assert inner.seen == 3
+    assert observer.finish().output_chunks == 2

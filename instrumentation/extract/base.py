@@ -59,7 +59,7 @@ class Extractor(Protocol):
 
     def response(self, body: bytes, capture: bool) -> ResponseFacts: ...
 
-    def stream(self, capture: bool) -> StreamObserver: ...
+    def stream(self, capture: bool) -> GuardedObserver: ...
 
 
 class GuardedExtractor:
@@ -93,7 +93,7 @@ class GuardedExtractor:
         except Exception:
             return ResponseFacts()
 
-    def stream(self, capture: bool) -> StreamObserver:
+    def stream(self, capture: bool) -> GuardedObserver:
         try:
             return GuardedObserver(self.observer(capture))
         except Exception:
@@ -118,6 +118,20 @@ class GuardedObserver:
             # than build facts on top of an inconsistent assembly.
             self._broken = True
             return False
+        self._chunks += carried
+        return carried
+
+    def carried(self, events: list[SSEEvent]) -> int:
+        """Feed `events` (one read's worth) as `event` would, one guard for all of them;
+        how many carried output content."""
+        if self._broken:
+            return 0
+        inner, carried = self._inner, 0
+        try:
+            for event in events:
+                carried += inner.event(event)
+        except Exception:
+            self._broken = True
         self._chunks += carried
         return carried
 

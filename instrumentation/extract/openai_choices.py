@@ -12,7 +12,7 @@ import msgspec
 
 from instrumentation import semconv as sc
 from instrumentation.extract import parts
-from instrumentation.extract.base import ResponseFacts, put
+from instrumentation.extract.base import ResponseFacts
 from instrumentation.extract.decoding import decode
 from instrumentation.extract.openai_common import Error, Usage, apply_usage, error_type
 from proxy.sse import SSEEvent
@@ -62,6 +62,9 @@ class _Completion(msgspec.Struct):
     service_tier: str | None = None
     system_fingerprint: str | None = None
     error: Error | None = None
+
+
+_decode_completion = msgspec.json.Decoder(_Completion).decode
 
 
 class _ToolBuilder:
@@ -182,9 +185,13 @@ class ChoicesAssembler:
         return self.finish()
 
     def event(self, event: SSEEvent) -> bool:
-        if event.data.strip() == "[DONE]":
+        data = event.data
+        if "[DONE]" in data and data.strip() == "[DONE]":  # no copy of every chunk's text
             return False
-        chunk = decode(event.data, _Completion)
+        try:
+            chunk: _Completion | None = _decode_completion(data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            chunk = decode(data, _Completion)  # salvages what is well-typed
         return chunk is not None and self._fold(chunk, whole=False)
 
     def _fold(self, completion: _Completion, whole: bool) -> bool:
@@ -193,8 +200,12 @@ class ChoicesAssembler:
         # content-filter chunk whose model is "".
         facts.response_id = facts.response_id or completion.id or None
         facts.response_model = facts.response_model or completion.model or None
-        put(facts.attributes, sc.OPENAI_RESPONSE_SERVICE_TIER, completion.service_tier)
-        put(facts.attributes, sc.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, completion.system_fingerprint)
+        # Runs for every chunk of every stream: put() written out.
+        if completion.service_tier is not None:
+            facts.attributes[sc.OPENAI_RESPONSE_SERVICE_TIER] = completion.service_tier
+        if completion.system_fingerprint is not None:
+            fingerprint = completion.system_fingerprint
+            facts.attributes[sc.OPENAI_RESPONSE_SYSTEM_FINGERPRINT] = fingerprint
         if completion.usage is not None:
             apply_usage(facts, completion.usage)
         if completion.error is not None:
