@@ -101,7 +101,8 @@ class BatchQueue(Generic[_T]):
         if self._prepare is not None:
             items = self._prepared(items)
         with self._lock:
-            self._idle.clear()
+            if self._idle.is_set():  # clear() takes the Event's own lock every time
+                self._idle.clear()
             self._queue.extend(items)
         if len(self._queue) >= self._max_batch:
             self._wake.set()

@@ -246,9 +246,11 @@ def configure_logging(redactor: Redactor, level: str = "info", sinks: Iterable[A
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        TimeStamp(),
         structlog.processors.format_exc_info,
         redactor,
+        # After the redactor: a time stamp holds no secret, and being new on every line
+        # it was a regex run and an entry crowding the redactor's cache out each time.
+        TimeStamp(),
         # Sinks see events only after redaction (e.g. the OTLP log bridge).
         *sinks,
         structlog.processors.JSONRenderer(serializer=_serialize),

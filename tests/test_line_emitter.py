@@ -207,3 +207,15 @@ def test_held_lines_are_not_held_from_capture_logs() -> None:
     with capture_logs() as captured:
         emit(dict(FIELDS))
     assert [entry["event"] for entry in captured] == ["request.completed"]
+
+
+def test_the_time_stamp_is_added_after_redaction(stdout: io.BytesIO) -> None:
+    """The stamp holds no secret and is new on every line: it is added after the
+    redactor (no regex run, no cache entry per line), so even a pattern matching dates
+    leaves it whole while it still redacts the fields."""
+    configure_logging(Redactor(patterns=[r"\d{4}-\d\d-\d\d"]))
+    structlog.configure(logger_factory=structlog.BytesLoggerFactory(stdout))
+    LineEmitter("spangate.access", "request.completed")({**FIELDS, "note": "due 2026-01-31"})
+    (line,) = _lines(stdout)
+    assert line["note"] == "due [REDACTED]"
+    assert dt.datetime.fromisoformat(line["ts"].replace("Z", "+00:00")).tzinfo is not None
