@@ -204,6 +204,8 @@ def _same_target_wait(
 
 
 def _ordered(ctx: _Context, route: Route) -> list[Target]:
+    if len(route.targets) == 1:  # the common route: nothing to order, no stats to read
+        return list(route.targets)
     now = time.monotonic()
     stats = [_stats(ctx.health.get(t.label, route.circuit), t) for t in route.targets]
     turn = ctx.health.next_turn(route.alias)
