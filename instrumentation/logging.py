@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import sys
 import time
 from collections.abc import Iterable, MutableMapping
@@ -146,6 +147,8 @@ class TimeStamp:
 #: structlog's loggers that write each message as a line of text: held lines joined by
 #: newlines are the same bytes as the lines written one by one.
 _LINE_LOGGERS = (structlog.BytesLogger, structlog.PrintLogger, structlog.WriteLogger)
+#: The most bytes held lines are joined into (select.PIPE_BUF: 4,096 on Linux).
+_ONE_WRITE = select.PIPE_BUF
 
 
 def _serialize(event: Any, **_: Any) -> bytes:
@@ -171,6 +174,7 @@ class LineEmitter:
         #: call per request. Only for a cached logger that writes text lines.
         self._hold = hold
         self._held: list[Any] = []
+        self._held_size = 0
         self._number = logging.getLevelName(level.upper())
         #: The configuration the chain, logger and level were taken from.
         self._built_for: tuple[Any, ...] | None = None
@@ -205,7 +209,7 @@ class LineEmitter:
             return
         if isinstance(event, str | bytes | bytearray):
             if self._hold and self._cached and type(logger) in _LINE_LOGGERS:
-                self._held.append(event)
+                self._keep(event)
                 return
             getattr(logger, method)(event)
         elif isinstance(event, tuple):
@@ -214,12 +218,22 @@ class LineEmitter:
         else:
             getattr(logger, method)(**event)
 
+    def _keep(self, line: str | bytes | bytearray) -> None:
+        # At most PIPE_BUF bytes per write: on a pipe (a container's stdout, shared
+        # with --workers siblings) only such a write is atomic, so no other process's
+        # line lands inside one of ours. A str counts 4 bytes a character (UTF-8's most).
+        size = len(line) + 1 if not isinstance(line, str) else 4 * len(line) + 1
+        if self._held and self._held_size + size > _ONE_WRITE:
+            self.flush()
+        self._held.append(line)
+        self._held_size += size
+
     def flush(self) -> None:
         """Write the held lines, in one call of the logger they were rendered for."""
         held = self._held
         if not held:
             return
-        self._held = []
+        self._held, self._held_size = [], 0
         separator: Any = "\n" if isinstance(held[0], str) else b"\n"
         getattr(self._logger, self._method)(separator.join(held))
 

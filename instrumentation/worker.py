@@ -95,23 +95,26 @@ class RecordSink:
 
     def _drain(self) -> int:
         done = unflushed = 0
-        while self._queue:
-            self._busy = True
-            record = self._queue.popleft()
-            try:
-                self._process(record)
-            except Exception:
-                # Telemetry must never take the proxy down; say so quietly.
-                log.debug("telemetry processing failed", exc_info=True)
-                self._drops.add("records", "processing_error")
-            done += 1
-            unflushed += 1
-            if unflushed >= FLUSH_EVERY:
+        try:
+            while self._queue:
+                self._busy = True
+                record = self._queue.popleft()
+                try:
+                    self._process(record)
+                except Exception:
+                    # Telemetry must never take the proxy down; say so quietly.
+                    log.debug("telemetry processing failed", exc_info=True)
+                    self._drops.add("records", "processing_error")
+                done += 1
+                unflushed += 1
+                if unflushed >= FLUSH_EVERY:
+                    self._flushed(unflushed)
+                    unflushed = 0
+        finally:
+            # Whatever ended the drain, the lines it held go out and its records count.
+            if unflushed:
                 self._flushed(unflushed)
-                unflushed = 0
-        if unflushed:
-            self._flushed(unflushed)
-        self._busy = False
+            self._busy = False
         return done
 
     def _flushed(self, count: int) -> None:
@@ -119,7 +122,9 @@ class RecordSink:
             try:
                 self._flush()
             except Exception:
-                log.debug("telemetry flush failed", exc_info=True)
+                # The records were processed; their request lines are what was lost.
+                log.debug("request lines not written", exc_info=True)
+                self._drops.add("logs", "write_failed", count)
         self._finished += count
 
     def settle(self, timeout_s: float) -> bool:

@@ -51,6 +51,8 @@ class WaitTimer:
         self._timer: asyncio.TimerHandle | None = None
 
     def limit(self, seconds: float) -> WaitTimer:
+        # A nested wait's exit would end the outer one's clock without a word.
+        assert not self._waiting, "WaitTimer waits must not nest"
         self._waits += 1
         self._waiting = True
         self._deadline = self._loop.time() + seconds

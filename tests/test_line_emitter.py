@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import json
 import random
+import select
 from collections.abc import Iterator
 from typing import Any
 
@@ -219,3 +220,28 @@ def test_the_time_stamp_is_added_after_redaction(stdout: io.BytesIO) -> None:
     (line,) = _lines(stdout)
     assert line["note"] == "due [REDACTED]"
     assert dt.datetime.fromisoformat(line["ts"].replace("Z", "+00:00")).tzinfo is not None
+
+
+def test_held_lines_leave_in_writes_no_larger_than_pipe_buf() -> None:
+    """Only a write of at most PIPE_BUF bytes is atomic on a pipe (stdout shared with
+    other processes): held lines are flushed before they would exceed it."""
+    out = _Writes()
+    sizes: list[int] = []
+    real_write = out.write
+
+    def write(data: Any) -> int:
+        sizes.append(len(data))
+        return real_write(data)
+
+    out.write = write  # type: ignore[method-assign]
+    try:
+        _configure(out)
+        emit = LineEmitter("spangate.access", "request.completed", hold=True)
+        for n in range(40):
+            emit({**FIELDS, "status": n})
+        emit.flush()
+    finally:
+        structlog.reset_defaults()
+    assert [line["status"] for line in _lines(out)] == list(range(40))
+    assert len(sizes) > 1
+    assert max(sizes) <= select.PIPE_BUF

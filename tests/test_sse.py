@@ -111,3 +111,15 @@ def test_decoding_equals_the_line_by_line_rule_for_random_streams_and_chunkings(
     expected += reference.feed(b"\n\n")
     assert got == expected
     assert got_lazily == expected
+
+
+def test_several_events_in_one_chunk_in_any_shape_decode_as_line_by_line() -> None:
+    """The several-events path stops at the first event that is not one `data: ` line
+    (a comment, `data:` without its space, an event name) and hands the rest on."""
+    chunk = b"data: a\n\n: c\n\ndata:b\n\nevent: e\ndata: c\n\ndata: d\n\n"
+    assert SSEDecoder().feed(chunk) == [
+        SSEEvent("message", "a"),
+        SSEEvent("message", "b"),
+        SSEEvent("e", "c"),
+        SSEEvent("message", "d"),
+    ]

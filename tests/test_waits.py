@@ -73,11 +73,44 @@ async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
 
 
 async def test_a_closed_timer_never_cancels_its_task() -> None:
+    """close() during a wait: its deadline passes inside the wait and nothing fires."""
     waits = WaitTimer()
     with waits.limit(0.02):
-        await asyncio.sleep(0)
-    waits.close()
-    await asyncio.sleep(0.08)  # past the deadline: nothing fires
+        waits.close()
+        await asyncio.sleep(0.08)
+
+
+async def test_a_later_longer_wait_still_times_out_once_its_own_deadline_passes() -> None:
+    """The timer armed for a short first wait fires during a longer second one,
+    re-arms for the second's deadline, and ends it there."""
+    waits = WaitTimer()
+    try:
+        with waits.limit(0.02):
+            await asyncio.sleep(0)
+        with pytest.raises(TimeoutError), waits.limit(0.1):
+            await asyncio.sleep(5)
+    finally:
+        waits.close()
+
+
+async def test_an_enclosing_asyncio_timeout_still_ends_the_wait_as_its_own() -> None:
+    waits = WaitTimer()
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                with waits.limit(5):
+                    await asyncio.sleep(5)
+    finally:
+        waits.close()
+
+
+async def test_waits_may_not_nest() -> None:
+    waits = WaitTimer()
+    try:
+        with waits.limit(5), pytest.raises(AssertionError, match="nest"):
+            waits.limit(5)
+    finally:
+        waits.close()
 
 
 async def test_a_timer_firing_between_waits_leaves_the_task_alone() -> None:

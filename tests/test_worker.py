@@ -86,24 +86,41 @@ def test_an_idle_worker_thread_is_not_woken_by_a_timer() -> None:
 
 
 def test_a_record_counts_as_finished_only_once_its_drain_is_flushed() -> None:
-    """settle() returns only after the flush that writes the records' held lines; under
-    sustained load a drain is flushed every FLUSH_EVERY records, not only at its end."""
+    """settle() waits for the flush that writes a record's held line; records queued
+    while the worker is busy are flushed every FLUSH_EVERY records and at the end."""
+    flushed: list[int] = []
     held: list[RequestRecord] = []
-    written: list[RequestRecord] = []
-    flushes: list[int] = []
+    release = threading.Event()
 
     def flush() -> None:
-        flushes.append(len(held))
-        written.extend(held)
+        assert release.wait(WAIT_S)
+        flushed.append(len(held))
         held.clear()
 
     sink = RecordSink(held.append, DropCounter(), flush=flush)
     try:
-        records = [RequestRecord("POST", "/v1/chat/completions") for _ in range(200)]
-        for record in records:
-            sink.submit(record)
+        sink.submit(RequestRecord("POST", "/v1/chat/completions"))
+        assert not sink.settle(0.2)  # processed, but its flush has not returned
+        for _ in range(2 * worker.FLUSH_EVERY + 8):
+            sink.submit(RequestRecord("POST", "/v1/chat/completions"))
+        release.set()
         assert sink.settle(WAIT_S)
-        assert written == records
-        assert max(flushes) <= worker.FLUSH_EVERY
+        assert flushed == [1, worker.FLUSH_EVERY, worker.FLUSH_EVERY, 8]
+    finally:
+        release.set()
+        sink.shutdown(WAIT_S)
+
+
+def test_lines_that_cannot_be_written_are_counted_and_the_records_still_finish() -> None:
+    def flush() -> None:
+        raise BrokenPipeError("stdout is gone")
+
+    drops = DropCounter()
+    sink = RecordSink(lambda record: None, drops, flush=flush)
+    try:
+        for _ in range(3):
+            sink.submit(RequestRecord("POST", "/v1/chat/completions"))
+        assert sink.settle(WAIT_S)
     finally:
         sink.shutdown(WAIT_S)
+    assert drops.snapshot()[("logs", "write_failed")] == 3

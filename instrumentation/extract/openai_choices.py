@@ -190,7 +190,7 @@ class ChoicesAssembler:
             return False
         try:
             chunk: _Completion | None = _decode_completion(data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except msgspec.DecodeError:  # ValidationError included
             chunk = decode(data, _Completion)  # salvages what is well-typed
         return chunk is not None and self._fold(chunk, whole=False)
 
