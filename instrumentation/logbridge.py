@@ -19,6 +19,9 @@ _SEVERITY = {
     "critical": SeverityNumber.FATAL,
 }
 _SCALARS = (str, bool, int, float)
+#: Line keys that are the record's own fields (body, severity, time), not attributes.
+_NOT_ATTRIBUTES = frozenset({"event", "level", "ts"})
+_NOT_ATTRIBUTES_WITH_IDS = _NOT_ATTRIBUTES | {"trace_id", "span_id"}
 
 
 class OTelLogBridge:
@@ -34,12 +37,15 @@ class OTelLogBridge:
         return event
 
     def _emit(self, method: str, event: MutableMapping[str, Any]) -> None:
+        trace_id, span_id = _ids(event)
+        # Ids that became the record's own trace context are not repeated as attributes:
+        # two values new on every record, which no encoder cache can keep.
+        skipped = _NOT_ATTRIBUTES_WITH_IDS if trace_id else _NOT_ATTRIBUTES
         attributes = {
             key: value if isinstance(value, _SCALARS) else msgspec.json.encode(value).decode()
             for key, value in event.items()
-            if key not in ("event", "level", "ts") and value is not None
+            if key not in skipped and value is not None
         }
-        trace_id, span_id = _ids(event)
         self._logger.emit(
             severity_number=_SEVERITY.get(method, SeverityNumber.INFO),
             severity_text=method.upper(),

@@ -209,6 +209,8 @@ def test_genai_and_spangate_metrics_arrive(exported: Exported) -> None:
 
 
 def test_request_completed_logs_arrive_with_the_trace_context(exported: Exported) -> None:
+    """Each record's trace context is its SERVER span's; the line's other fields are its
+    attributes, the ids not repeated among them."""
     receiver = exported.receiver
     servers = {s["trace_id"]: s for s in exported.servers}
 
@@ -223,6 +225,7 @@ def test_request_completed_logs_arrive_with_the_trace_context(exported: Exported
         assert record["span_id"] == servers[record["trace_id"]]["span_id"]
         assert record["attributes"]["status"] == 200
         assert record["attributes"]["path"] in ("/v1/chat/completions", "/v1/messages")
+        assert not {"trace_id", "span_id"} & set(record["attributes"])
 
 
 def test_the_serving_processs_own_log_lines_arrive_too(exported: Exported) -> None:
