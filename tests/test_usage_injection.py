@@ -98,6 +98,9 @@ def test_null_usage_removal_matches_the_reference_rule_byte_for_byte(
     assert strip_null_usage(block) == REFERENCE.sub(b"", block)
     # strip_usage_chunk takes a faster path for OpenAI's compact spelling: same rule.
     assert strip_usage_chunk(block) == REFERENCE.sub(b"", block)
+    # ... and searches from the first mention of usage: events before it stay whole.
+    later = b'data: {"id":1, "choices":[]}\n\n' * 3 + block
+    assert strip_usage_chunk(later) == REFERENCE.sub(b"", later)
 
 
 def test_strip_leaves_content_chunks_that_carry_usage() -> None:

@@ -64,15 +64,20 @@ _COMMA = ord(",")
 def strip_usage_chunk(block: bytes) -> bytes:
     """Undo injection in a block of complete events: drop the usage-only chunk and the
     `"usage":null` members, leaving every other byte as the provider sent it."""
-    if b'"usage"' not in block:
+    first = block.find(b'"usage"')
+    if first < 0:
         return block
+    # Nothing before `first` names usage, and what follows removes only bytes from its
+    # comma on: later searches start there, not at the top of a stream read whole.
+    first = max(first - 1, 0)
     # OpenAI's own spelling (compact, never the first member) in one C pass; other
     # spellings are left to strip_null_usage (the two differ only for an object that
     # repeats the key, which no provider sends).
-    block = _COMPACT_NULL.sub(b"", block)
-    if b'"usage"' not in block:
-        return block
-    block = strip_null_usage(block)
+    if block.find(b',"usage":null', first) >= 0:
+        block = _COMPACT_NULL.sub(b"", block)
+        if block.find(b'"usage"', first) < 0:
+            return block
+    block = strip_null_usage(block, first)
     # Only events still naming "usage" can be the usage chunk: find each by byte
     # search and decode just that one (decoding every chunk of the block was a
     # quarter of the proxy's time per stream in the bench profile).
@@ -91,12 +96,13 @@ def strip_usage_chunk(block: bytes) -> bytes:
     return block
 
 
-def strip_null_usage(block: bytes) -> bytes:
+def strip_null_usage(block: bytes, start: int = 0) -> bytes:
     """Remove each `"usage":null` member with its separating comma: `, "usage": null`
-    before a `,` or `}`, else `"usage": null ,` (a first member) with the space after."""
+    before a `,` or `}`, else `"usage": null ,` (a first member) with the space after.
+    `start`: where to look from, when nothing before it names usage."""
     kept: list[bytes] = []
     pos, size = 0, len(block)
-    for match in _NULL_MEMBER.finditer(block):
+    for match in _NULL_MEMBER.finditer(block, start):
         at, end = match.start(), match.end()
         before = at - 1
         while before >= pos and block[before] in _WS:
