@@ -21,7 +21,7 @@ from instrumentation.extract.anthropic_content import (
     message_facts,
 )
 from instrumentation.extract.base import ResponseFacts
-from instrumentation.extract.decoding import decode
+from instrumentation.extract.decoding import lenient
 from proxy.sse import SSEEvent
 
 
@@ -41,6 +41,10 @@ class _Event(msgspec.Struct):
     delta: _Delta | None = None
     usage: Usage | None = None
     error: ErrorBody | None = None
+
+
+#: Bound once: every event of a stream is decoded with it.
+_decode_event = lenient(_Event)
 
 
 class _BlockBuilder:
@@ -80,7 +84,7 @@ class MessagesStream:
         self._blocks: dict[int, _BlockBuilder] = {}
 
     def event(self, event: SSEEvent) -> bool:
-        decoded = decode(event.data, _Event)
+        decoded = _decode_event(event.data)
         if decoded is None:
             return False
         kind = decoded.type or event.event

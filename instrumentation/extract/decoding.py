@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import types
+from collections.abc import Callable
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 import msgspec
@@ -26,13 +27,24 @@ def _decoder(target: Any) -> msgspec.json.Decoder[Any]:
 
 def decode(data: bytes | str | msgspec.Raw, cls: type[S]) -> S | None:
     """`data` as `cls`, salvaging well-typed fields when some are not; None if not an object."""
-    decoder: msgspec.json.Decoder[S] = _decoder(cls)
-    try:
-        return decoder.decode(data)
-    except msgspec.ValidationError:
-        return _salvage(data, cls)
-    except msgspec.DecodeError:
-        return None
+    return lenient(cls)(data)
+
+
+@functools.cache
+def lenient(cls: type[S]) -> Callable[[bytes | str | msgspec.Raw], S | None]:
+    """`decode` for one `cls`, its decoder bound once: for a stream's events, where
+    looking the decoder up again showed per event."""
+    strict = msgspec.json.Decoder(cls).decode
+
+    def decode_as(data: bytes | str | msgspec.Raw) -> S | None:
+        try:
+            return strict(data)
+        except msgspec.ValidationError:
+            return _salvage(data, cls)
+        except msgspec.DecodeError:
+            return None
+
+    return decode_as
 
 
 def _salvage(data: bytes | str | msgspec.Raw, cls: type[S]) -> S | None:

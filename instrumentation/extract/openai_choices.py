@@ -13,7 +13,7 @@ import msgspec
 from instrumentation import semconv as sc
 from instrumentation.extract import parts
 from instrumentation.extract.base import ResponseFacts
-from instrumentation.extract.decoding import decode
+from instrumentation.extract.decoding import decode, lenient
 from instrumentation.extract.openai_common import Error, Usage, apply_usage, error_type
 from proxy.sse import SSEEvent
 
@@ -64,7 +64,7 @@ class _Completion(msgspec.Struct):
     error: Error | None = None
 
 
-_decode_completion = msgspec.json.Decoder(_Completion).decode
+_decode_completion = lenient(_Completion)
 
 
 class _ToolBuilder:
@@ -188,10 +188,7 @@ class ChoicesAssembler:
         data = event.data
         if "[DONE]" in data and data.strip() == "[DONE]":  # no copy of every chunk's text
             return False
-        try:
-            chunk: _Completion | None = _decode_completion(data)
-        except msgspec.DecodeError:  # ValidationError included
-            chunk = decode(data, _Completion)  # salvages what is well-typed
+        chunk = _decode_completion(data)
         return chunk is not None and self._fold(chunk, whole=False)
 
     def _fold(self, completion: _Completion, whole: bool) -> bool:

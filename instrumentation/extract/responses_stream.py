@@ -11,7 +11,7 @@ import msgspec
 
 from instrumentation.extract import parts
 from instrumentation.extract.base import ResponseFacts
-from instrumentation.extract.decoding import decode
+from instrumentation.extract.decoding import lenient
 from instrumentation.extract.openai_common import Error, error_type
 from instrumentation.extract.responses_items import Item, Response, item_parts, response_facts
 from proxy.sse import SSEEvent
@@ -32,6 +32,10 @@ class _Event(msgspec.Struct):
     # The `error` event has its code at the top level; some gateways nest it.
     code: str | int | None = None
     error: Error | None = None
+
+
+#: Bound once: every event of a stream is decoded with it.
+_decode_event = lenient(_Event)
 
 
 class _ItemBuilder:
@@ -66,7 +70,7 @@ class ResponsesStream:
         self._items: dict[int, _ItemBuilder] = {}
 
     def event(self, event: SSEEvent) -> bool:
-        decoded = decode(event.data, _Event)
+        decoded = _decode_event(event.data)
         if decoded is None:
             return False
         kind = decoded.type or event.event
