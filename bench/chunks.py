@@ -23,7 +23,7 @@ import time
 from bench import canned, configs, streams
 from bench.configs import CONFIGURATIONS, Setup
 from bench.measure import start_chunk_stream
-from bench.procs import LOAD_CORE, REPO, Procs, free_port
+from bench.procs import LOAD_CORE, REPO, Procs
 
 NAMES = (configs.PASSTHROUGH, "spangate-off", configs.FULL)
 #: Events per canned stream: each is one upstream write, so one read and one send.
@@ -56,9 +56,7 @@ def main() -> int:
 
 
 def _setup(procs: Procs, gap_ms: float) -> Setup:
-    port = start_chunk_stream(procs, gap_ms)
-    _, otlp_port, otlp_http_port = configs.start_rotel(procs)
-    return Setup(procs, port, otlp_port, otlp_http_port, free_port())
+    return configs.start_setup(procs, start_chunk_stream(procs, gap_ms))
 
 
 def _table(cpu: dict[str, list[float]], gap_ms: float, count: int, repeats: int) -> str:

@@ -285,3 +285,15 @@ def start_rotel(procs: Procs) -> tuple[Proc, int, int]:
     wait_tcp(proc, grpc_port)
     wait_tcp(proc, http_port)
     return proc, grpc_port, http_port
+
+
+def start_setup(procs: Procs, upstream_port: int) -> Setup:
+    """What every configuration shares, around an upstream already started: the OTLP
+    receiver and a port nothing listens on."""
+    _, otlp_port, otlp_http_port = start_rotel(procs)
+    return Setup(procs, upstream_port, otlp_port, otlp_http_port, closed_port=free_port())
+
+
+def by_name() -> dict[str, Configuration]:
+    """Every configuration a tool may be asked for by name (LiteLLM aside)."""
+    return {c.name: c for c in (*CONFIGURATIONS, *OPTIONAL_CONFIGURATIONS)}

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench import baseline, configs, litellm, load, nginx, report
 from bench.chart import write_chart
-from bench.configs import CONFIGURATIONS, Configuration, Setup
+from bench.configs import CONFIGURATIONS, Configuration
 from bench.measure import (
     ConfigRun,
     Settings,
@@ -41,7 +41,7 @@ from bench.measure import (
     run_open_streams,
     start_chunk_stream,
 )
-from bench.procs import REPO, Procs, free_port
+from bench.procs import REPO, Procs
 from bench.streams import OpenStreamsResult
 
 RESULTS = REPO / "bench" / "results"
@@ -148,8 +148,7 @@ def measure_all(
 ) -> tuple[list[ConfigRun], list[OpenStreamsResult]]:
     chunks_port = start_chunk_stream(procs, settings.chunk_gap_ms) if settings.chunk_streams else 0
     upstream, upstream_port = nginx.start_upstream(procs, chunks_port)
-    _, otlp_port, otlp_http_port = configs.start_rotel(procs)
-    setup = Setup(procs, upstream_port, otlp_port, otlp_http_port, closed_port=free_port())
+    setup = configs.start_setup(procs, upstream_port)
     script = load.write_script(procs.workdir)
     runs: list[ConfigRun] = []
     opens: list[OpenStreamsResult] = []

@@ -28,13 +28,11 @@ from pathlib import Path
 
 from bench import canned, configs, nginx
 from bench.configs import (
-    CONFIGURATIONS,
-    OPTIONAL_CONFIGURATIONS,
     PASSTHROUGH,
     Configuration,
     Setup,
 )
-from bench.procs import LOAD_CORE, VENV_PYTHON, Procs, free_port, settle_cpu
+from bench.procs import LOAD_CORE, VENV_PYTHON, Procs, settle_cpu
 
 DEFAULT = (PASSTHROUGH, "spangate-off", configs.FULL)
 #: Configurations with more than one process (only the first would be counted), or
@@ -60,7 +58,7 @@ class Count:
 
 
 def main(argv: list[str]) -> int:
-    known = {c.name: c for c in (*CONFIGURATIONS, *OPTIONAL_CONFIGURATIONS)}
+    known = configs.by_name()
     names = argv or list(DEFAULT)
     unknown = [n for n in names if n not in known or n in _NOT_COUNTABLE]
     if unknown:
@@ -73,9 +71,7 @@ def main(argv: list[str]) -> int:
     procs = Procs(workdir, wrap=_under_callgrind(workdir), patience=20.0)
     counts = []
     try:
-        _, upstream_port = nginx.start_upstream(procs)
-        _, otlp_port, otlp_http_port = configs.start_rotel(procs)
-        setup = Setup(procs, upstream_port, otlp_port, otlp_http_port, closed_port=free_port())
+        setup = configs.start_setup(procs, nginx.start_upstream(procs)[1])
         for name in names:
             counts.append(_measure(known[name], setup, workdir, requests, stream))
             print(f"{name}: {counts[-1].total / 1e6:.3f} M instructions per request", flush=True)

@@ -25,8 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench import configs, load, nginx
-from bench.configs import CONFIGURATIONS, OPTIONAL_CONFIGURATIONS, Configuration, Setup
-from bench.procs import REPO, Procs, free_port, stat_times
+from bench.configs import Configuration, Setup
+from bench.procs import REPO, Procs, stat_times
 
 PY_SPY = REPO / ".venv" / "bin" / "py-spy"
 _THREAD = re.compile(r'Thread (\d+) \(\w+\): "([^"]+)"')
@@ -87,7 +87,7 @@ def measure(
 
 
 def main(argv: list[str]) -> int:
-    known = {c.name: c for c in (*CONFIGURATIONS, *OPTIONAL_CONFIGURATIONS)}
+    known = configs.by_name()
     names = argv or [configs.FULL]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -100,9 +100,7 @@ def main(argv: list[str]) -> int:
     procs.workdir.mkdir(parents=True)
     samples: dict[str, list[tuple[float, dict[str, tuple[float, float]]]]] = defaultdict(list)
     try:
-        _, upstream_port = nginx.start_upstream(procs)
-        _, otlp_port, otlp_http_port = configs.start_rotel(procs)
-        setup = Setup(procs, upstream_port, otlp_port, otlp_http_port, closed_port=free_port())
+        setup = configs.start_setup(procs, nginx.start_upstream(procs)[1])
         script = load.write_script(procs.workdir)
         for _ in range(repeats):
             for name in names:  # interleaved, like the harness
