@@ -176,10 +176,7 @@ async def _serve_target(
     """Attempts on one target (retries included), hedged when the route says so."""
     retry, tries, backoff = route.retry, 0, 0.0
     while True:
-        if route.hedge is None:  # the usual route: no hedging frame to pass through
-            result, used = await _attempt(ctx, route, target, backoff), 1
-        else:
-            result, used = await _maybe_hedged(ctx, route, target, candidates, backoff)
+        result, used = await _maybe_hedged(ctx, route, target, candidates, backoff)
         budget -= used
         if isinstance(result, Ready) or budget <= 0:
             return result, budget
