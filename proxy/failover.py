@@ -31,6 +31,7 @@ from proxy.runtime import Route, RuntimeConfig, Target
 from proxy.sse import SSEDecoder
 from proxy.streaming import is_event_stream
 from proxy.upstream import Upstream
+from proxy.upstream_response import UpstreamResponse
 from proxy.waits import WaitTimer
 
 _WHOLE_BODY_LIMIT = 8 * 1024 * 1024
@@ -42,7 +43,7 @@ class Ready(msgspec.Struct):
 
     target: Target
     request: UpstreamRequest
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
     attempt: AttemptRecord
     health: TargetHealth
     preface: bytes = b""
@@ -55,7 +56,7 @@ class Failed(msgspec.Struct):
     target: Target
     attempt: AttemptRecord
     verdict: Verdict
-    response: aiohttp.ClientResponse | None = None
+    response: UpstreamResponse | None = None
     body: bytes | None = None
     error: SpangateError | None = None
 
@@ -354,7 +355,7 @@ def _within(timeouts: Timeouts, remaining: float) -> Timeouts:
 async def _commit(
     target: Target,
     request: UpstreamRequest,
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     attempt: AttemptRecord,
     health: TargetHealth,
     timeouts: Timeouts,
@@ -383,7 +384,7 @@ async def _commit(
 async def _commit_stream(
     target: Target,
     request: UpstreamRequest,
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     attempt: AttemptRecord,
     health: TargetHealth,
     timeouts: Timeouts,
@@ -420,7 +421,7 @@ async def _commit_stream(
     return _failed(target, attempt, health, classify_exception("stream_interrupted"), error=error)
 
 
-def _read_before_commit(response: aiohttp.ClientResponse) -> bool:
+def _read_before_commit(response: UpstreamResponse) -> bool:
     """Bodies read (and checked) before anything reaches the client: sized ones up to
     the limit, and JSON API answers of unknown length (chunked), which are small."""
     length = response.content_length
@@ -436,7 +437,7 @@ class _AnyJSON(msgspec.Struct):
 _validate = msgspec.json.Decoder(_AnyJSON | list[object]).decode
 
 
-def _valid_json(response: aiohttp.ClientResponse, body: bytes) -> bool:
+def _valid_json(response: UpstreamResponse, body: bytes) -> bool:
     """A 2xx JSON body that does not parse is a provider fault worth another target."""
     encoded = "Content-Encoding" in response.headers  # compressed bytes are not JSON text
     if response.content_type != "application/json" or not body or encoded:
@@ -454,7 +455,7 @@ def _failed(
     health: TargetHealth,
     verdict: Verdict,
     *,
-    response: aiohttp.ClientResponse | None = None,
+    response: UpstreamResponse | None = None,
     body: bytes | None = None,
     error: SpangateError | None = None,
 ) -> Failed:

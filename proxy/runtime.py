@@ -6,6 +6,7 @@ dangling name; every problem is reported with its key path.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -98,6 +99,27 @@ def compile_config(config: Config) -> RuntimeConfig:
     return RuntimeConfig(config, providers, routes, _defaults(providers))
 
 
+#: RFC 9110 §5.6.2 token characters: what a header name may hold.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_header_lines(name: str, spec: ProviderConfig) -> None:
+    """Values go onto the request head as written: a line break would start another
+    header. The messages never quote a value (it may be a key)."""
+    for header, value in spec.headers.items():
+        if not _TOKEN.fullmatch(header):
+            raise ConfigError(f"providers.{name}.headers: {header!r} is not a valid header name")
+        if any(c in value for c in "\r\n\0"):
+            raise ConfigError(
+                f"providers.{name}.headers.{header}: the value holds a line break or NUL"
+            )
+    if spec.api_key is not None and any(c in spec.api_key for c in "\r\n\0"):
+        raise ConfigError(
+            f"providers.{name}.api_key: holds a line break or NUL (check the variable it "
+            "comes from for a trailing newline)"
+        )
+
+
 def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Provider:
     base_url = spec.base_url.rstrip("/")
     parts = urlsplit(base_url)
@@ -108,6 +130,12 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
         )
     if parts.query or parts.fragment:
         raise ConfigError(f"providers.{name}.base_url: must not carry a query or fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"providers.{name}.base_url: must not carry credentials; "
+            f"set providers.{name}.api_key or providers.{name}.headers instead"
+        )
+    _check_header_lines(name, spec)
     if spec.kind == "azure_openai" and spec.api_version is None:
         raise ConfigError(
             f"providers.{name}.api_version: required for kind azure_openai (e.g. '2024-10-21')"

@@ -22,6 +22,7 @@ from proxy.headers import relayable
 from proxy.sse import split_complete
 from proxy.sse_errors import stream_error_event
 from proxy.sse_transform import Transform
+from proxy.upstream_response import UpstreamResponse
 from proxy.waits import WaitTimer
 
 #: Bodies up to this size are read whole (cheaper); larger ones are streamed.
@@ -51,7 +52,7 @@ class NullTap:
         pass
 
 
-def is_event_stream(response: aiohttp.ClientResponse) -> bool:
+def is_event_stream(response: UpstreamResponse) -> bool:
     return response.content_type == "text/event-stream"
 
 
@@ -62,7 +63,7 @@ Finished = Callable[[bytes], bool]
 
 async def relay(
     request: web.Request,
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     *,
     wire: Wire,
     idle_s: float,
@@ -89,7 +90,7 @@ async def relay(
     return await _relay_bytes(request, response, wire, idle_s, tap, extra)
 
 
-def whole(response: aiohttp.ClientResponse, body: bytes, extra: Extra) -> web.Response:
+def whole(response: UpstreamResponse, body: bytes, extra: Extra) -> web.Response:
     """A response relayed in one piece: status, reason, headers and body as received."""
     headers = relayable(response.headers)
     if extra:
@@ -98,7 +99,7 @@ def whole(response: aiohttp.ClientResponse, body: bytes, extra: Extra) -> web.Re
 
 
 async def _relay_whole(
-    response: aiohttp.ClientResponse, idle_s: float, tap: Tap, extra: Extra
+    response: UpstreamResponse, idle_s: float, tap: Tap, extra: Extra
 ) -> web.Response:
     try:
         async with asyncio.timeout(idle_s):
@@ -123,7 +124,7 @@ class _EventStream(web.StreamResponse):
 
 async def _start(
     request: web.Request,
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     extra: Extra,
     kind: type[web.StreamResponse] = web.StreamResponse,
 ) -> web.StreamResponse:
@@ -137,7 +138,7 @@ async def _start(
 
 async def _relay_events(
     request: web.Request,
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     *,
     wire: Wire,
     idle_s: float,
@@ -194,14 +195,14 @@ async def _relay_events(
     return out
 
 
-def _ended(response: aiohttp.ClientResponse) -> bool:
+def _ended(response: UpstreamResponse) -> bool:
     """Everything the provider will send has been read (its end already parsed)."""
     return response.content.at_eof()
 
 
 async def _relay_bytes(
     request: web.Request,
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     wire: Wire,
     idle_s: float,
     tap: Tap,

@@ -1,4 +1,4 @@
-"""The only module that owns the aiohttp ClientSession (one keep-alive pool per process).
+"""The upstream client: one keep-alive pool per process, one request at a time per connection.
 
 Failures outside the HTTP protocol are turned here, at the I/O edge, into
 spangate errors with a message that names the provider and what to check.
@@ -6,86 +6,133 @@ spangate errors with a message that names the provider and what to check.
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import socket
+import ssl
 
-import aiohttp
+from aiohttp import ClientError
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 
 from proxy.config import Timeouts
-from proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from proxy.connections import ConnectionPool
+from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
+from proxy.http1 import Target, UnsafeHeader, request_head, target_of
 from proxy.providers.base import UpstreamRequest
+from proxy.upstream_response import UpstreamResponse
 from proxy.waits import WaitTimer
+
+#: Informational answers (100 Continue, 103 Early Hints) come before the real one.
+_INFORMATIONAL = range(100, 200)
 
 
 class Upstream:
     def __init__(self, pool_size: int) -> None:
         self._pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._pool_size,
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            keepalive_timeout=30,
-            family=socket.AF_UNSPEC,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # Bytes go to the client as the provider encoded them.
-            auto_decompress=False,
-            # A proxy shared by clients must never replay one client's cookies.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            # Only what the client sent: no default User-Agent / Accept-Encoding.
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            trust_env=False,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
+        self._pool = ConnectionPool(self._pool_size)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()
 
     async def send(
         self, request: UpstreamRequest, timeouts: Timeouts, provider: str, waits: WaitTimer
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Send and wait for response headers (within timeouts.first_byte_s, on the
         attempt's `waits`); the caller owns (and closes) the response."""
-        assert self._session is not None, "Upstream.start() was not awaited"
-        timeout = _client_timeout(timeouts.total_s, timeouts.connect_s)
+        pool = self._pool
+        assert pool is not None, "Upstream.start() was not awaited"
+        target = target_of(request.url)
+        try:
+            head = request_head(request.method, target, request.headers.items(), len(request.body))
+        except UnsafeHeader as exc:
+            raise BadRequest(f"{exc}; it cannot be sent to provider {provider!r}") from None
         try:
             with waits.limit(timeouts.first_byte_s):
-                return await self._session.request(
-                    request.method,
-                    request.url,
-                    headers=request.headers,
-                    data=request.body or None,
-                    timeout=timeout,
-                    allow_redirects=False,
-                )
+                protocol = await _connect(pool, target, timeouts, provider)
+                return await _exchange(pool, target, protocol, head, request, timeouts)
         except TimeoutError:
             raise UpstreamTimeout(_timeout_message(provider, timeouts)) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnreachable(
-                f"could not connect to provider {provider!r} at {exc.host}:{exc.port} "
-                f"({_reason(exc)}); check providers.{provider}.base_url and that it is up"
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (ClientError, HttpProcessingError, OSError) as exc:
             raise UpstreamUnreachable(
                 f"provider {provider!r} closed the connection before responding "
                 f"({type(exc).__name__})"
             ) from None
 
 
-@functools.lru_cache(maxsize=256)
-def _client_timeout(total_s: float, connect_s: float) -> aiohttp.ClientTimeout:
-    """One immutable ClientTimeout per distinct setting: building it (an attrs class
-    with validation) on every attempt showed in the profile."""
-    return aiohttp.ClientTimeout(total=total_s or None, sock_connect=connect_s)
+async def _connect(
+    pool: ConnectionPool, target: Target, timeouts: Timeouts, provider: str
+) -> ResponseHandler:
+    try:
+        return await pool.acquire(target.origin, timeouts.connect_s)
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        origin = target.origin
+        raise UpstreamUnreachable(
+            f"could not connect to provider {provider!r} at {origin.host}:{origin.port} "
+            f"({_reason(exc)}); check providers.{provider}.base_url and that it is up"
+        ) from None
 
 
-def _reason(exc: aiohttp.ClientConnectorError) -> str:
-    return exc.os_error.strerror or type(exc.os_error).__name__
+async def _exchange(
+    pool: ConnectionPool,
+    target: Target,
+    protocol: ResponseHandler,
+    head: bytes,
+    request: UpstreamRequest,
+    timeouts: Timeouts,
+) -> UpstreamResponse:
+    total = _Total(protocol, timeouts.total_s) if timeouts.total_s else None
+    try:
+        # Bytes go to the client as the provider encoded them: no decompression.
+        protocol.set_response_params(
+            skip_payload=request.method == "HEAD", read_until_eof=True, auto_decompress=False
+        )
+        transport = protocol.transport
+        assert transport is not None
+        transport.write(head + request.body if request.body else head)
+        message, content = await protocol.read()
+        while message.code in _INFORMATIONAL and message.code != 101:
+            message, content = await protocol.read()
+    except BaseException:
+        if total is not None:
+            total.handle.cancel()
+        pool.discard(protocol)
+        raise
+    if total is not None:
+        total.content = content
+    handle = total.handle if total is not None else None
+    return UpstreamResponse(message, content, pool, target.origin, protocol, handle)
+
+
+class _Total:
+    """timeouts.total_s: the whole attempt, headers and body, fails with TimeoutError."""
+
+    __slots__ = ("content", "handle", "protocol")
+
+    def __init__(self, protocol: ResponseHandler, seconds: float) -> None:
+        self.protocol = protocol
+        self.content: StreamReader | None = None
+        self.handle = asyncio.get_running_loop().call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        error = TimeoutError("the attempt took longer than timeouts.total_s")
+        self.protocol.set_exception(error)
+        if self.content is not None:
+            self.content.set_exception(error)
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted: {exc.verify_message}"
+    if isinstance(exc, socket.gaierror):
+        return f"name not resolved: {exc.strerror}"
+    return exc.strerror or type(exc).__name__
 
 
 def _timeout_message(provider: str, timeouts: Timeouts) -> str:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the integration tests drive for real (Prometheus).
+# Installs the Debian packages the integration tests drive for real (Prometheus, openssl).
 # Idempotent and quiet when everything is present.
 set -euo pipefail
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# Makes the TLS test's throwaway certificate authority.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -36,6 +36,7 @@ import json
 import math
 import re
 import socket
+import ssl
 import struct
 import threading
 from abc import ABC, abstractmethod
@@ -1485,7 +1486,9 @@ class FakeProvider:
         cache_creation_tokens: int = 0,
         reasoning_tokens: int = 0,
         stream_delay: float = 0.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.tls = tls
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.embedding_dim = embedding_dim
         self.cached_tokens = cached_tokens
@@ -1563,7 +1566,7 @@ class FakeProvider:
             shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         self._port = self._runner.addresses[0][1]
 
@@ -1577,8 +1580,8 @@ class FakeProvider:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no prefix)."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https`` when serving TLS; no prefix)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:

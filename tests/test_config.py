@@ -95,6 +95,30 @@ def test_embedded_default_is_a_transparent_passthrough() -> None:
             "providers.p.api_version: required for kind azure_openai",
         ),
         (
+            {"providers": {"p": {"kind": "openai", "base_url": "https://u:secret@x"}}},
+            "providers.p.base_url: must not carry credentials",
+        ),
+        (
+            {
+                "providers": {
+                    "p": {"kind": "openai", "base_url": "http://x", "headers": {"a b": "1"}}
+                }
+            },
+            "providers.p.headers: 'a b' is not a valid header name",
+        ),
+        (
+            {
+                "providers": {
+                    "p": {"kind": "openai", "base_url": "http://x", "headers": {"X-A": "1\nB: 2"}}
+                }
+            },
+            "providers.p.headers.X-A: the value holds a line break",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "base_url": "http://x", "api_key": "sk-1\n"}}},
+            "providers.p.api_key: holds a line break",
+        ),
+        (
             {
                 "providers": {"p": {"kind": "openai", "base_url": "http://x"}},
                 "models": {"m": {"targets": []}},

@@ -1,0 +1,293 @@
+"""The upstream client (proxy/upstream.py, connections.py, upstream_response.py) against
+raw HTTP/1.1 servers on 127.0.0.1: keep-alive reuse, the pool limit, dead and expired
+connections, and the edges of the response framing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from multidict import CIMultiDict
+
+from proxy.config import Timeouts
+from proxy.connections import ConnectionPool
+from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
+from proxy.http1 import target_of
+from proxy.providers.base import UpstreamRequest
+from proxy.upstream import Upstream
+from proxy.upstream_response import UpstreamResponse
+from proxy.waits import WaitTimer
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
+
+
+class RawServer:
+    """Answers each request head it reads with `reply`; counts connections and heads."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/x"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                body = await reader.readexactly(length)
+                self.heads.append(head + body)
+                if not await self.reply(head, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the connection's end, or the test's
+        finally:
+            writer.close()
+
+
+def answer(raw: bytes, keep: bool = True) -> Reply:
+    async def reply(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        return keep
+
+    return reply
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    client = Upstream(pool_size=8)
+    await client.start()
+    yield client
+    await client.close()
+
+
+def post(url: str, body: bytes = b"{}", method: str = "POST") -> UpstreamRequest:
+    return UpstreamRequest(method, url, CIMultiDict({"Content-Type": "application/json"}), body)
+
+
+async def call(
+    upstream: Upstream, request: UpstreamRequest, timeouts: Timeouts | None = None
+) -> UpstreamResponse:
+    waits = WaitTimer()
+    try:
+        return await upstream.send(request, timeouts or Timeouts(), "p", waits)
+    finally:
+        waits.close()
+
+
+async def test_sequential_requests_reuse_one_connection(upstream: Upstream) -> None:
+    """Keep-alive: three requests read to the end travel over one connection."""
+    async with RawServer(answer(OK)) as server:
+        for _ in range(3):
+            response = await call(upstream, post(server.url))
+            assert (response.status, await response.read()) == (200, b"{}")
+            response.release()
+    assert server.connections == 1
+    assert server.heads[0].startswith(b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert server.heads[0].endswith(b"Content-Length: 2\r\n\r\n{}")
+
+
+async def test_response_released_unread_closes_its_connection(upstream: Upstream) -> None:
+    """A body left on the wire would be read as the next answer: that connection is closed."""
+    partial = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}"
+    replies = iter([partial, OK])
+
+    async def reply(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(next(replies))
+        return True
+
+    async with RawServer(reply) as server:
+        response = await call(upstream, post(server.url))
+        response.release()
+        response = await call(upstream, post(server.url))
+        assert await response.read() == b"{}"
+    assert server.connections == 2
+
+
+async def test_connection_the_server_closed_is_not_reused(upstream: Upstream) -> None:
+    """An idle connection the provider hung up is dropped, not written to: no failed request."""
+    async with RawServer(answer(OK, keep=False)) as server:
+        for _ in range(2):
+            response = await call(upstream, post(server.url))
+            assert await response.read() == b"{}"
+            await asyncio.sleep(0.05)  # the server's FIN arrives while the connection is idle
+    assert server.connections == 2
+
+
+async def test_pool_limit_queues_requests_until_a_connection_is_free() -> None:
+    """pool_size 1: a second concurrent request waits for the first, then shares its socket."""
+    client = Upstream(pool_size=1)
+    await client.start()
+    release = asyncio.Event()
+
+    async def slow(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        await release.wait()
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    try:
+        async with RawServer(slow) as server:
+            first = asyncio.create_task(call(client, post(server.url)))
+            second = asyncio.create_task(call(client, post(server.url)))
+            await asyncio.sleep(0.05)
+            assert len(server.heads) == 1  # the second has not been sent
+            release.set()
+            for task in (first, second):
+                response = await task
+                assert await response.read() == b"{}"
+        assert server.connections == 1
+    finally:
+        await client.close()
+
+
+async def test_cancelled_waiter_passes_its_turn_on() -> None:
+    """A request cancelled while queued for the pool does not swallow the free slot."""
+    pool = ConnectionPool(limit=1)
+    async with RawServer(answer(OK)) as server:
+        origin = target_of(server.url).origin
+        held = await pool.acquire(origin, 1.0)
+        cancelled = asyncio.create_task(pool.acquire(origin, 1.0))
+        waiting = asyncio.create_task(pool.acquire(origin, 1.0))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        pool.discard(held)
+        protocol = await asyncio.wait_for(waiting, 1.0)
+        assert pool.in_use == 1
+        pool.discard(protocol)
+    pool.close()
+
+
+async def test_idle_connections_expire_after_keepalive() -> None:
+    """Idle connections older than the keep-alive are closed by the sweep."""
+    pool = ConnectionPool(limit=4, keepalive_s=0.05)
+    async with RawServer(answer(OK)) as server:
+        origin = target_of(server.url).origin
+        protocol = await pool.acquire(origin, 1.0)
+        pool.release(origin, protocol)
+        assert pool.idle == 1
+        await asyncio.sleep(0.2)
+        assert pool.idle == 0
+        assert not protocol.is_connected()
+    pool.close()
+
+
+async def test_informational_answers_are_skipped(upstream: Upstream) -> None:
+    """100 Continue / 103 Early Hints before the real answer: the caller sees the 200."""
+    raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK
+    async with RawServer(answer(raw)) as server:
+        response = await call(upstream, post(server.url))
+        assert (response.status, await response.read()) == (200, b"{}")
+
+
+async def test_body_without_length_is_read_to_close_and_not_reused(upstream: Upstream) -> None:
+    """No Content-Length, not chunked: the body ends when the provider closes."""
+    raw = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"a": 1}'
+    async with RawServer(answer(raw, keep=False)) as server:
+        response = await call(upstream, post(server.url))
+        assert response.content_length is None
+        assert await response.read() == b'{"a": 1}'
+        response = await call(upstream, post(server.url))
+        assert await response.read() == b'{"a": 1}'
+    assert server.connections == 2
+
+
+async def test_chunked_body_is_relayed_as_sent_pieces(upstream: Upstream) -> None:
+    """Chunked framing is removed; the bytes inside arrive unchanged; type and length read."""
+    raw = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n6\r\ndata: \r\n3\r\n{}\n\r\n0\r\n\r\n"
+    )
+    async with RawServer(answer(raw)) as server:
+        response = await call(upstream, post(server.url))
+        assert response.content_type == "text/event-stream"
+        assert await response.read() == b"data: {}\n"
+        response = await call(upstream, post(server.url))
+        await response.read()
+    assert server.connections == 1
+
+
+async def test_head_request_reads_no_body(upstream: Upstream) -> None:
+    """A HEAD answer's Content-Length describes a body that is never sent."""
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"
+    async with RawServer(answer(raw)) as server:
+        response = await call(upstream, post(server.url, b"", method="HEAD"))
+        assert await response.read() == b""
+        response = await call(upstream, post(server.url, b"", method="HEAD"))
+        assert response.status == 200
+    assert server.connections == 1
+
+
+async def test_total_timeout_cuts_a_body_that_never_ends(upstream: Upstream) -> None:
+    """timeouts.total_s covers the body too: a stalled body read fails with TimeoutError."""
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}"
+    async with RawServer(answer(raw)) as server:
+        response = await call(upstream, post(server.url), Timeouts(total_s=0.1))
+        with pytest.raises(TimeoutError):
+            await response.read()
+        response.close()
+
+
+async def test_no_answer_within_first_byte_is_a_timeout(upstream: Upstream) -> None:
+    """No response head within first_byte_s: UpstreamTimeout naming the setting."""
+
+    async def silent(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    async with RawServer(silent) as server:
+        with pytest.raises(UpstreamTimeout, match="first_byte_s"):
+            await call(upstream, post(server.url), Timeouts(first_byte_s=0.1))
+        assert upstream._pool is not None and upstream._pool.in_use == 0
+
+
+async def test_garbage_answer_is_unreachable(upstream: Upstream) -> None:
+    """Bytes that are not HTTP: the attempt fails as unreachable, the connection is dropped."""
+    async with RawServer(answer(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", keep=False)) as server:
+        with pytest.raises(UpstreamUnreachable, match="closed the connection"):
+            await call(upstream, post(server.url))
+
+
+async def test_refused_connection_names_host_and_setting(upstream: Upstream) -> None:
+    async with RawServer(answer(OK)) as server:
+        url = server.url
+    with pytest.raises(UpstreamUnreachable, match=r"127\.0\.0\.1:\d+ .*providers\.p\.base_url"):
+        await call(upstream, post(url))
+
+
+async def test_unsafe_header_is_a_bad_request_naming_it(upstream: Upstream) -> None:
+    request = UpstreamRequest("POST", "http://127.0.0.1:1/x", CIMultiDict({"X-A": "1\r\n2"}), b"")
+    with pytest.raises(BadRequest, match="'X-A'"):
+        await call(upstream, request)

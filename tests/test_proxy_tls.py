@@ -1,0 +1,99 @@
+"""Providers over https: spangate verifies the provider's certificate against the
+system trust store (SSL_CERT_FILE honoured), and says so when it cannot."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from conftest import Running, basic_config
+from fakeprovider import FakeProvider
+
+HELLO: Any = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA and a 127.0.0.1 certificate it signed (in the returned directory)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (make system-deps installs it)")
+    where = tmp_path_factory.mktemp("tls")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
+    ca = ("-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=spangate-test-ca")
+    ca_ext = ("basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign")
+    leaf = ("-CA", "ca.pem", "-CAkey", "ca.key", "-keyout", "leaf.key", "-out", "leaf.pem")
+    leaf_ext = ("subjectAltName=IP:127.0.0.1,DNS:localhost", "basicConstraints=CA:FALSE")
+    for args, extensions in ((ca, ca_ext), (leaf, leaf_ext)):
+        subject = () if args is ca else ("-subj", "/CN=127.0.0.1")
+        added = [part for ext in extensions for part in ("-addext", ext)]
+        subprocess.run(
+            ["openssl", "req", "-x509", *ec, *args, *subject, *added],
+            cwd=where,
+            check=True,
+            capture_output=True,
+        )
+    return where
+
+
+@pytest.fixture
+def tls_fake(authority: Path) -> Iterator[FakeProvider]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(authority / "leaf.pem", authority / "leaf.key")
+    with FakeProvider(tls=context) as provider:
+        yield provider
+
+
+def test_https_provider_with_trusted_certificate_is_served(
+    tls_fake: FakeProvider,
+    authority: Path,
+    spangate_for: Callable[..., Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both SDKs through spangate to an https provider whose CA is in SSL_CERT_FILE."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority / "ca.pem"))
+    running = spangate_for(basic_config(tls_fake))
+    assert tls_fake.url.startswith("https://")
+    with openai.OpenAI(base_url=running.openai_base_url, api_key="sk-t", max_retries=0) as oa:
+        chat = oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        assert chat.choices[0].message.content
+        streamed = oa.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=HELLO,
+            stream=True,
+        )
+        assert any(chunk.choices for chunk in streamed)
+    with anthropic.Anthropic(base_url=running.url, api_key="sk-ant-t", max_retries=0) as an:
+        message = an.messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=16,
+            messages=HELLO,
+        )
+        assert message.content
+    assert len(tls_fake.received) == 3
+
+
+def test_untrusted_certificate_is_502_saying_why(
+    tls_fake: FakeProvider,
+    spangate_for: Callable[..., Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A certificate no trusted CA signed: 502 upstream_unreachable naming the TLS failure."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)  # the system store: not our CA
+    running = spangate_for(basic_config(tls_fake))
+    with (
+        openai.OpenAI(base_url=running.openai_base_url, api_key="sk-t", max_retries=0) as oa,
+        pytest.raises(openai.APIStatusError) as caught,
+    ):
+        oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    assert caught.value.status_code == 502
+    message = caught.value.message
+    assert "TLS certificate not trusted" in message
+    assert "providers.openai.base_url" in message
+    assert tls_fake.received == []
