@@ -41,22 +41,21 @@ class ConnectionPool:
         (including ssl.SSLError and socket.gaierror) or TimeoutError from connecting."""
         if self._closed:
             raise ConnectionError("the upstream connection pool is closed")
-        if self._in_use >= self._limit:
-            await self._wait_for_room()
-        self._in_use += 1
+        if self._in_use < self._limit and not self._waiters:
+            self._in_use += 1
+        else:
+            await self._wait_for_slot()
         try:
             # Not `reuse() or connect()`: a protocol is a queue, and an empty one is falsy.
             reused = self._reuse(origin)
             return reused if reused is not None else await self._connect(origin, connect_s)
         except BaseException:
-            self._in_use -= 1
-            self._wake()
+            self._free_slot()
             raise
 
     def release(self, origin: Origin, protocol: ResponseHandler) -> None:
         """Back to the idle list when it can carry another request; closed otherwise."""
-        self._in_use -= 1
-        self._wake()
+        self._free_slot()
         if self._closed or protocol.should_close or not protocol.is_connected():
             protocol.close()
             return
@@ -66,8 +65,7 @@ class ConnectionPool:
 
     def discard(self, protocol: ResponseHandler) -> None:
         """A connection left mid-exchange: closed, never reused."""
-        self._in_use -= 1
-        self._wake()
+        self._free_slot()
         protocol.close()
 
     def close(self) -> None:
@@ -79,7 +77,8 @@ class ConnectionPool:
             for _, protocol in idle:
                 protocol.close()
         self._idle.clear()
-        for waiter in self._waiters:
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(ConnectionError("the upstream connection pool is closed"))
 
@@ -121,27 +120,27 @@ class ConnectionPool:
             self._tls.set_alpn_protocols(["http/1.1"])
         return self._tls
 
-    async def _wait_for_room(self) -> None:
-        while self._in_use >= self._limit:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                # A wake-up meant for this waiter goes to the next one.
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()
-                raise
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+    async def _wait_for_slot(self) -> None:
+        """First come, first served: a freed slot is handed to the oldest waiter, so a
+        request arriving later cannot take it first."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._free_slot()  # handed over, but this request is gone: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
 
-    def _wake(self) -> None:
+    def _free_slot(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(None)  # the slot changes hands; in_use stays
                 return
+        self._in_use -= 1
 
     def _expire(self) -> None:
         self._sweep = None

@@ -39,6 +39,11 @@ class Upstream:
         if self._pool is not None:
             self._pool.close()
 
+    @property
+    def in_use(self) -> int:
+        """Connections carrying a request now (0 once every response is released)."""
+        return self._pool.in_use if self._pool is not None else 0
+
     async def send(
         self, request: UpstreamRequest, timeouts: Timeouts, provider: str, waits: WaitTimer
     ) -> UpstreamResponse:

@@ -8,6 +8,7 @@ when the response is closed or released before that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 
 from aiohttp.client_proto import ResponseHandler
@@ -21,6 +22,7 @@ from proxy.http1 import Origin
 
 class UpstreamResponse:
     __slots__ = (
+        "_loop",
         "_origin",
         "_pool",
         "_protocol",
@@ -48,6 +50,7 @@ class UpstreamResponse:
         self._origin = origin
         self._protocol: ResponseHandler | None = protocol
         self._timer = timer
+        self._loop = asyncio.get_running_loop()
         content.on_eof(self._ended)
 
     @property
@@ -74,6 +77,14 @@ class UpstreamResponse:
         if protocol is not None:
             self._stop_timer()
             self._pool.discard(protocol)
+
+    def __del__(self) -> None:
+        # A response dropped unclosed (a bug) must not keep its pool slot forever. The
+        # collector may run this on any thread: the pool is the loop's, so hand it there.
+        protocol = self._protocol
+        if protocol is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._pool.discard, protocol)
 
     def _ended(self) -> None:
         protocol, self._protocol = self._protocol, None

@@ -5,6 +5,7 @@ connections, and the edges of the response framing."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -188,6 +189,39 @@ async def test_cancelled_waiter_passes_its_turn_on() -> None:
         assert pool.in_use == 1
         pool.discard(protocol)
     pool.close()
+
+
+async def test_freed_slot_goes_to_the_oldest_waiter() -> None:
+    """A request arriving just as a slot frees does not jump the queue."""
+    pool = ConnectionPool(limit=1)
+    async with RawServer(answer(OK)) as server:
+        origin = target_of(server.url).origin
+        held = await pool.acquire(origin, 1.0)
+        first = asyncio.create_task(pool.acquire(origin, 1.0))
+        await asyncio.sleep(0)
+        pool.release(origin, held)
+        late = asyncio.create_task(pool.acquire(origin, 1.0))
+        protocol = await asyncio.wait_for(first, 1.0)
+        await asyncio.sleep(0.01)
+        assert not late.done()
+        pool.release(origin, protocol)
+        pool.release(origin, await asyncio.wait_for(late, 1.0))
+        assert pool.in_use == 0
+    pool.close()
+
+
+async def test_response_dropped_unclosed_gives_its_slot_back(upstream: Upstream) -> None:
+    """A safety net for a bug: a response nobody closed frees its slot once its connection
+    ends and it is collected (while the connection is open, its body reader holds it)."""
+    partial = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}"
+    async with RawServer(answer(partial, keep=False)) as server:
+        response = await call(upstream, post(server.url))
+        assert upstream.in_use == 1
+        del response
+        await asyncio.sleep(0.05)  # the provider hangs up
+        gc.collect()
+        await asyncio.sleep(0.01)
+        assert upstream.in_use == 0
 
 
 async def test_idle_connections_expire_after_keepalive() -> None:
