@@ -95,7 +95,7 @@ class ConnectionPool:
         oldest = time.monotonic() - self._keepalive_s
         while idle:
             since, protocol = idle.pop()  # most recent first: the likeliest still open
-            if since > oldest and protocol.is_connected():
+            if since > oldest and _reusable(protocol):
                 return protocol
             protocol.close()
         return None
@@ -148,7 +148,7 @@ class ConnectionPool:
         for origin, idle in list(self._idle.items()):
             keep = []
             for since, protocol in idle:
-                if since > oldest and protocol.is_connected():
+                if since > oldest and _reusable(protocol):
                     keep.append((since, protocol))
                 else:
                     protocol.close()
@@ -158,3 +158,9 @@ class ConnectionPool:
                 del self._idle[origin]
         if self._idle:
             self._sweep = asyncio.get_running_loop().call_later(self._keepalive_s, self._expire)
+
+
+def _reusable(protocol: ResponseHandler) -> bool:
+    """Open, and nothing arrived while idle: a server that sends an unasked answer (a
+    408 before it hangs up, say) would have it read as the answer to our next request."""
+    return protocol.is_connected() and not protocol.should_close

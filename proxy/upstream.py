@@ -25,6 +25,8 @@ from proxy.waits import WaitTimer
 
 #: Informational answers (100 Continue, 103 Early Hints) come before the real one.
 _INFORMATIONAL = range(100, 200)
+#: Bodies up to this size are sent in one piece with the head (one copy, one send).
+_JOIN_LIMIT = 64 * 1024
 
 
 class Upstream:
@@ -100,7 +102,10 @@ async def _exchange(
         )
         transport = protocol.transport
         assert transport is not None
-        transport.write(head + request.body if request.body else head)
+        if len(request.body) <= _JOIN_LIMIT:
+            transport.write(head + request.body)
+        else:
+            transport.writelines((head, request.body))  # no copy of a large body
         message, content = await protocol.read()
         while message.code in _INFORMATIONAL and message.code != 101:
             message, content = await protocol.read()

@@ -147,6 +147,38 @@ async def test_connection_the_server_closed_is_not_reused(upstream: Upstream) ->
     assert server.connections == 2
 
 
+async def test_answer_sent_while_idle_is_not_taken_for_the_next(upstream: Upstream) -> None:
+    """A server that says 408 on an idle connection (and has not hung up yet): the next
+    request goes on a new connection and gets its own answer."""
+    timeout = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
+
+    async def reply(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(timeout)
+        await writer.drain()
+        await asyncio.sleep(5)
+        return False
+
+    async with RawServer(reply) as server:
+        response = await call(upstream, post(server.url))
+        assert await response.read() == b"{}"
+        await asyncio.sleep(0.1)
+        response = await call(upstream, post(server.url))
+        assert response.status == 200
+    assert server.connections == 2
+
+
+async def test_large_body_arrives_whole(upstream: Upstream) -> None:
+    """A body over the one-write size goes out after its head, byte for byte."""
+    body = bytes(range(256)) * 1024
+    async with RawServer(answer(OK)) as server:
+        response = await call(upstream, post(server.url, body))
+        assert await response.read() == b"{}"
+    assert server.heads[0].endswith(b"\r\n\r\n" + body)
+
+
 async def test_pool_limit_queues_requests_until_a_connection_is_free() -> None:
     """pool_size 1: a second concurrent request waits for the first, then shares its socket."""
     client = Upstream(pool_size=1)
