@@ -122,6 +122,7 @@ _EXCEPTION_CLASSES: dict[str, FailureClass] = {
     "upstream_timeout": "timeout",
     "stream_interrupted": "connection",
     "stream_idle_timeout": "timeout",
+    "stream_total_timeout": "timeout",
     "malformed_response": "transient",
 }
 

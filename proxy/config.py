@@ -67,8 +67,8 @@ class ServerConfig(_Base, frozen=True):
     #: How long SIGTERM waits for in-flight requests and streams.
     drain_timeout_s: float = 30.0
     timeouts: Timeouts = Timeouts()
-    #: Upstream connection pool size (keep-alive connections).
-    pool_size: int = 256
+    #: Upstream connections in use at once (keep-alive); more requests wait for one.
+    pool_size: Annotated[int, msgspec.Meta(ge=1)] = 256
     #: Processes sharing the port (SO_REUSEPORT); `--workers` / SPANGATE_WORKERS win.
     workers: Annotated[int, msgspec.Meta(ge=1)] = 1
 

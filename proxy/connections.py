@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
 import time
 
+import aiohappyeyeballs
 from aiohttp.client_proto import ResponseHandler
 
 from proxy.http1 import Origin
 
 #: An idle connection older than this is closed, not reused (providers drop idle ones).
 KEEPALIVE_S = 30.0
+_HAPPY_EYEBALLS_DELAY_S = 0.25
 
 
 class ConnectionPool:
@@ -36,9 +39,9 @@ class ConnectionPool:
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
-    async def acquire(self, origin: Origin, connect_s: float) -> ResponseHandler:
-        """A connected protocol for `origin`, reused when one is idle. Raises OSError
-        (including ssl.SSLError and socket.gaierror) or TimeoutError from connecting."""
+    async def acquire(self, origin: Origin, connect_s: float) -> tuple[ResponseHandler, bool]:
+        """A connected protocol for `origin` and whether it was reused (idle in the pool).
+        Raises OSError (including ssl.SSLError and socket.gaierror) or TimeoutError."""
         if self._closed:
             raise ConnectionError("the upstream connection pool is closed")
         if self._in_use < self._limit and not self._waiters:
@@ -48,7 +51,9 @@ class ConnectionPool:
         try:
             # Not `reuse() or connect()`: a protocol is a queue, and an empty one is falsy.
             reused = self._reuse(origin)
-            return reused if reused is not None else await self._connect(origin, connect_s)
+            if reused is not None:
+                return reused, True
+            return await self._connect(origin, connect_s), False
         except BaseException:
             self._free_slot()
             raise
@@ -56,7 +61,7 @@ class ConnectionPool:
     def release(self, origin: Origin, protocol: ResponseHandler) -> None:
         """Back to the idle list when it can carry another request; closed otherwise."""
         self._free_slot()
-        if self._closed or protocol.should_close or not protocol.is_connected():
+        if self._closed or not _reusable(protocol):
             protocol.close()
             return
         self._idle.setdefault(origin, []).append((time.monotonic(), protocol))
@@ -64,9 +69,10 @@ class ConnectionPool:
             self._sweep = asyncio.get_running_loop().call_later(self._keepalive_s, self._expire)
 
     def discard(self, protocol: ResponseHandler) -> None:
-        """A connection left mid-exchange: closed, never reused."""
+        """A connection left mid-exchange: dropped at once (a provider sees the request
+        end and stops generating), never reused."""
         self._free_slot()
-        protocol.close()
+        protocol.abort()
 
     def close(self) -> None:
         self._closed = True
@@ -104,13 +110,23 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         tls = self._tls_context() if origin.tls else None
         async with asyncio.timeout(connect_s):
-            _, protocol = await loop.create_connection(
-                lambda: ResponseHandler(loop),
-                origin.host,
-                origin.port,
-                ssl=tls,
-                server_hostname=origin.host if tls else None,
+            addresses = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+            # Happy eyeballs (RFC 8305), as aiohttp's connector: an address family that
+            # drops packets costs 0.25 s, not the whole connect timeout. uvloop's
+            # create_connection has no such option, so the socket is connected here.
+            sock = await aiohappyeyeballs.start_connection(
+                addresses, happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY_S, interleave=1
             )
+            try:
+                _, protocol = await loop.create_connection(
+                    lambda: ResponseHandler(loop),
+                    sock=sock,
+                    ssl=tls,
+                    server_hostname=origin.host if tls else None,
+                )
+            except BaseException:
+                sock.close()
+                raise
         return protocol
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -161,6 +177,13 @@ class ConnectionPool:
 
 
 def _reusable(protocol: ResponseHandler) -> bool:
-    """Open, and nothing arrived while idle: a server that sends an unasked answer (a
-    408 before it hangs up, say) would have it read as the answer to our next request."""
-    return protocol.is_connected() and not protocol.should_close
+    """Open, nothing unread (a server that sends an unasked answer, a 408 before it
+    hangs up, say, would have it read as the answer to our next request) and nothing
+    unsent (an early answer to a large upload leaves the rest of it in the buffer)."""
+    transport = protocol.transport
+    return (
+        transport is not None
+        and not transport.is_closing()
+        and not protocol.should_close
+        and not transport.get_write_buffer_size()
+    )

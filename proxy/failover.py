@@ -243,6 +243,7 @@ async def _maybe_hedged(
         # asyncio.wait does not cancel what it waits for: the client left, so must we.
         primary.cancel()
         await asyncio.wait({primary})
+        _abandon(primary)
         raise
     if done:
         return primary.result(), 1
@@ -286,6 +287,18 @@ async def _race(tasks: list[asyncio.Future[Ready | Failed]]) -> Ready | Failed:
     for failure in failures[:-1]:
         failure.discard()
     return failures[-1]
+
+
+def _abandon(task: asyncio.Future[Ready | Failed]) -> None:
+    """An attempt that finished in the same step its request was cancelled: its
+    response still holds a pool connection."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    result = task.result()
+    if isinstance(result, Ready):
+        _lose(result)
+    else:
+        result.discard()
 
 
 def _lose(result: Ready) -> None:

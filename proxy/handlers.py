@@ -116,7 +116,14 @@ async def _forward(
     record.body, record.stream = body, bool(fields.stream)
     record.request_model = fields.model or endpoint.deployment
     incoming = Incoming(
-        request.method, endpoint, request.query_string, request.headers, body, fields
+        # The query byte for byte as the client sent it: yarl's query strings (even the
+        # "raw" one) undo escapes such as %2F and %7e.
+        request.method,
+        endpoint,
+        request.raw_path.partition("?")[2],
+        request.headers,
+        body,
+        fields,
     )
     plan = resolve(runtime, endpoint, fields.model, _overrides(request, runtime))
     record.alias = plan.alias

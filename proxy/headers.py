@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from multidict import CIMultiDict
 
 #: RFC 9110 §7.6.1 connection-specific headers, plus those a proxy must set itself.
-_HOP_BY_HOP = frozenset(
+HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
@@ -32,7 +32,7 @@ _OWN_PREFIX = "x-spangate-"
 
 
 #: Checked one by one against the copy: a dozen C lookups beat lower-casing every header.
-_HOP_BY_HOP_NAMES = tuple(sorted(_HOP_BY_HOP))
+_HOP_BY_HOP_NAMES = tuple(sorted(HOP_BY_HOP))
 _OWN_PREFIX_LEN = len(_OWN_PREFIX)
 
 

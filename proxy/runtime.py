@@ -26,6 +26,7 @@ from proxy.config import (
     Timeouts,
 )
 from proxy.endpoints import Dialect
+from proxy.headers import HOP_BY_HOP
 from proxy.providers import ADAPTERS, Adapter
 from proxy.providers.base import ProviderSettings
 
@@ -109,6 +110,11 @@ def _check_header_lines(name: str, spec: ProviderConfig) -> None:
     for header, value in spec.headers.items():
         if not _TOKEN.fullmatch(header):
             raise ConfigError(f"providers.{name}.headers: {header!r} is not a valid header name")
+        if header.lower() in HOP_BY_HOP:
+            raise ConfigError(
+                f"providers.{name}.headers: {header!r} is set by spangate for each connection "
+                "and request (Host from base_url), so it cannot be configured"
+            )
         if any(c in value for c in "\r\n\0"):
             raise ConfigError(
                 f"providers.{name}.headers.{header}: the value holds a line break or NUL"

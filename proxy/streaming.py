@@ -22,7 +22,7 @@ from proxy.headers import relayable
 from proxy.sse import split_complete
 from proxy.sse_errors import stream_error_event
 from proxy.sse_transform import Transform
-from proxy.upstream_response import UpstreamResponse
+from proxy.upstream_response import AttemptTimeout, UpstreamResponse
 from proxy.waits import WaitTimer
 
 #: Bodies up to this size are read whole (cheaper); larger ones are streamed.
@@ -272,6 +272,8 @@ async def _interrupt(
 
 def _interruption(exc: BaseException) -> tuple[str, str]:
     """(stream outcome, client-facing message) for a stream that broke after the commit."""
+    if isinstance(exc, AttemptTimeout):
+        return "stream_total_timeout", "the attempt ran past its overall timeout"
     if isinstance(exc, TimeoutError):
         return "stream_idle_timeout", "the provider stopped sending within the idle timeout"
     if isinstance(exc, _Truncated):

@@ -10,7 +10,7 @@ import asyncio
 import socket
 import ssl
 
-from aiohttp import ClientError
+from aiohttp import ClientError, ClientOSError, ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
@@ -20,11 +20,13 @@ from proxy.connections import ConnectionPool
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 from proxy.http1 import Target, UnsafeHeader, request_head, target_of
 from proxy.providers.base import UpstreamRequest
-from proxy.upstream_response import UpstreamResponse
+from proxy.upstream_response import AttemptTimeout, UpstreamResponse
 from proxy.waits import WaitTimer
 
 #: Informational answers (100 Continue, 103 Early Hints) come before the real one.
 _INFORMATIONAL = range(100, 200)
+#: Methods that may be sent again when a kept-alive connection fails under them.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Bodies up to this size are sent in one piece with the head (one copy, one send).
 _JOIN_LIMIT = 64 * 1024
 
@@ -58,10 +60,14 @@ class Upstream:
             head = request_head(request.method, target, request.headers.items(), len(request.body))
         except UnsafeHeader as exc:
             raise BadRequest(f"{exc}; it cannot be sent to provider {provider!r}") from None
+        first_byte_s, deadline = timeouts.first_byte_s, None
+        if timeouts.total_s:
+            # total_s counts from here: the wait for a pool slot and the connect too.
+            deadline = asyncio.get_running_loop().time() + timeouts.total_s
+            first_byte_s = min(first_byte_s, timeouts.total_s)
         try:
-            with waits.limit(timeouts.first_byte_s):
-                protocol = await _connect(pool, target, timeouts, provider)
-                return await _exchange(pool, target, protocol, head, request, timeouts)
+            with waits.limit(first_byte_s):
+                return await _send(pool, target, head, request, timeouts, provider, deadline)
         except TimeoutError:
             raise UpstreamTimeout(_timeout_message(provider, timeouts)) from None
         except (ClientError, HttpProcessingError, OSError) as exc:
@@ -71,14 +77,36 @@ class Upstream:
             ) from None
 
 
+async def _send(
+    pool: ConnectionPool,
+    target: Target,
+    head: bytes,
+    request: UpstreamRequest,
+    timeouts: Timeouts,
+    provider: str,
+    deadline: float | None,
+) -> UpstreamResponse:
+    protocol, reused = await _connect(pool, target, timeouts, provider)
+    try:
+        return await _exchange(pool, target, protocol, head, request, deadline)
+    except (ServerDisconnectedError, ClientOSError):
+        # A kept-alive connection the provider closed just as the request went out.
+        # aiohttp's rule: an idempotent request goes again, once, on a new attempt at a
+        # connection; a POST is never sent twice (the provider may have run it).
+        if not reused or request.method not in _IDEMPOTENT:
+            raise
+    protocol, _ = await _connect(pool, target, timeouts, provider)
+    return await _exchange(pool, target, protocol, head, request, deadline)
+
+
 async def _connect(
     pool: ConnectionPool, target: Target, timeouts: Timeouts, provider: str
-) -> ResponseHandler:
+) -> tuple[ResponseHandler, bool]:
     try:
         return await pool.acquire(target.origin, timeouts.connect_s)
     except TimeoutError:
         raise
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
         origin = target.origin
         raise UpstreamUnreachable(
             f"could not connect to provider {provider!r} at {origin.host}:{origin.port} "
@@ -92,20 +120,21 @@ async def _exchange(
     protocol: ResponseHandler,
     head: bytes,
     request: UpstreamRequest,
-    timeouts: Timeouts,
+    deadline: float | None,
 ) -> UpstreamResponse:
-    total = _Total(protocol, timeouts.total_s) if timeouts.total_s else None
+    total = _Total(protocol, deadline) if deadline is not None else None
     try:
         # Bytes go to the client as the provider encoded them: no decompression.
         protocol.set_response_params(
             skip_payload=request.method == "HEAD", read_until_eof=True, auto_decompress=False
         )
         transport = protocol.transport
-        assert transport is not None
+        if transport is None:
+            raise ServerDisconnectedError("the connection closed before the request went out")
         if len(request.body) <= _JOIN_LIMIT:
             transport.write(head + request.body)
         else:
-            transport.writelines((head, request.body))  # no copy of a large body
+            transport.writelines((head, request.body))  # uvloop: no head+body copy
         message, content = await protocol.read()
         while message.code in _INFORMATIONAL and message.code != 101:
             message, content = await protocol.read()
@@ -121,23 +150,26 @@ async def _exchange(
 
 
 class _Total:
-    """timeouts.total_s: the whole attempt, headers and body, fails with TimeoutError."""
+    """timeouts.total_s: past the deadline, the attempt's reads fail with AttemptTimeout
+    (a TimeoutError), the response head's and the body's alike."""
 
     __slots__ = ("content", "handle", "protocol")
 
-    def __init__(self, protocol: ResponseHandler, seconds: float) -> None:
+    def __init__(self, protocol: ResponseHandler, deadline: float) -> None:
         self.protocol = protocol
         self.content: StreamReader | None = None
-        self.handle = asyncio.get_running_loop().call_later(seconds, self._fire)
+        self.handle = asyncio.get_running_loop().call_at(deadline, self._fire)
 
     def _fire(self) -> None:
-        error = TimeoutError("the attempt took longer than timeouts.total_s")
+        error = AttemptTimeout("the attempt ran past timeouts.total_s")
         self.protocol.set_exception(error)
         if self.content is not None:
             self.content.set_exception(error)
 
 
-def _reason(exc: OSError) -> str:
+def _reason(exc: OSError | UnicodeError) -> str:
+    if isinstance(exc, UnicodeError):
+        return "the host name cannot be encoded"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted: {exc.verify_message}"
     if isinstance(exc, socket.gaierror):
@@ -146,8 +178,13 @@ def _reason(exc: OSError) -> str:
 
 
 def _timeout_message(provider: str, timeouts: Timeouts) -> str:
+    total = (
+        f", or the attempt ran past {timeouts.total_s:g} s (timeouts.total_s)"
+        if timeouts.total_s
+        else ""
+    )
     return (
         f"provider {provider!r} sent no response within {timeouts.first_byte_s:g} s "
         f"(timeouts.first_byte_s) or the connection took longer than "
-        f"{timeouts.connect_s:g} s (timeouts.connect_s)"
+        f"{timeouts.connect_s:g} s (timeouts.connect_s){total}"
     )

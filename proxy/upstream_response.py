@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 
+from aiohttp import ClientConnectionError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
@@ -18,6 +19,10 @@ from multidict import CIMultiDictProxy
 
 from proxy.connections import ConnectionPool
 from proxy.http1 import Origin
+
+
+class AttemptTimeout(TimeoutError):
+    """The attempt ran past timeouts.total_s (the response head or body unfinished)."""
 
 
 class UpstreamResponse:
@@ -68,23 +73,27 @@ class UpstreamResponse:
         return await self.content.read()
 
     def release(self) -> None:
-        """Done with the response: a connection with unread body is not reusable."""
-        if self._protocol is not None and not self.content.is_eof():
+        """Done with the response. A body read to its end has already given its
+        connection back; one that was not (or failed) cannot carry another request."""
+        if self._protocol is not None:
             self.close()
 
     def close(self) -> None:
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             self._stop_timer()
+            if not self.content.is_eof():
+                # A later read must fail, not see a clean end of a cut-off body.
+                self.content.set_exception(ClientConnectionError("Connection closed"))
             self._pool.discard(protocol)
 
     def __del__(self) -> None:
         # A response dropped unclosed (a bug) must not keep its pool slot forever. The
         # collector may run this on any thread: the pool is the loop's, so hand it there.
-        protocol = self._protocol
+        protocol = getattr(self, "_protocol", None)
         if protocol is not None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
-                self._loop.call_soon_threadsafe(self._pool.discard, protocol)
+                self._loop.call_soon_threadsafe(_abandoned, self._pool, protocol, self._timer)
 
     def _ended(self) -> None:
         protocol, self._protocol = self._protocol, None
@@ -96,6 +105,14 @@ class UpstreamResponse:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _abandoned(
+    pool: ConnectionPool, protocol: ResponseHandler, timer: asyncio.TimerHandle | None
+) -> None:
+    if timer is not None:
+        timer.cancel()
+    pool.discard(protocol)
 
 
 @functools.lru_cache(maxsize=64)

@@ -119,6 +119,7 @@ class Received:
     headers: CIMultiDictProxy[str]  # case-insensitive: headers["authorization"]
     body: bytes
     request_id: str = ""  # the x-request-id / request-id the fake answered with
+    raw_query: str = ""  # the query string as it was encoded on the wire
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -1673,6 +1674,7 @@ class FakeProvider:
                 headers=CIMultiDictProxy(CIMultiDict(request.headers)),
                 body=body,
                 request_id=rid,
+                raw_query=request.raw_path.partition("?")[2],
             )
             self._received.append(received)
             self._lock.notify_all()

@@ -60,16 +60,21 @@ class SpangateThread:
         self.app[STATE].ready = True
 
     def stop(self) -> None:
-        from proxy.appkeys import UPSTREAM
-
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        try:
+            leaked = asyncio.run_coroutine_threadsafe(self._cleanup(), self._loop).result(30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
         # Every test checks the pool too: a response some path never released would
         # hold its connection slot for good (the pool would run dry in production).
-        leaked = self.app[UPSTREAM].in_use
         assert leaked == 0, f"{leaked} upstream connection(s) never released"
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+
+    async def _cleanup(self) -> int:
+        from proxy.appkeys import UPSTREAM
+
+        await self._runner.cleanup()
+        return self.app[UPSTREAM].in_use
 
     def __enter__(self) -> SpangateThread:
         return self.start()

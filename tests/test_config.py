@@ -95,6 +95,19 @@ def test_embedded_default_is_a_transparent_passthrough() -> None:
             "providers.p.api_version: required for kind azure_openai",
         ),
         (
+            {"providers": {"p": {"kind": "openai", "base_url": "http://x"}}}
+            | {"server": {"pool_size": 0}},
+            "server.pool_size: expected `int` >= 1",
+        ),
+        (
+            {
+                "providers": {
+                    "p": {"kind": "openai", "base_url": "http://x", "headers": {"Host": "v"}}
+                }
+            },
+            "providers.p.headers: 'Host' is set by spangate",
+        ),
+        (
             {"providers": {"p": {"kind": "openai", "base_url": "https://u:secret@x"}}},
             "providers.p.base_url: must not carry credentials",
         ),

@@ -17,7 +17,7 @@ from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 from proxy.http1 import target_of
 from proxy.providers.base import UpstreamRequest
 from proxy.upstream import Upstream
-from proxy.upstream_response import UpstreamResponse
+from proxy.upstream_response import AttemptTimeout, UpstreamResponse
 from proxy.waits import WaitTimer
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -207,19 +207,25 @@ async def test_pool_limit_queues_requests_until_a_connection_is_free() -> None:
 
 
 async def test_cancelled_waiter_passes_its_turn_on() -> None:
-    """A request cancelled while queued for the pool does not swallow the free slot."""
+    """Requests cancelled while queued for the pool, before or after a slot was handed
+    to them, do not swallow it: the next waiter gets it."""
     pool = ConnectionPool(limit=1)
     async with RawServer(answer(OK)) as server:
         origin = target_of(server.url).origin
-        held = await pool.acquire(origin, 1.0)
-        cancelled = asyncio.create_task(pool.acquire(origin, 1.0))
+        held, _ = await pool.acquire(origin, 1.0)
+        gone_early = asyncio.create_task(pool.acquire(origin, 1.0))
+        handed = asyncio.create_task(pool.acquire(origin, 1.0))
         waiting = asyncio.create_task(pool.acquire(origin, 1.0))
         await asyncio.sleep(0)
-        cancelled.cancel()
-        pool.discard(held)
-        protocol = await asyncio.wait_for(waiting, 1.0)
+        gone_early.cancel()
+        await asyncio.sleep(0)
+        pool.discard(held)  # the slot goes to `handed`...
+        handed.cancel()  # ...which is cancelled before it runs
+        protocol, _ = await asyncio.wait_for(waiting, 1.0)
+        assert handed.cancelled()
         assert pool.in_use == 1
         pool.discard(protocol)
+        assert pool.in_use == 0
     pool.close()
 
 
@@ -228,16 +234,17 @@ async def test_freed_slot_goes_to_the_oldest_waiter() -> None:
     pool = ConnectionPool(limit=1)
     async with RawServer(answer(OK)) as server:
         origin = target_of(server.url).origin
-        held = await pool.acquire(origin, 1.0)
+        held, _ = await pool.acquire(origin, 1.0)
         first = asyncio.create_task(pool.acquire(origin, 1.0))
         await asyncio.sleep(0)
         pool.release(origin, held)
         late = asyncio.create_task(pool.acquire(origin, 1.0))
-        protocol = await asyncio.wait_for(first, 1.0)
+        protocol, reused = await asyncio.wait_for(first, 1.0)
+        assert reused  # the connection `held` had, back in the pool
         await asyncio.sleep(0.01)
         assert not late.done()
         pool.release(origin, protocol)
-        pool.release(origin, await asyncio.wait_for(late, 1.0))
+        pool.release(origin, (await asyncio.wait_for(late, 1.0))[0])
         assert pool.in_use == 0
     pool.close()
 
@@ -261,7 +268,7 @@ async def test_idle_connections_expire_after_keepalive() -> None:
     pool = ConnectionPool(limit=4, keepalive_s=0.05)
     async with RawServer(answer(OK)) as server:
         origin = target_of(server.url).origin
-        protocol = await pool.acquire(origin, 1.0)
+        protocol, _ = await pool.acquire(origin, 1.0)
         pool.release(origin, protocol)
         assert pool.idle == 1
         await asyncio.sleep(0.2)
@@ -305,6 +312,43 @@ async def test_chunked_body_is_relayed_as_sent_pieces(upstream: Upstream) -> Non
     assert server.connections == 1
 
 
+async def test_no_content_answer_keeps_the_connection(upstream: Upstream) -> None:
+    """204 has no body whatever its headers say: done at once, connection reused."""
+    raw = b"HTTP/1.1 204 No Content\r\n\r\n"
+    async with RawServer(answer(raw)) as server:
+        for _ in range(2):
+            response = await call(upstream, post(server.url))
+            assert (response.status, await response.read()) == (204, b"")
+            response.release()
+    assert server.connections == 1
+
+
+async def test_idempotent_request_is_resent_when_a_kept_connection_dies(
+    upstream: Upstream,
+) -> None:
+    """The provider closes a kept-alive connection as the next request goes out: a GET
+    goes again on a new connection; a POST fails as unreachable (never sent twice)."""
+    first_on_connection: set[int] = set()
+
+    async def reply(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        if id(writer) in first_on_connection:
+            return False  # hang up without answering
+        first_on_connection.add(id(writer))
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    async with RawServer(reply) as server:
+        await (await call(upstream, post(server.url, b"", method="GET"))).read()
+        response = await call(upstream, post(server.url, b"", method="GET"))
+        assert (response.status, await response.read()) == (200, b"{}")
+        assert server.connections == 2
+        with pytest.raises(UpstreamUnreachable, match="closed the connection"):
+            await call(upstream, post(server.url))
+        assert server.connections == 2
+        assert upstream.in_use == 0
+
+
 async def test_head_request_reads_no_body(upstream: Upstream) -> None:
     """A HEAD answer's Content-Length describes a body that is never sent."""
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"
@@ -317,13 +361,41 @@ async def test_head_request_reads_no_body(upstream: Upstream) -> None:
 
 
 async def test_total_timeout_cuts_a_body_that_never_ends(upstream: Upstream) -> None:
-    """timeouts.total_s covers the body too: a stalled body read fails with TimeoutError."""
-    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}"
-    async with RawServer(answer(raw)) as server:
+    """timeouts.total_s covers the body too: a stalled body read fails with TimeoutError;
+    released after the rest arrived anyway, the connection is closed, its slot freed."""
+    events: list[str] = []
+
+    async def late_body(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}")
+        await asyncio.sleep(0.3)
+        writer.write(b"12345678")
+        events.append("rest sent")
+        return True
+
+    async with RawServer(late_body) as server:
         response = await call(upstream, post(server.url), Timeouts(total_s=0.1))
-        with pytest.raises(TimeoutError):
+        with pytest.raises(AttemptTimeout, match="total_s"):
             await response.read()
+        await asyncio.sleep(0.4)
+        assert events == ["rest sent"]
+        response.release()
+        assert upstream.in_use == 0
+        response = await call(upstream, post(server.url), Timeouts(total_s=0.1))
         response.close()
+    assert server.connections == 2
+
+
+async def test_total_timeout_counts_from_the_send(upstream: Upstream) -> None:
+    """No answer head within total_s (shorter than first_byte_s): UpstreamTimeout
+    naming total_s."""
+
+    async def silent(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    async with RawServer(silent) as server:
+        with pytest.raises(UpstreamTimeout, match="total_s"):
+            await call(upstream, post(server.url), Timeouts(total_s=0.1))
 
 
 async def test_no_answer_within_first_byte_is_a_timeout(upstream: Upstream) -> None:

@@ -19,6 +19,7 @@ import pytest
 from conftest import Running, basic_config
 from fakeprovider import FakeProvider, anthropic_error, custom, gzipped, openai_error
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 GPT = "gpt-4o-mini"
 CLAUDE = "claude-sonnet-4-6"
@@ -38,7 +39,7 @@ ODD_BODY = (
 
 
 async def post(
-    url: str, body: bytes, headers: dict[str, str] | None = None, **session: Any
+    url: str | URL, body: bytes, headers: dict[str, str] | None = None, **session: Any
 ) -> tuple[int, CIMultiDictProxy[str], bytes]:
     """POST raw bytes with aiohttp; returns status, headers and the body as received."""
     sent = {"Content-Type": "application/json", **(headers or {})}
@@ -130,6 +131,20 @@ async def test_unaliased_model_passes_through_byte_identical(
     assert fake.last.body == body
     assert fake.last.path == "/v1/chat/completions"
     assert json.loads(answer)["model"] == "my-local-model"
+
+
+async def test_query_string_reaches_the_provider_as_encoded(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """The query goes upstream byte for byte: escapes a decoder would undo (`%2F`, a
+    lower-case `%7e`) stay as the client wrote them, and `%26` stays one value."""
+    query = "tag=a%26b&note=x%20y&path=a%2Fb&t=%7e&empty="
+    # encoded=True: aiohttp's client would otherwise normalise the query itself.
+    url = URL(spangate.openai_base_url + "/chat/completions?" + query, encoded=True)
+    status, _, _ = await post(url, ODD_BODY.replace(b'"fast" ,', b'"gpt-4o-mini" ,'))
+    assert status == 200
+    assert fake.last.raw_query == query
+    assert fake.last.query == {"tag": "a&b", "note": "x y", "path": "a/b", "t": "~", "empty": ""}
 
 
 def test_azure_deployment_alias_goes_to_openai_target(

@@ -30,8 +30,11 @@ def authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ca_ext = ("basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign")
     leaf = ("-CA", "ca.pem", "-CAkey", "ca.key", "-keyout", "leaf.key", "-out", "leaf.pem")
     leaf_ext = ("subjectAltName=IP:127.0.0.1,DNS:localhost", "basicConstraints=CA:FALSE")
-    for args, extensions in ((ca, ca_ext), (leaf, leaf_ext)):
-        subject = () if args is ca else ("-subj", "/CN=127.0.0.1")
+    # Signed by the same CA, for another host: trusted, but not for 127.0.0.1.
+    other = ("-CA", "ca.pem", "-CAkey", "ca.key", "-keyout", "other.key", "-out", "other.pem")
+    other_ext = ("subjectAltName=DNS:elsewhere.example", "basicConstraints=CA:FALSE")
+    for args, extensions in ((ca, ca_ext), (leaf, leaf_ext), (other, other_ext)):
+        subject = () if args is ca else ("-subj", "/CN=spangate-test")
         added = [part for ext in extensions for part in ("-addext", ext)]
         subprocess.run(
             ["openssl", "req", "-x509", *ec, *args, *subject, *added],
@@ -42,11 +45,15 @@ def authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where
 
 
+def _serving(authority: Path, name: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(authority / f"{name}.pem", authority / f"{name}.key")
+    return context
+
+
 @pytest.fixture
 def tls_fake(authority: Path) -> Iterator[FakeProvider]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(authority / "leaf.pem", authority / "leaf.key")
-    with FakeProvider(tls=context) as provider:
+    with FakeProvider(tls=_serving(authority, "leaf")) as provider:
         yield provider
 
 
@@ -97,3 +104,22 @@ def test_untrusted_certificate_is_502_saying_why(
     assert "TLS certificate not trusted" in message
     assert "providers.openai.base_url" in message
     assert tls_fake.received == []
+
+
+def test_certificate_for_another_host_is_502_saying_why(
+    authority: Path,
+    spangate_for: Callable[..., Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A trusted CA, but the certificate names another host: refused (hostname checked)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority / "ca.pem"))
+    with FakeProvider(tls=_serving(authority, "other")) as fake:
+        running = spangate_for(basic_config(fake))
+        with (
+            openai.OpenAI(base_url=running.openai_base_url, api_key="sk-t", max_retries=0) as oa,
+            pytest.raises(openai.APIStatusError) as caught,
+        ):
+            oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        assert fake.received == []
+    assert caught.value.status_code == 502
+    assert "TLS certificate not trusted: IP address mismatch" in caught.value.message
