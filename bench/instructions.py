@@ -5,7 +5,9 @@ This machine's speed drifts 1.5-2x between runs, so CPU-time A/Bs of a few per c
 need many interleaved repeats. An instruction count does not drift: the proxy runs
 under `valgrind --tool=callgrind`, its counters are zeroed after a warm-up, a
 sequential keep-alive client sends BENCH_REQUESTS [1000] requests (BENCH_STREAM=1:
-the canned 20-chunk stream), and the counts are dumped per thread. The same code
+the canned 20-chunk stream in one piece; BENCH_STREAM=chunks: the same stream one
+event per upstream write, 1 ms apart, from bench/slow_stream.py), and the counts are
+dumped per thread. The same code
 gives the same count to within ~0.5 % run after run, whatever else the machine does.
 
 Instructions are not time: a cache miss or a system call (its kernel side is not
@@ -32,6 +34,7 @@ from bench.configs import (
     Configuration,
     Setup,
 )
+from bench.measure import start_chunk_stream
 from bench.procs import LOAD_CORE, VENV_PYTHON, Procs, settle_cpu
 
 DEFAULT = (PASSTHROUGH, "spangate-off", configs.FULL)
@@ -65,13 +68,16 @@ def main(argv: list[str]) -> int:
         print(f"not a one-process Python proxy: {', '.join(unknown)}", file=sys.stderr)
         return 2
     requests = int(os.environ.get("BENCH_REQUESTS", "1000"))
-    stream = os.environ.get("BENCH_STREAM") == "1"
+    stream = {"1": canned.STREAM_HEADER, "chunks": canned.CHUNKS_HEADER}.get(
+        os.environ.get("BENCH_STREAM", "")
+    )
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     workdir = Path(tempfile.mkdtemp(prefix="spangate-instructions-"))
     procs = Procs(workdir, wrap=_under_callgrind(workdir), patience=20.0)
     counts = []
     try:
-        setup = configs.start_setup(procs, nginx.start_upstream(procs)[1])
+        chunks_port = start_chunk_stream(procs, 1.0) if stream == canned.CHUNKS_HEADER else 0
+        setup = configs.start_setup(procs, nginx.start_upstream(procs, chunks_port)[1])
         for name in names:
             counts.append(_measure(known[name], setup, workdir, requests, stream))
             print(f"{name}: {counts[-1].total / 1e6:.3f} M instructions per request", flush=True)
@@ -84,8 +90,8 @@ def main(argv: list[str]) -> int:
 
 def _under_callgrind(workdir: Path) -> Callable[[str, list[str]], list[str]]:
     def wrap(name: str, argv: list[str]) -> list[str]:
-        if not argv or argv[0] != str(VENV_PYTHON):
-            return argv  # the upstream and the receiver run as they are
+        if not argv or argv[0] != str(VENV_PYTHON) or "bench.slow_stream" in argv:
+            return argv  # the upstreams and the receiver run as they are
         out = workdir / f"callgrind.{name}.%p"
         return [
             "valgrind",
@@ -100,7 +106,7 @@ def _under_callgrind(workdir: Path) -> Callable[[str, list[str]], list[str]]:
 
 
 def _measure(
-    config: Configuration, setup: Setup, workdir: Path, requests: int, stream: bool
+    config: Configuration, setup: Setup, workdir: Path, requests: int, stream: str | None
 ) -> Count:
     running = config.start(setup)
     assert running.proc is not None
@@ -123,10 +129,11 @@ def _control(flag: str, pid: int) -> None:
     subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True)
 
 
-def _send(port: int, count: int, stream: bool) -> None:
-    body = canned.chat_request(stream)
-    # The upstream answers with the canned stream when the header asks for it.
-    headers = {**canned.REQUEST_HEADERS, **({canned.STREAM_HEADER: "1"} if stream else {})}
+def _send(port: int, count: int, stream: str | None) -> None:
+    body = canned.chat_request(stream is not None)
+    # The upstream answers with the canned stream, in one piece or event by event, when
+    # the header asks for it.
+    headers = {**canned.REQUEST_HEADERS, **({stream: "1"} if stream else {})}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
         for _ in range(count):
@@ -162,8 +169,12 @@ def _total(path: Path) -> int:
     return 0
 
 
-def render(counts: list[Count], requests: int, stream: bool) -> str:
-    what = "20-chunk streams" if stream else "chat completions"
+def render(counts: list[Count], requests: int, stream: str | None) -> str:
+    what = {
+        None: "chat completions",
+        canned.STREAM_HEADER: "20-chunk streams in one piece",
+        canned.CHUNKS_HEADER: "20-chunk streams, one upstream write per event",
+    }[stream]
     reference = next((c.total for c in counts if c.name == PASSTHROUGH), None)
     lines = [
         f"Instructions per request ({requests} sequential {what}, thousands):",
