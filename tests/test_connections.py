@@ -418,6 +418,20 @@ async def test_garbage_answer_is_unreachable(upstream: Upstream) -> None:
             await call(upstream, post(server.url))
 
 
+async def test_name_with_several_addresses_connects_to_the_one_listening(
+    upstream: Upstream,
+) -> None:
+    """`localhost` may resolve to ::1 before 127.0.0.1: the address that refuses is
+    passed over (happy eyeballs) and the Host header keeps the name."""
+    async with RawServer(answer(OK)) as server:
+        url = f"http://localhost:{server.port}/v1/x"
+        response = await call(upstream, post(url))
+        assert await response.read() == b"{}"
+    assert server.heads[0].startswith(
+        f"POST /v1/x HTTP/1.1\r\nHost: localhost:{server.port}".encode()
+    )
+
+
 async def test_refused_connection_names_host_and_setting(upstream: Upstream) -> None:
     async with RawServer(answer(OK)) as server:
         url = server.url
