@@ -108,13 +108,20 @@ async def call(
         waits.close()
 
 
+async def round_trips(upstream: Upstream, url: str, count: int) -> set[tuple[int, bytes]]:
+    """`count` requests one after another, each read to its end: the answers seen."""
+    seen = set()
+    for _ in range(count):
+        response = await call(upstream, post(url))
+        seen.add((response.status, await response.read()))
+        response.release()
+    return seen
+
+
 async def test_sequential_requests_reuse_one_connection(upstream: Upstream) -> None:
     """Keep-alive: three requests read to the end travel over one connection."""
     async with RawServer(answer(OK)) as server:
-        for _ in range(3):
-            response = await call(upstream, post(server.url))
-            assert (response.status, await response.read()) == (200, b"{}")
-            response.release()
+        assert await round_trips(upstream, server.url, 3) == {(200, b"{}")}
     assert server.connections == 1
     assert server.heads[0].startswith(b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:")
     assert server.heads[0].endswith(b"Content-Length: 2\r\n\r\n{}")
@@ -316,10 +323,7 @@ async def test_no_content_answer_keeps_the_connection(upstream: Upstream) -> Non
     """204 has no body whatever its headers say: done at once, connection reused."""
     raw = b"HTTP/1.1 204 No Content\r\n\r\n"
     async with RawServer(answer(raw)) as server:
-        for _ in range(2):
-            response = await call(upstream, post(server.url))
-            assert (response.status, await response.read()) == (204, b"")
-            response.release()
+        assert await round_trips(upstream, server.url, 2) == {(204, b"")}
     assert server.connections == 1
 
 
@@ -328,12 +332,12 @@ async def test_idempotent_request_is_resent_when_a_kept_connection_dies(
 ) -> None:
     """The provider closes a kept-alive connection as the next request goes out: a GET
     goes again on a new connection; a POST fails as unreachable (never sent twice)."""
-    first_on_connection: set[int] = set()
+    answered: list[asyncio.StreamWriter] = []  # held, so that no identity is reused
 
     async def reply(head: bytes, writer: asyncio.StreamWriter) -> bool:
-        if id(writer) in first_on_connection:
+        if any(seen is writer for seen in answered):
             return False  # hang up without answering
-        first_on_connection.add(id(writer))
+        answered.append(writer)
         writer.write(OK)
         await writer.drain()
         return True
@@ -385,30 +389,26 @@ async def test_total_timeout_cuts_a_body_that_never_ends(upstream: Upstream) -> 
     assert server.connections == 2
 
 
-async def test_total_timeout_counts_from_the_send(upstream: Upstream) -> None:
-    """No answer head within total_s (shorter than first_byte_s): UpstreamTimeout
-    naming total_s."""
+async def silent(head: bytes, writer: asyncio.StreamWriter) -> bool:
+    """Reads the request and never answers."""
+    await asyncio.sleep(5)
+    return False
 
-    async def silent(head: bytes, writer: asyncio.StreamWriter) -> bool:
-        await asyncio.sleep(5)
-        return False
 
+@pytest.mark.parametrize(
+    ("timeouts", "setting"),
+    [(Timeouts(first_byte_s=0.1), "first_byte_s"), (Timeouts(total_s=0.1), "total_s")],
+)
+async def test_no_answer_in_time_is_a_timeout_naming_the_setting(
+    upstream: Upstream, timeouts: Timeouts, setting: str
+) -> None:
+    """No response head within first_byte_s, or within total_s (counted from the send,
+    shorter here than first_byte_s): UpstreamTimeout naming that setting; the
+    connection's slot is given back."""
     async with RawServer(silent) as server:
-        with pytest.raises(UpstreamTimeout, match="total_s"):
-            await call(upstream, post(server.url), Timeouts(total_s=0.1))
-
-
-async def test_no_answer_within_first_byte_is_a_timeout(upstream: Upstream) -> None:
-    """No response head within first_byte_s: UpstreamTimeout naming the setting."""
-
-    async def silent(head: bytes, writer: asyncio.StreamWriter) -> bool:
-        await asyncio.sleep(5)
-        return False
-
-    async with RawServer(silent) as server:
-        with pytest.raises(UpstreamTimeout, match="first_byte_s"):
-            await call(upstream, post(server.url), Timeouts(first_byte_s=0.1))
-        assert upstream._pool is not None and upstream._pool.in_use == 0
+        with pytest.raises(UpstreamTimeout, match=setting):
+            await call(upstream, post(server.url), timeouts)
+        assert upstream.in_use == 0
 
 
 async def test_garbage_answer_is_unreachable(upstream: Upstream) -> None:
