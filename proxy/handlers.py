@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 
+import msgspec
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -75,6 +76,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 async def _proxy(request: web.Request, record: RequestRecord) -> web.StreamResponse:
     endpoint = classify(request.method, request.path, "anthropic-version" in request.headers)
+    if endpoint is not None and endpoint.deployment is None:
+        endpoint = _as_sent(endpoint, request.raw_path)
     fmt = endpoint.wire if endpoint is not None else guess_format(request)
     try:
         if endpoint is None:
@@ -104,6 +107,16 @@ def _not_served(request: web.Request) -> SpangateError:
         "under /v1/messages; point your SDK's base URL at spangate",
         code="unknown_path",
     )
+
+
+def _as_sent(endpoint: Endpoint, raw_target: str) -> Endpoint:
+    """The endpoint with its path as the client encoded it, for forwarding: matched
+    decoded, but an escaped `/` or `%7e` goes upstream unchanged. (Azure deployment
+    paths are rebuilt by their adapter from the decoded deployment name.)"""
+    raw_path = raw_target.partition("?")[0]
+    if raw_path == endpoint.path:
+        return endpoint
+    return msgspec.structs.replace(endpoint, path=raw_path)
 
 
 async def _forward(

@@ -120,6 +120,7 @@ class Received:
     body: bytes
     request_id: str = ""  # the x-request-id / request-id the fake answered with
     raw_query: str = ""  # the query string as it was encoded on the wire
+    raw_path: str = ""  # the path as it was encoded on the wire (``path`` is decoded)
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -1675,6 +1676,7 @@ class FakeProvider:
                 body=body,
                 request_id=rid,
                 raw_query=request.raw_path.partition("?")[2],
+                raw_path=request.raw_path.partition("?")[0],
             )
             self._received.append(received)
             self._lock.notify_all()

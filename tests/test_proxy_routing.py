@@ -147,6 +147,19 @@ async def test_query_string_reaches_the_provider_as_encoded(
     assert fake.last.query == {"tag": "a&b", "note": "x y", "path": "a/b", "t": "~", "empty": ""}
 
 
+async def test_path_reaches_the_provider_as_encoded(fake: FakeProvider, spangate: Running) -> None:
+    """A passthrough path goes upstream as the client encoded it: an escaped `/` stays
+    inside one segment, `%7e` is not turned into `~`."""
+    path = "/v1/files/file-a%2Fb%7e/content"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(URL(spangate.url + path, encoded=True)) as resp,
+    ):
+        await resp.read()
+    assert fake.last.raw_path == path
+    assert fake.last.path == "/v1/files/file-a/b~/content"
+
+
 def test_azure_deployment_alias_goes_to_openai_target(
     fake: FakeProvider, spangate_for: Callable[..., Running]
 ) -> None:
