@@ -40,14 +40,28 @@ class ConnectionPool:
         self._closed = False
 
     async def acquire(self, origin: Origin, connect_s: float) -> tuple[ResponseHandler, bool]:
-        """A connected protocol for `origin` and whether it was reused (idle in the pool).
-        Raises OSError (including ssl.SSLError and socket.gaierror) or TimeoutError."""
+        """`reserve()` then `open()`."""
+        await self.reserve()
+        return await self.open(origin, connect_s)
+
+    async def reserve(self) -> None:
+        """A slot for one exchange, waiting (first come, first served) when all are
+        taken. Raises ConnectionError once the pool is closed."""
         if self._closed:
             raise ConnectionError("the upstream connection pool is closed")
         if self._in_use < self._limit and not self._waiters:
             self._in_use += 1
-        else:
-            await self._wait_for_slot()
+            return
+        await self._wait_for_slot()
+        if self._closed:  # handed a slot just as the pool closed
+            self._free_slot()
+            raise ConnectionError("the upstream connection pool is closed")
+
+    async def open(self, origin: Origin, connect_s: float) -> tuple[ResponseHandler, bool]:
+        """On a reserved slot: a connected protocol for `origin` and whether it was
+        reused. Raises OSError (ssl.SSLError, socket.gaierror included), TimeoutError,
+        or what the connector raises besides (RuntimeError, ValueError); the slot is
+        freed then."""
         try:
             # Not `reuse() or connect()`: a protocol is a queue, and an empty one is falsy.
             reused = self._reuse(origin)

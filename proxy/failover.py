@@ -105,7 +105,13 @@ async def run(
     queue, seen = [plan.route], {plan.route.alias}
     last: Failed | None = None
     for route in _drain(queue):
-        result = await _serve_route(ctx, route)
+        try:
+            result = await _serve_route(ctx, route)
+        except BaseException:
+            # The request is gone: a kept failure may still hold an unread stream.
+            if last is not None:
+                last.discard()
+            raise
         if isinstance(result, Ready):
             if route is not plan.route:
                 record.fallback = route.alias
@@ -158,7 +164,12 @@ async def _serve_route(ctx: _Context, route: Route) -> Ready | Failed | None:
         target = _next_available(ctx, route, candidates)
         if target is None:
             break
-        result, budget = await _serve_target(ctx, route, target, candidates, budget)
+        try:
+            result, budget = await _serve_target(ctx, route, target, candidates, budget)
+        except BaseException:
+            if last is not None:
+                last.discard()
+            raise
         if isinstance(result, Ready):
             if last is not None:
                 last.discard()
@@ -243,13 +254,20 @@ async def _maybe_hedged(
         # asyncio.wait does not cancel what it waits for: the client left, so must we.
         primary.cancel()
         await asyncio.wait({primary})
-        _abandon(primary)
+        _abandon(primary, raced=False)
         raise
     if done:
         return primary.result(), 1
     second = _next_available(ctx, route, candidates)
     if second is None:
-        return await primary, 1
+        try:
+            return await primary, 1
+        except asyncio.CancelledError:
+            # It may have finished in the very step the request was cancelled.
+            primary.cancel()
+            await asyncio.wait({primary})
+            _abandon(primary, raced=False)
+            raise
     ctx.record.hedged = True
     hedge = asyncio.ensure_future(_attempt(ctx, route, second, 0.0, role="hedge"))
     return await _race([primary, hedge]), 2
@@ -279,26 +297,37 @@ async def _race(tasks: list[asyncio.Future[Ready | Failed]]) -> Ready | Failed:
                     _lose(extra)
                 ready[0].attempt.hedge_outcome = "won"
                 return ready[0]
+    except asyncio.CancelledError:
+        for failure in failures:
+            failure.discard()
+        raise
     finally:
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+            for task in pending:  # finished before the cancel could reach it
+                _abandon(task, raced=True)
     for failure in failures[:-1]:
         failure.discard()
     return failures[-1]
 
 
-def _abandon(task: asyncio.Future[Ready | Failed]) -> None:
-    """An attempt that finished in the same step its request was cancelled: its
-    response still holds a pool connection."""
+def _abandon(task: asyncio.Future[Ready | Failed], *, raced: bool) -> None:
+    """An attempt that finished in the same step it was cancelled, its result never
+    used: its response still holds a pool connection (and, if committed, its target
+    an in-flight slot). `raced`: it lost a hedge race."""
     if task.cancelled() or task.exception() is not None:
         return
     result = task.result()
-    if isinstance(result, Ready):
+    if isinstance(result, Failed):
+        result.discard()
+    elif raced:
         _lose(result)
     else:
-        result.discard()
+        result.response.close()
+        result.health.release()
+        result.attempt.fail("cancelled")
 
 
 def _lose(result: Ready) -> None:
@@ -325,6 +354,12 @@ async def _attempt(
     except asyncio.CancelledError:
         attempt.fail("hedge_lost" if role == "hedge" or ctx.record.hedged else "cancelled")
         attempt.hedge_outcome = "lost" if ctx.record.hedged else None
+        health.abandoned()
+        raise
+    except BaseException:
+        # A bug, reported as a 500 by front_door; the target must not keep the slot
+        # (or a half-open circuit its probe) for good.
+        attempt.fail("spangate_error")
         health.abandoned()
         raise
 

@@ -65,7 +65,10 @@ def target_of(url: str) -> Target:
     if _NOT_VISIBLE.search(target):
         # Already-escaped bytes stay as they are; only what may not appear is escaped.
         target = quote(target, safe="".join(map(chr, range(0x21, 0x7F))))
-    origin = Origin(scheme, parts.hostname, parts.port or _DEFAULT_PORT[scheme])
+    host = parts.hostname
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")  # what DNS, SNI and Host all carry
+    origin = Origin(scheme, host, parts.port or _DEFAULT_PORT[scheme])
     return Target(origin, target)
 
 

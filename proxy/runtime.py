@@ -129,6 +129,14 @@ def _check_header_lines(name: str, spec: ProviderConfig) -> None:
 def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Provider:
     base_url = spec.base_url.rstrip("/")
     parts = urlsplit(base_url)
+    try:
+        port = parts.port
+        # Sent as IDNA on the wire (Host, SNI, DNS): a name that has none is refused here.
+        (parts.hostname or "").encode("idna")
+    except (ValueError, UnicodeError):
+        raise ConfigError(
+            f"providers.{name}.base_url: the host or port cannot be used in {spec.base_url!r}"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"providers.{name}.base_url: expected an http(s) URL such as "
@@ -161,7 +169,7 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
         settings=settings,
         system=spec.provider_name or adapter.provider_name,
         host=parts.hostname,
-        port=parts.port or (443 if parts.scheme == "https" else 80),
+        port=port or (443 if parts.scheme == "https" else 80),
         timeouts=spec.timeouts or default_timeouts,
         propagate_trace=spec.propagate_trace,
     )

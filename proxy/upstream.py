@@ -17,7 +17,7 @@ from aiohttp.streams import StreamReader
 
 from proxy.config import Timeouts
 from proxy.connections import ConnectionPool
-from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import BadRequest, Unavailable, UpstreamTimeout, UpstreamUnreachable
 from proxy.http1 import Target, UnsafeHeader, request_head, target_of
 from proxy.providers.base import UpstreamRequest
 from proxy.upstream_response import AttemptTimeout, UpstreamResponse
@@ -65,10 +65,21 @@ class Upstream:
             # total_s counts from here: the wait for a pool slot and the connect too.
             deadline = asyncio.get_running_loop().time() + timeouts.total_s
             first_byte_s = min(first_byte_s, timeouts.total_s)
+        progress = _Progress()
         try:
             with waits.limit(first_byte_s):
-                return await _send(pool, target, head, request, timeouts, provider, deadline)
+                return await _send(
+                    pool, target, head, request, timeouts, provider, deadline, progress
+                )
         except TimeoutError:
+            if progress.queued:
+                # Our own pool, not the provider: no mark against its health.
+                raise Unavailable(
+                    f"every upstream connection (server.pool_size {self._pool_size}) was "
+                    f"busy for {first_byte_s:g} s; raise server.pool_size or send fewer "
+                    "requests at once",
+                    code="pool_exhausted",
+                ) from None
             raise UpstreamTimeout(_timeout_message(provider, timeouts)) from None
         except (ClientError, HttpProcessingError, OSError) as exc:
             raise UpstreamUnreachable(
@@ -85,7 +96,11 @@ async def _send(
     timeouts: Timeouts,
     provider: str,
     deadline: float | None,
+    progress: _Progress,
 ) -> UpstreamResponse:
+    progress.queued = True
+    await pool.reserve()
+    progress.queued = False
     protocol, reused = await _connect(pool, target, timeouts, provider)
     try:
         return await _exchange(pool, target, protocol, head, request, deadline)
@@ -95,18 +110,31 @@ async def _send(
         # connection; a POST is never sent twice (the provider may have run it).
         if not reused or request.method not in _IDEMPOTENT:
             raise
+    await pool.reserve()
     protocol, _ = await _connect(pool, target, timeouts, provider)
     return await _exchange(pool, target, protocol, head, request, deadline)
+
+
+class _Progress:
+    """How far a send got: a timeout while queued for a pool slot is ours to report."""
+
+    __slots__ = ("queued",)
+
+    def __init__(self) -> None:
+        self.queued = False
 
 
 async def _connect(
     pool: ConnectionPool, target: Target, timeouts: Timeouts, provider: str
 ) -> tuple[ResponseHandler, bool]:
+    """On a reserved slot (freed again if this fails)."""
     try:
-        return await pool.acquire(target.origin, timeouts.connect_s)
+        return await pool.open(target.origin, timeouts.connect_s)
     except TimeoutError:
         raise
-    except (OSError, UnicodeError) as exc:
+    # RuntimeError and ValueError: what aiohappyeyeballs passes on from the loop (a
+    # reused descriptor) or an empty address list; a client should never see a 500.
+    except (OSError, UnicodeError, RuntimeError, ValueError) as exc:
         origin = target.origin
         raise UpstreamUnreachable(
             f"could not connect to provider {provider!r} at {origin.host}:{origin.port} "
@@ -167,14 +195,16 @@ class _Total:
             self.content.set_exception(error)
 
 
-def _reason(exc: OSError | UnicodeError) -> str:
+def _reason(exc: Exception) -> str:
     if isinstance(exc, UnicodeError):
         return "the host name cannot be encoded"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted: {exc.verify_message}"
     if isinstance(exc, socket.gaierror):
         return f"name not resolved: {exc.strerror}"
-    return exc.strerror or type(exc).__name__
+    # aiohappyeyeballs joins several addresses' errors into one message, no strerror.
+    strerror = exc.strerror if isinstance(exc, OSError) else None
+    return strerror or str(exc) or type(exc).__name__
 
 
 def _timeout_message(provider: str, timeouts: Timeouts) -> str:

@@ -108,6 +108,10 @@ def test_embedded_default_is_a_transparent_passthrough() -> None:
             "providers.p.headers: 'Host' is set by spangate",
         ),
         (
+            {"providers": {"p": {"kind": "openai", "base_url": "http://x:99999"}}},
+            "providers.p.base_url: the host or port cannot be used",
+        ),
+        (
             {"providers": {"p": {"kind": "openai", "base_url": "https://u:secret@x"}}},
             "providers.p.base_url: must not carry credentials",
         ),

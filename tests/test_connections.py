@@ -5,6 +5,7 @@ connections, and the edges of the response framing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,7 +14,7 @@ from multidict import CIMultiDict
 
 from proxy.config import Timeouts
 from proxy.connections import ConnectionPool
-from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import BadRequest, Unavailable, UpstreamTimeout, UpstreamUnreachable
 from proxy.http1 import target_of
 from proxy.providers.base import UpstreamRequest
 from proxy.upstream import Upstream
@@ -84,6 +85,12 @@ def answer(raw: bytes, keep: bool = True) -> Reply:
         return keep
 
     return reply
+
+
+async def silent(head: bytes, writer: asyncio.StreamWriter) -> bool:
+    """Reads the request and never answers."""
+    await asyncio.sleep(5)
+    return False
 
 
 @pytest.fixture
@@ -234,6 +241,43 @@ async def test_cancelled_waiter_passes_its_turn_on() -> None:
         pool.discard(protocol)
         assert pool.in_use == 0
     pool.close()
+
+
+async def test_closing_the_pool_fails_its_waiters() -> None:
+    """At shutdown a queued request fails at once, also one handed a slot just before
+    the close; no slot stays taken."""
+    pool = ConnectionPool(limit=1)
+    async with RawServer(answer(OK)) as server:
+        origin = target_of(server.url).origin
+        held, _ = await pool.acquire(origin, 1.0)
+        handed = asyncio.create_task(pool.acquire(origin, 1.0))
+        queued = asyncio.create_task(pool.acquire(origin, 1.0))
+        await asyncio.sleep(0)
+        pool.discard(held)  # the slot goes to `handed`, which has not run yet
+        pool.close()
+        for task in (handed, queued):
+            with pytest.raises(ConnectionError, match="closed"):
+                await asyncio.wait_for(task, 1.0)
+        assert pool.in_use == 0
+
+
+async def test_busy_pool_is_503_naming_pool_size() -> None:
+    """Every connection busy for first_byte_s: our capacity, not the provider's fault —
+    Unavailable naming server.pool_size, not an UpstreamTimeout against the target."""
+    client = Upstream(pool_size=1)
+    await client.start()
+    try:
+        async with RawServer(silent) as server:
+            first = asyncio.create_task(call(client, post(server.url)))
+            await asyncio.sleep(0.05)
+            with pytest.raises(Unavailable, match=r"server\.pool_size 1"):
+                await call(client, post(server.url), Timeouts(first_byte_s=0.1))
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            assert client.in_use == 0
+    finally:
+        await client.close()
 
 
 async def test_freed_slot_goes_to_the_oldest_waiter() -> None:
@@ -389,12 +433,6 @@ async def test_total_timeout_cuts_a_body_that_never_ends(upstream: Upstream) -> 
     assert server.connections == 2
 
 
-async def silent(head: bytes, writer: asyncio.StreamWriter) -> bool:
-    """Reads the request and never answers."""
-    await asyncio.sleep(5)
-    return False
-
-
 @pytest.mark.parametrize(
     ("timeouts", "setting"),
     [(Timeouts(first_byte_s=0.1), "first_byte_s"), (Timeouts(total_s=0.1), "total_s")],
@@ -433,10 +471,12 @@ async def test_name_with_several_addresses_connects_to_the_one_listening(
 
 
 async def test_refused_connection_names_host_and_setting(upstream: Upstream) -> None:
+    """Nothing listening: unreachable, naming host:port and the setting; slot freed."""
     async with RawServer(answer(OK)) as server:
         url = server.url
     with pytest.raises(UpstreamUnreachable, match=r"127\.0\.0\.1:\d+ .*providers\.p\.base_url"):
         await call(upstream, post(url))
+    assert upstream.in_use == 0
 
 
 async def test_unsafe_header_is_a_bad_request_naming_it(upstream: Upstream) -> None:

@@ -53,6 +53,13 @@ def test_line_breaks_in_headers_are_refused(header: tuple[str, str]) -> None:
     assert caught.value.name == header[0]
 
 
+def test_international_host_name_goes_as_idna() -> None:
+    """DNS, SNI and the Host header all carry the ASCII (IDNA) form of the name."""
+    target = target_of("https://bücher.example/v1/x")
+    assert target.origin.host == "xn--bcher-kva.example"
+    assert target.origin.host_header == "xn--bcher-kva.example"
+
+
 def test_only_http_urls_have_a_target() -> None:
     with pytest.raises(ValueError, match="not an http"):
         target_of("ftp://h/x")
