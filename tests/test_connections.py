@@ -10,6 +10,7 @@ import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict
 
 from proxy.config import Timeouts
@@ -220,17 +221,23 @@ async def test_pool_limit_queues_requests_until_a_connection_is_free() -> None:
         await client.close()
 
 
+async def queue_behind(
+    pool: ConnectionPool, url: str, count: int
+) -> tuple[ResponseHandler, list[asyncio.Task[tuple[ResponseHandler, bool]]]]:
+    """A pool of one: the connection held, and `count` requests queued behind it."""
+    origin = target_of(url).origin
+    held, _ = await pool.acquire(origin, 1.0)
+    queued = [asyncio.create_task(pool.acquire(origin, 1.0)) for _ in range(count)]
+    await asyncio.sleep(0)
+    return held, queued
+
+
 async def test_cancelled_waiter_passes_its_turn_on() -> None:
     """Requests cancelled while queued for the pool, before or after a slot was handed
     to them, do not swallow it: the next waiter gets it."""
     pool = ConnectionPool(limit=1)
     async with RawServer(answer(OK)) as server:
-        origin = target_of(server.url).origin
-        held, _ = await pool.acquire(origin, 1.0)
-        gone_early = asyncio.create_task(pool.acquire(origin, 1.0))
-        handed = asyncio.create_task(pool.acquire(origin, 1.0))
-        waiting = asyncio.create_task(pool.acquire(origin, 1.0))
-        await asyncio.sleep(0)
+        held, (gone_early, handed, waiting) = await queue_behind(pool, server.url, 3)
         gone_early.cancel()
         await asyncio.sleep(0)
         pool.discard(held)  # the slot goes to `handed`...
@@ -248,11 +255,7 @@ async def test_closing_the_pool_fails_its_waiters() -> None:
     the close; no slot stays taken."""
     pool = ConnectionPool(limit=1)
     async with RawServer(answer(OK)) as server:
-        origin = target_of(server.url).origin
-        held, _ = await pool.acquire(origin, 1.0)
-        handed = asyncio.create_task(pool.acquire(origin, 1.0))
-        queued = asyncio.create_task(pool.acquire(origin, 1.0))
-        await asyncio.sleep(0)
+        held, (handed, queued) = await queue_behind(pool, server.url, 2)
         pool.discard(held)  # the slot goes to `handed`, which has not run yet
         pool.close()
         for task in (handed, queued):
