@@ -1,4 +1,4 @@
-"""create_app(): routes, the front-door middleware and the upstream session's lifecycle."""
+"""create_app(): routes, the front-door middleware and the upstream pool's lifecycle."""
 
 from __future__ import annotations
 
