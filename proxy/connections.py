@@ -48,14 +48,14 @@ class ConnectionPool:
         """A slot for one exchange, waiting (first come, first served) when all are
         taken. Raises ConnectionError once the pool is closed."""
         if self._closed:
-            raise ConnectionError("the upstream connection pool is closed")
+            raise _closed()
         if self._in_use < self._limit and not self._waiters:
             self._in_use += 1
             return
         await self._wait_for_slot()
         if self._closed:  # handed a slot just as the pool closed
             self._free_slot()
-            raise ConnectionError("the upstream connection pool is closed")
+            raise _closed()
 
     async def open(self, origin: Origin, connect_s: float) -> tuple[ResponseHandler, bool]:
         """On a reserved slot: a connected protocol for `origin` and whether it was
@@ -100,7 +100,7 @@ class ConnectionPool:
         waiters, self._waiters = self._waiters, collections.deque()
         for waiter in waiters:
             if not waiter.done():
-                waiter.set_exception(ConnectionError("the upstream connection pool is closed"))
+                waiter.set_exception(_closed())
 
     @property
     def idle(self) -> int:
@@ -188,6 +188,10 @@ class ConnectionPool:
                 del self._idle[origin]
         if self._idle:
             self._sweep = asyncio.get_running_loop().call_later(self._keepalive_s, self._expire)
+
+
+def _closed() -> ConnectionError:
+    return ConnectionError("the upstream connection pool is closed")
 
 
 def _reusable(protocol: ResponseHandler) -> bool:

@@ -248,26 +248,19 @@ async def _maybe_hedged(
     if threshold is None:
         return await _attempt(ctx, route, target, backoff), 1
     primary = asyncio.ensure_future(_attempt(ctx, route, target, backoff))
+    second = None
     try:
         done, _ = await asyncio.wait({primary}, timeout=threshold)
+        if not done:
+            second = _next_available(ctx, route, candidates)
+            if second is None:  # no target to hedge with: wait the primary out
+                await asyncio.wait({primary})
     except asyncio.CancelledError:
         # asyncio.wait does not cancel what it waits for: the client left, so must we.
-        primary.cancel()
-        await asyncio.wait({primary})
-        _abandon(primary, raced=False)
+        await _give_up({primary}, raced=False)
         raise
-    if done:
-        return primary.result(), 1
-    second = _next_available(ctx, route, candidates)
     if second is None:
-        try:
-            return await primary, 1
-        except asyncio.CancelledError:
-            # It may have finished in the very step the request was cancelled.
-            primary.cancel()
-            await asyncio.wait({primary})
-            _abandon(primary, raced=False)
-            raise
+        return primary.result(), 1
     ctx.record.hedged = True
     hedge = asyncio.ensure_future(_attempt(ctx, route, second, 0.0, role="hedge"))
     return await _race([primary, hedge]), 2
@@ -302,15 +295,21 @@ async def _race(tasks: list[asyncio.Future[Ready | Failed]]) -> Ready | Failed:
             failure.discard()
         raise
     finally:
-        for task in pending:
-            task.cancel()
         if pending:
-            await asyncio.wait(pending)
-            for task in pending:  # finished before the cancel could reach it
-                _abandon(task, raced=True)
+            await _give_up(pending, raced=True)
     for failure in failures[:-1]:
         failure.discard()
     return failures[-1]
+
+
+async def _give_up(tasks: set[asyncio.Future[Ready | Failed]], *, raced: bool) -> None:
+    """Cancel attempts whose results are no longer wanted, wait for them to end, and give
+    back what any of them finished with before the cancel could reach it."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+    for task in tasks:
+        _abandon(task, raced=raced)
 
 
 def _abandon(task: asyncio.Future[Ready | Failed], *, raced: bool) -> None:

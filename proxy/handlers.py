@@ -76,15 +76,18 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 async def _proxy(request: web.Request, record: RequestRecord) -> web.StreamResponse:
     endpoint = classify(request.method, request.path, "anthropic-version" in request.headers)
+    # Path and query go upstream byte for byte as the client sent them: yarl's forms
+    # (even the "raw" query string) undo escapes such as %2F and %7e.
+    raw_path, _, raw_query = request.raw_path.partition("?")
     if endpoint is not None and endpoint.deployment is None:
-        endpoint = _as_sent(endpoint, request.raw_path)
+        endpoint = _as_sent(endpoint, raw_path)
     fmt = endpoint.wire if endpoint is not None else guess_format(request)
     try:
         if endpoint is None:
             record.route = None
             raise _not_served(request)
         _describe(record, endpoint)
-        return await _forward(request, endpoint, record)
+        return await _forward(request, endpoint, raw_query, record)
     except SpangateError as err:
         record.error_type, record.error_message = err.kind, err.message
         return error_response(fmt, err)
@@ -109,18 +112,17 @@ def _not_served(request: web.Request) -> SpangateError:
     )
 
 
-def _as_sent(endpoint: Endpoint, raw_target: str) -> Endpoint:
+def _as_sent(endpoint: Endpoint, raw_path: str) -> Endpoint:
     """The endpoint with its path as the client encoded it, for forwarding: matched
     decoded, but an escaped `/` or `%7e` goes upstream unchanged. (Azure deployment
     paths are rebuilt by their adapter from the decoded deployment name.)"""
-    raw_path = raw_target.partition("?")[0]
     if raw_path == endpoint.path:
         return endpoint
     return msgspec.structs.replace(endpoint, path=raw_path)
 
 
 async def _forward(
-    request: web.Request, endpoint: Endpoint, record: RequestRecord
+    request: web.Request, endpoint: Endpoint, raw_query: str, record: RequestRecord
 ) -> web.StreamResponse:
     app = request.app
     runtime = app[RUNTIME]
@@ -128,16 +130,7 @@ async def _forward(
     fields = _fields(request.method, endpoint, body)
     record.body, record.stream = body, bool(fields.stream)
     record.request_model = fields.model or endpoint.deployment
-    incoming = Incoming(
-        # The query byte for byte as the client sent it: yarl's query strings (even the
-        # "raw" one) undo escapes such as %2F and %7e.
-        request.method,
-        endpoint,
-        request.raw_path.partition("?")[2],
-        request.headers,
-        body,
-        fields,
-    )
+    incoming = Incoming(request.method, endpoint, raw_query, request.headers, body, fields)
     plan = resolve(runtime, endpoint, fields.model, _overrides(request, runtime))
     record.alias = plan.alias
     result = await failover.run(

@@ -94,6 +94,11 @@ def request_head(
 
 def _first_unsafe(headers: Iterable[tuple[str, str]]) -> str:
     for name, value in headers:
-        if any(c in name or c in value for c in "\r\n\0"):
+        if breaks_line(name) or breaks_line(value):
             return name
     return "request line"
+
+
+def breaks_line(text: str) -> bool:
+    """True when `text` holds CR, LF or NUL: on a request head it would end its line."""
+    return "\r" in text or "\n" in text or "\0" in text

@@ -27,6 +27,7 @@ from proxy.config import (
 )
 from proxy.endpoints import Dialect
 from proxy.headers import HOP_BY_HOP
+from proxy.http1 import breaks_line
 from proxy.providers import ADAPTERS, Adapter
 from proxy.providers.base import ProviderSettings
 
@@ -115,11 +116,11 @@ def _check_header_lines(name: str, spec: ProviderConfig) -> None:
                 f"providers.{name}.headers: {header!r} is set by spangate for each connection "
                 "and request (Host from base_url), so it cannot be configured"
             )
-        if any(c in value for c in "\r\n\0"):
+        if breaks_line(value):
             raise ConfigError(
                 f"providers.{name}.headers.{header}: the value holds a line break or NUL"
             )
-    if spec.api_key is not None and any(c in spec.api_key for c in "\r\n\0"):
+    if spec.api_key is not None and breaks_line(spec.api_key):
         raise ConfigError(
             f"providers.{name}.api_key: holds a line break or NUL (check the variable it "
             "comes from for a trailing newline)"

@@ -98,10 +98,7 @@ async def _send(
     deadline: float | None,
     progress: _Progress,
 ) -> UpstreamResponse:
-    progress.queued = True
-    await pool.reserve()
-    progress.queued = False
-    protocol, reused = await _connect(pool, target, timeouts, provider)
+    protocol, reused = await _connect(pool, target, timeouts, provider, progress)
     try:
         return await _exchange(pool, target, protocol, head, request, deadline)
     except (ServerDisconnectedError, ClientOSError):
@@ -110,8 +107,7 @@ async def _send(
         # connection; a POST is never sent twice (the provider may have run it).
         if not reused or request.method not in _IDEMPOTENT:
             raise
-    await pool.reserve()
-    protocol, _ = await _connect(pool, target, timeouts, provider)
+    protocol, _ = await _connect(pool, target, timeouts, provider, progress)
     return await _exchange(pool, target, protocol, head, request, deadline)
 
 
@@ -125,9 +121,13 @@ class _Progress:
 
 
 async def _connect(
-    pool: ConnectionPool, target: Target, timeouts: Timeouts, provider: str
+    pool: ConnectionPool, target: Target, timeouts: Timeouts, provider: str, progress: _Progress
 ) -> tuple[ResponseHandler, bool]:
-    """On a reserved slot (freed again if this fails)."""
+    """A pool slot (its wait marked in `progress`), then a connection on it (the slot
+    freed again if that fails), and whether the connection was reused."""
+    progress.queued = True
+    await pool.reserve()
+    progress.queued = False
     try:
         return await pool.open(target.origin, timeouts.connect_s)
     except TimeoutError:

@@ -72,13 +72,10 @@ class UpstreamResponse:
         """The whole body (the connection is back in the pool when this returns)."""
         return await self.content.read()
 
-    def release(self) -> None:
-        """Done with the response. A body read to its end has already given its
-        connection back; one that was not (or failed) cannot carry another request."""
-        if self._protocol is not None:
-            self.close()
-
     def close(self) -> None:
+        """Done with the response. A body read to its end has already given its
+        connection back; one that was not (or failed) cannot carry another request, so
+        its connection is dropped."""
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             self._stop_timer()
@@ -86,6 +83,9 @@ class UpstreamResponse:
                 # A later read must fail, not see a clean end of a cut-off body.
                 self.content.set_exception(ClientConnectionError("Connection closed"))
             self._pool.discard(protocol)
+
+    #: The name callers use when a response's end is normal, not a failure: the same.
+    release = close
 
     def __del__(self) -> None:
         # A response dropped unclosed (a bug) must not keep its pool slot forever. The
