@@ -130,6 +130,12 @@ def _check_header_lines(name: str, spec: ProviderConfig) -> None:
 def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Provider:
     base_url = spec.base_url.rstrip("/")
     parts = urlsplit(base_url)
+    # First: the messages below quote the URL, and its credentials must not be quoted.
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"providers.{name}.base_url: must not carry credentials; "
+            f"set providers.{name}.api_key or providers.{name}.headers instead"
+        )
     try:
         port = parts.port
         # Sent as IDNA on the wire (Host, SNI, DNS): a name that has none is refused here.
@@ -145,11 +151,6 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
         )
     if parts.query or parts.fragment:
         raise ConfigError(f"providers.{name}.base_url: must not carry a query or fragment")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(
-            f"providers.{name}.base_url: must not carry credentials; "
-            f"set providers.{name}.api_key or providers.{name}.headers instead"
-        )
     _check_header_lines(name, spec)
     if spec.kind == "azure_openai" and spec.api_version is None:
         raise ConfigError(

@@ -116,6 +116,11 @@ def test_embedded_default_is_a_transparent_passthrough() -> None:
             "providers.p.base_url: must not carry credentials",
         ),
         (
+            # Refused for its credentials before its port: the message must not quote them.
+            {"providers": {"p": {"kind": "openai", "base_url": "ftp://u:secret@x:99999"}}},
+            "providers.p.base_url: must not carry credentials",
+        ),
+        (
             {
                 "providers": {
                     "p": {"kind": "openai", "base_url": "http://x", "headers": {"a b": "1"}}
