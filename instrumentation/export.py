@@ -133,8 +133,12 @@ class BatchQueue(Generic[_T]):
                 if not self._queue:
                     self._idle.set()
                     return
-                count = min(self._max_batch, len(self._queue))
-                batch = [self._queue.popleft() for _ in range(count)]
+                queue = self._queue
+                if len(queue) <= self._max_batch:  # one C-level copy, not a pop per item
+                    batch = list(queue)
+                    queue.clear()
+                else:
+                    batch = [queue.popleft() for _ in range(self._max_batch)]
             self._send(batch)
 
     def _send(self, batch: list[Any]) -> None:

