@@ -26,7 +26,9 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind
+from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
+
+from instrumentation.spans import SpanLine
 
 log = logging.getLogger("spangate.telemetry")
 
@@ -76,6 +78,10 @@ def _tag(field: int, wire: int) -> bytes:
 _LEN_TAGS = [_tag(field, _LEN) for field in range(16)]
 _KIND_FIELD = {kind: b"\x30" + _varint(number) for kind, number in _KIND.items()}
 _LOCAL_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
+_ERROR = StatusCode.ERROR.value
+#: An UNSET status with no description: field 15, an empty Status message, as `_item`
+#: writes it.
+_UNSET_STATUS = b"\x7a\x00"
 _REMOTE_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
 
 
@@ -380,7 +386,10 @@ class SpanEncoder(_Encoder):
         self._names: dict[str, bytes] = {}
         self._statuses: dict[tuple[int, str | None], bytes] = {}
 
-    def _item(self, span: ReadableSpan) -> bytes:
+    def _item(self, span: ReadableSpan | SpanLine) -> bytes:
+        if type(span) is SpanLine:
+            return self._line(span)
+        assert isinstance(span, ReadableSpan)
         context = span.get_span_context()
         assert context is not None
         parent = span.parent
@@ -405,6 +414,22 @@ class SpanEncoder(_Encoder):
         out += _count(14, span.dropped_links)
         out += self._status_field(span.status.status_code.value, span.status.description)
         return out + (_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
+
+    def _line(self, span: SpanLine) -> bytes:
+        """A SpanLine: the fields `_item` writes for a ReadableSpan, in the same order,
+        with nothing dropped, no events or links, and the status as its error."""
+        out = b"\x0a\x10" + span.trace_id.to_bytes(16, "big")
+        out += b"\x12\x08" + span.span_id.to_bytes(8, "big")
+        if span.trace_state:
+            out += _field(3, span.trace_state)
+        if span.parent_id:
+            out += b"\x22\x08" + span.parent_id.to_bytes(8, "big")
+        out += self._name_field(span.name) + span.kind
+        out += _pack_times(0x39, span.start_time, 0x41, span.end_time)
+        out += self._attributes(9, span.attributes)
+        error = span.error
+        out += self._status_field(_ERROR, error) if error else _UNSET_STATUS
+        return out + (_REMOTE_FLAGS if span.parent_remote else _LOCAL_FLAGS)
 
     def _name_field(self, name: str) -> bytes:
         encoded = self._names.get(name)

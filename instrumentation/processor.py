@@ -20,7 +20,7 @@ from instrumentation.extract import EXTRACTORS, Extractor, RequestFacts, Respons
 from instrumentation.metrics import Instruments
 from instrumentation.pricing import PriceTable
 from instrumentation.records import AttemptRecord, RequestRecord
-from instrumentation.spans import SpanFactory
+from instrumentation.spans import SpanFactory, SpanLine
 from proxy.sse import SSEDecoder
 
 Attrs = dict[str, Any]
@@ -46,7 +46,7 @@ class Processor:
         self,
         instruments: Instruments | None,
         spans: SpanFactory,
-        span_queue: BatchQueue[ReadableSpan] | None,
+        span_queue: BatchQueue[ReadableSpan | SpanLine] | None,
         content: ContentPolicy,
         prices: PriceTable,
         emit_log: Any,
@@ -153,13 +153,15 @@ class Processor:
     # --- spans ------------------------------------------------------------
     def _build_spans(
         self, record: RequestRecord, request: RequestFacts | None, views: list[AttemptView]
-    ) -> list[ReadableSpan]:
+    ) -> list[ReadableSpan | SpanLine]:
         spans = [self._server_span(record, views)]
         for view in views:
             spans.append(self._client_span(record, request, view))
         return spans
 
-    def _server_span(self, record: RequestRecord, views: list[AttemptView]) -> ReadableSpan:
+    def _server_span(
+        self, record: RequestRecord, views: list[AttemptView]
+    ) -> ReadableSpan | SpanLine:
         attrs: Attrs = {
             sc.HTTP_REQUEST_METHOD: record.method,
             sc.URL_PATH: record.path,
@@ -187,7 +189,7 @@ class Processor:
 
     def _client_span(
         self, record: RequestRecord, request: RequestFacts | None, view: AttemptView
-    ) -> ReadableSpan:
+    ) -> ReadableSpan | SpanLine:
         attempt = view.record
         attrs = self._client_attrs(record, request, view)
         if record.operation:

@@ -44,7 +44,7 @@ from instrumentation.readers import (
 )
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.sampling import make_sampler
-from instrumentation.spans import SpanFactory
+from instrumentation.spans import SpanFactory, SpanLine
 from instrumentation.tracecontext import (
     format_traceparent,
     new_span_id,
@@ -94,7 +94,7 @@ class Telemetry:
         self.content = ContentPolicy(
             capture_mode(env, config.capture_content), config.content_max_bytes, redactor
         )
-        self.span_queue: BatchQueue[ReadableSpan] | None = None
+        self.span_queue: BatchQueue[ReadableSpan | SpanLine] | None = None
         self.registry: CollectorRegistry | None = None
         self.logs: LogSink | None = None
         self._span_exporter: SpanExporter | None = None
@@ -178,7 +178,10 @@ class Telemetry:
             # No reader, no metrics: nothing would ever collect what is recorded.
             instruments if readers else None,
             SpanFactory(
-                self.resource, InstrumentationScope("spangate", __version__, sc.SCHEMA_URL)
+                self.resource,
+                InstrumentationScope("spangate", __version__, sc.SCHEMA_URL),
+                # SpanLines when the exporter encodes as it queues: only its encoder reads them.
+                own=self.span_queue is not None and preparer(self._span_exporter) is not None,
             ),
             self.span_queue,
             self.content,

@@ -42,7 +42,10 @@ from test_telemetry_support import CLAUDE, GPT, oai
 from instrumentation import otlp
 from instrumentation.logging import Redactor
 from instrumentation.otlpwire import Encoded, LogEncoder, SpanEncoder, preparer
+from instrumentation.records import RequestRecord
 from instrumentation.setup import Telemetry
+from instrumentation.spans import SpanFactory, SpanLine
+from instrumentation.tracecontext import Parent
 from proxy.config import TelemetryConfig
 
 HELLO: Any = [{"role": "user", "content": "hi there"}]
@@ -211,6 +214,40 @@ def _with(span: ReadableSpan, **changes: Any) -> ReadableSpan:
         start_time=span.start_time,
         end_time=span.end_time,
     )
+
+
+def test_span_lines_encode_as_the_readable_spans_they_stand_for() -> None:
+    """SpanLines (built when the exporter is spangate's) give the bytes of the
+    ReadableSpans the factory builds for any other exporter, which the SDK's encoder
+    agrees with: server and client spans, with and without a caller (and its
+    tracestate, malformed members dropped as the SDK's TraceState drops them), ok
+    and failed."""
+    resource = Resource({"service.name": "a"})
+    scope = InstrumentationScope("spangate", "1", "https://s")
+    own, sdk = SpanFactory(resource, scope, own=True), SpanFactory(resource, scope)
+    attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "n": 3, "fr": ["stop"]}
+    callers = (None, Parent(5, 6, True, None), Parent(5, 6, True, "a=1,bad member,b=2"))
+    for caller in callers:
+        record = RequestRecord("POST", "/v1/chat/completions")
+        record.trace_id, record.span_id, record.parent = 5 if caller else 9, 11, caller
+        record.end_ns = record.start_ns + 5_000
+        times = (record.start_ns + 1_000, record.start_ns + 4_000)
+        for error in (None, "rate_limited"):
+            pairs = [
+                (
+                    own.server(record, "POST", attrs, error),
+                    sdk.server(record, "POST", attrs, error),
+                ),
+                (
+                    own.client(record, 77, "chat gpt", times, attrs, error),
+                    sdk.client(record, 77, "chat gpt", times, attrs, error),
+                ),
+            ]
+            for line, span in pairs:
+                assert type(line) is SpanLine and type(span) is ReadableSpan
+                assert SpanEncoder().encode([line]) == SpanEncoder().encode([span])
+                assert_same_message([span])
+    assert own.client(record, 77, "x", times, attrs, None, events=(Event("e"),)).events
 
 
 def test_a_log_record_that_cannot_be_encoded_is_lost_alone_when_queued() -> None:
