@@ -247,7 +247,8 @@ def test_span_lines_encode_as_the_readable_spans_they_stand_for() -> None:
                 assert type(line) is SpanLine and type(span) is ReadableSpan
                 assert SpanEncoder().encode([line]) == SpanEncoder().encode([span])
                 assert_same_message([span])
-    assert own.client(record, 77, "x", times, attrs, None, events=(Event("e"),)).events
+    with_events = own.client(record, 77, "x", times, attrs, None, events=(Event("e"),))
+    assert isinstance(with_events, ReadableSpan) and with_events.events  # SpanLines have none
 
 
 def test_a_log_record_that_cannot_be_encoded_is_lost_alone_when_queued() -> None:
