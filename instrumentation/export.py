@@ -91,6 +91,11 @@ class BatchQueue(Generic[_T]):
         self._thread = threading.Thread(target=self._run, name=f"spangate-{name}", daemon=True)
         self._thread.start()
 
+    @property
+    def prepares(self) -> bool:
+        """Whether items are turned into something else when queued (see `prepare`)."""
+        return self._prepare is not None
+
     def put(self, items: Sequence[_T]) -> None:
         room = self._max_queue - len(self._queue)
         if room < len(items):

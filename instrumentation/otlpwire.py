@@ -387,9 +387,8 @@ class SpanEncoder(_Encoder):
         self._statuses: dict[tuple[int, str | None], bytes] = {}
 
     def _item(self, span: ReadableSpan | SpanLine) -> bytes:
-        if type(span) is SpanLine:
+        if isinstance(span, SpanLine):
             return self._line(span)
-        assert isinstance(span, ReadableSpan)
         context = span.get_span_context()
         assert context is not None
         parent = span.parent

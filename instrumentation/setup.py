@@ -145,6 +145,7 @@ class Telemetry:
     ) -> RecordSink:
         """Exporters, readers and the worker thread that turns records into telemetry."""
         self._span_exporter = self._pick_span_exporter(env, config, span_exporter)
+        own_spans = False
         if self._span_exporter is not None:
             self.span_queue = BatchQueue(
                 "spans",
@@ -155,6 +156,9 @@ class Telemetry:
                 delay_s=_batch_delay(env),
                 prepare=preparer(self._span_exporter),
             )
+            # SpanLines only where spans are encoded as they are queued: no other
+            # encoder reads them.
+            own_spans = self.span_queue.prepares
         readers = self._readers(env, config, metric_readers)
         self._meter_provider = meter_provider = MeterProvider(
             metric_readers=readers, resource=self.resource, shutdown_on_exit=False
@@ -180,8 +184,7 @@ class Telemetry:
             SpanFactory(
                 self.resource,
                 InstrumentationScope("spangate", __version__, sc.SCHEMA_URL),
-                # SpanLines when the exporter encodes as it queues: only its encoder reads them.
-                own=self.span_queue is not None and preparer(self._span_exporter) is not None,
+                own=own_spans,
             ),
             self.span_queue,
             self.content,

@@ -41,7 +41,7 @@ from test_telemetry_support import CLAUDE, GPT, oai
 
 from instrumentation import otlp
 from instrumentation.logging import Redactor
-from instrumentation.otlpwire import Encoded, LogEncoder, SpanEncoder, preparer
+from instrumentation.otlpwire import Encoded, LogEncoder, SpanEncoder, _one_group, preparer
 from instrumentation.records import RequestRecord
 from instrumentation.setup import Telemetry
 from instrumentation.spans import SpanFactory, SpanLine
@@ -188,11 +188,13 @@ def test_a_batch_prepared_with_one_resource_and_scope_is_framed_like_the_sdk() -
     encoder = SpanEncoder()
     prepared = encoder.prepare(spans)
     assert len({id(item.group) for item in prepared}) == 1
+    assert _one_group(prepared)  # the fast path, which must give the general path's bytes
     one_group = encoder.encode(prepared)
     assert ExportTraceServiceRequest.FromString(one_group) == encode_spans(spans)
     assert one_group == SpanEncoder().encode(spans)
     other_scope = SpanEncoder().prepare([_with(spans[0], scope=InstrumentationScope("x"))])
     mixed = [*prepared, *other_scope]
+    assert not _one_group(mixed) and not _one_group([prepared[0], spans[1]])
     assert ExportTraceServiceRequest.FromString(encoder.encode(mixed)) == encode_spans(
         [*spans, _with(spans[0], scope=InstrumentationScope("x"))]
     )
@@ -219,14 +221,15 @@ def _with(span: ReadableSpan, **changes: Any) -> ReadableSpan:
 def test_span_lines_encode_as_the_readable_spans_they_stand_for() -> None:
     """SpanLines (built when the exporter is spangate's) give the bytes of the
     ReadableSpans the factory builds for any other exporter, which the SDK's encoder
-    agrees with: server and client spans, with and without a caller (and its
-    tracestate, malformed members dropped as the SDK's TraceState drops them), ok
-    and failed."""
+    agrees with: server and client spans, with and without a caller, its tracestate
+    (one, then another: the encoded state is kept per record's header; a malformed
+    header is dropped whole, as the SDK's TraceState drops it), ok and failed."""
     resource = Resource({"service.name": "a"})
     scope = InstrumentationScope("spangate", "1", "https://s")
     own, sdk = SpanFactory(resource, scope, own=True), SpanFactory(resource, scope)
     attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "n": 3, "fr": ["stop"]}
-    callers = (None, Parent(5, 6, True, None), Parent(5, 6, True, "a=1,bad member,b=2"))
+    states = (None, "a=1,b=2", "c=3", "a=1,bad member")
+    callers: list[Parent | None] = [None, *(Parent(5, 6, True, s) for s in states)]
     for caller in callers:
         record = RequestRecord("POST", "/v1/chat/completions")
         record.trace_id, record.span_id, record.parent = 5 if caller else 9, 11, caller
