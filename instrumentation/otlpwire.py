@@ -277,7 +277,7 @@ class _Encoder:
         """What every export of spangate's own queues is: items prepared when queued,
         sharing one resource and scope. Framed with lengths summed and one join, so the
         batch's bytes are copied once: the export thread's burst for 512 spans fell
-        from ~370 to ~60 µs (the event loop waits behind it for the GIL), and each
+        from ~370 to ~50 µs (the event loop waits behind it for the GIL), and each
         copy of a batch this size is a fresh mmap'd block to page-fault in."""
         resource, scope = batch[0].group
         head, tail = self._scope_ends(scope or None)

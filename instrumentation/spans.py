@@ -34,8 +34,9 @@ class SpanLine:
 
     A ReadableSpan costs two SDK constructors to build (the span and its
     SpanContext) and, to encode, reads through properties that copy (`attributes`,
-    `events`, `links`) or compute (the three dropped counts, the kind's enum hash):
-    ~45 K instructions per request's two spans (bench/README.md, eighth session).
+    `events`, `links`) or compute (the three dropped counts, the kind's enum hash).
+    The telemetry worker's instructions per chat record fell 638 → 551 K without
+    them (bench/README.md, eighth session).
     Only spangate's encoder sees these; the SDK's exporters get ReadableSpans.
     """
 
