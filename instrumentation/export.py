@@ -8,6 +8,7 @@ how much was lost.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -138,12 +139,16 @@ class BatchQueue(Generic[_T]):
                 if not self._queue:
                     self._idle.set()
                     return
-                queue = self._queue
-                if len(queue) <= self._max_batch:  # one C-level copy, not a pop per item
+                # C-level copies, not a pop per item (held with the lock, and the GIL,
+                # on the export thread): the whole queue, or the head of it and a
+                # fresh deque of the rest, which put() extends under this same lock.
+                queue, size = self._queue, self._max_batch
+                if len(queue) <= size:
                     batch = list(queue)
                     queue.clear()
                 else:
-                    batch = [queue.popleft() for _ in range(self._max_batch)]
+                    batch = list(itertools.islice(queue, size))
+                    self._queue = collections.deque(itertools.islice(queue, size, None))
             self._send(batch)
 
     def _send(self, batch: list[Any]) -> None:

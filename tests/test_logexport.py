@@ -184,6 +184,25 @@ def test_a_queue_with_prepare_queues_what_the_producer_thread_prepared() -> None
     assert exported == [["encoded-1", "encoded-2"]]
 
 
+def test_a_queue_longer_than_a_batch_leaves_in_full_batches_in_order() -> None:
+    """Nothing is lost or reordered when the export thread takes a batch off a longer
+    queue, while producers keep adding to it."""
+    exported: list[list[Any]] = []
+
+    def export(batch: Sequence[Any]) -> bool:
+        exported.append(list(batch))
+        return True
+
+    queue: BatchQueue[int] = BatchQueue("logs", export, DropCounter(), max_batch=3, delay_s=60)
+    queue.put(list(range(8)))
+    queue.put(list(range(8, 11)))
+    assert queue.flush(5)
+    queue.shutdown(5)
+    assert [item for batch in exported for item in batch] == list(range(11))
+    assert all(len(batch) <= 3 for batch in exported)
+    assert sum(len(batch) == 3 for batch in exported) >= 3
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_lines_for_spangates_exporters_are_queued_encoded(protocol: Any) -> None:
     config = TelemetryConfig(otlp_endpoint="http://127.0.0.1:9", otlp_protocol=protocol)
