@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
 
-from instrumentation.spans import SpanLine
+from instrumentation.spans import SpanLine, tracestate_text
 
 log = logging.getLogger("spangate.telemetry")
 
@@ -77,12 +77,12 @@ def _tag(field: int, wire: int) -> bytes:
 
 _LEN_TAGS = [_tag(field, _LEN) for field in range(16)]
 _KIND_FIELD = {kind: b"\x30" + _varint(number) for kind, number in _KIND.items()}
+#: The same, by the member's id: members are singletons, and hashing one runs
+#: Enum.__hash__ in Python (SpanLines are encoded for every request).
+_KIND_FIELD_BY_ID = {id(kind): field for kind, field in _KIND_FIELD.items()}
 _LOCAL_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
-_ERROR = StatusCode.ERROR.value
-#: An UNSET status with no description: field 15, an empty Status message, as `_item`
-#: writes it.
-_UNSET_STATUS = b"\x7a\x00"
 _REMOTE_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+_ERROR = StatusCode.ERROR.value
 
 
 def _field(field: int, payload: bytes) -> bytes:
@@ -396,8 +396,7 @@ class SpanEncoder(_Encoder):
         out = b"\x0a\x10" + context.trace_id.to_bytes(16, "big")
         out += b"\x12\x08" + context.span_id.to_bytes(8, "big")
         if context.trace_state:
-            state = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
-            out += _field(3, state.encode())
+            out += _field(3, tracestate_text(context.trace_state).encode())
         if parent is not None:
             out += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
         out += self._name_field(span.name)
@@ -420,10 +419,10 @@ class SpanEncoder(_Encoder):
         out = b"\x0a\x10" + span.trace_id.to_bytes(16, "big")
         out += b"\x12\x08" + span.span_id.to_bytes(8, "big")
         if span.trace_state:
-            out += _field(3, span.trace_state)
+            out += _field(3, span.trace_state.encode())
         if span.parent_id:
             out += b"\x22\x08" + span.parent_id.to_bytes(8, "big")
-        out += self._name_field(span.name) + span.kind
+        out += self._name_field(span.name) + _KIND_FIELD_BY_ID[id(span.kind)]
         out += _pack_times(0x39, span.start_time, 0x41, span.end_time)
         out += self._attributes(9, span.attributes)
         error = span.error
@@ -562,6 +561,10 @@ def _scope(scope: InstrumentationScope | None, attributes: bytes) -> bytes:
 def _status(code: int, message: str | None) -> bytes:
     out = _field(2, message.encode()) if message else b""
     return out + (b"\x18" + _varint(code) if code else b"")
+
+
+#: An UNSET status without a description, as `_status_field` writes it for a ReadableSpan.
+_UNSET_STATUS = _field(15, _status(StatusCode.UNSET.value, None))
 
 
 def _count(field: int, value: int) -> bytes:

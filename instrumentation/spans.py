@@ -20,9 +20,6 @@ from opentelemetry.util.types import AttributeValue
 from instrumentation.records import RequestRecord
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-#: The OTLP Span.kind field of each SpanKind (its enum value plus one), encoded.
-_KIND_SERVER = b"\x30" + bytes((SpanKind.SERVER.value + 1,))
-_KIND_CLIENT = b"\x30" + bytes((SpanKind.CLIENT.value + 1,))
 # Immutable, so shared by every span: two objects fewer to build per span.
 _NO_STATE = TraceState()
 _UNSET = Status(StatusCode.UNSET)
@@ -61,15 +58,16 @@ class SpanLine:
     instrumentation_scope: InstrumentationScope
     #: The status: ERROR with this description, or UNSET when None.
     error: str | None
-    kind: bytes  # the encoded kind field
+    kind: SpanKind
     name: str
     parent_id: int  # 0: no parent
     parent_remote: bool
     span_id: int
     start_time: int
     trace_id: int
-    #: The W3C tracestate as the SDK's TraceState keeps it (validated), encoded; or b"".
-    trace_state: bytes
+    #: The caller's tracestate as the SDK's TraceState keeps it (see tracestate_text),
+    #: or "".
+    trace_state: str
 
 
 class SpanFactory:
@@ -78,8 +76,8 @@ class SpanFactory:
         self._scope = scope
         #: SpanLines for spangate's own encoder, rather than ReadableSpans.
         self.own = own
-        #: The last record's tracestate as a SpanLine carries it: (header, encoded).
-        self._state: tuple[str | None, bytes] = (None, b"")
+        #: The last record's tracestate header, and its text as a SpanLine carries it.
+        self._state: tuple[str | None, str] = (None, "")
         #: The last server span context (with what it was made of), which the same
         #: record's client spans take as their parent: built once per record.
         self._server: tuple[tuple[int, int, str | None], SpanContext] | None = None
@@ -111,7 +109,7 @@ class SpanFactory:
     ) -> ReadableSpan | SpanLine:
         parent = record.parent
         if self.own:
-            span = self._line(record, record.span_id, name, attributes, error, _KIND_SERVER)
+            span = self._line(record, record.span_id, name, attributes, error, SpanKind.SERVER)
             span.start_time, span.end_time = record.start_wall_ns, record.wall(record.end_ns)
             if parent is not None:
                 span.parent_id, span.parent_remote = parent.span_id, True
@@ -145,7 +143,7 @@ class SpanFactory:
         events: tuple[Event, ...] = (),
     ) -> ReadableSpan | SpanLine:
         if self.own and not events:
-            span = self._line(record, span_id, name, attributes, error, _KIND_CLIENT)
+            span = self._line(record, span_id, name, attributes, error, SpanKind.CLIENT)
             span.start_time, span.end_time = record.wall(times[0]), record.wall(times[1])
             span.parent_id = record.span_id
             return span
@@ -170,7 +168,7 @@ class SpanFactory:
         name: str,
         attributes: Attributes,
         error: str | None,
-        kind: bytes,
+        kind: SpanKind,
     ) -> SpanLine:
         span = SpanLine()
         span.resource, span.instrumentation_scope = self._resource, self._scope
@@ -180,16 +178,20 @@ class SpanFactory:
         span.trace_state = self._trace_state(record)
         return span
 
-    def _trace_state(self, record: RequestRecord) -> bytes:
+    def _trace_state(self, record: RequestRecord) -> str:
         header = record.parent.tracestate if record.parent is not None else None
         if not header:
-            return b""
+            return ""
         last = self._state
         if last[0] != header:
-            state = _tracestate(record)
-            text = ",".join(f"{k}={v}" for k, v in state.items())
-            last = self._state = (header, text.encode())
+            last = self._state = (header, tracestate_text(_tracestate(record)))
         return last[1]
+
+
+def tracestate_text(state: TraceState) -> str:
+    """The tracestate header of a (validated) TraceState, as OTLP's Span.trace_state holds
+    it: what spangate exports for SpanLines and ReadableSpans alike."""
+    return ",".join(f"{k}={v}" for k, v in state.items())
 
 
 def _status(error: str | None) -> Status:
