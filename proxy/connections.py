@@ -39,11 +39,6 @@ class ConnectionPool:
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
-    async def acquire(self, origin: Origin, connect_s: float) -> tuple[ResponseHandler, bool]:
-        """`reserve()` then `open()`."""
-        await self.reserve()
-        return await self.open(origin, connect_s)
-
     async def reserve(self) -> None:
         """A slot for one exchange, waiting (first come, first served) when all are
         taken. Raises ConnectionError once the pool is closed."""

@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 from proxy.config import Timeouts
 from proxy.connections import ConnectionPool
 from proxy.errors import BadRequest, Unavailable, UpstreamTimeout, UpstreamUnreachable
-from proxy.http1 import target_of
+from proxy.http1 import Origin, target_of
 from proxy.providers.base import UpstreamRequest
 from proxy.upstream import Upstream
 from proxy.upstream_response import AttemptTimeout, UpstreamResponse
@@ -221,13 +221,19 @@ async def test_pool_limit_queues_requests_until_a_connection_is_free() -> None:
         await client.close()
 
 
+async def acquire(pool: ConnectionPool, origin: Origin) -> tuple[ResponseHandler, bool]:
+    """What Upstream does for each exchange: a slot, then a connection on it."""
+    await pool.reserve()
+    return await pool.open(origin, 1.0)
+
+
 async def queue_behind(
     pool: ConnectionPool, url: str, count: int
 ) -> tuple[ResponseHandler, list[asyncio.Task[tuple[ResponseHandler, bool]]]]:
     """A pool of one: the connection held, and `count` requests queued behind it."""
     origin = target_of(url).origin
-    held, _ = await pool.acquire(origin, 1.0)
-    queued = [asyncio.create_task(pool.acquire(origin, 1.0)) for _ in range(count)]
+    held, _ = await acquire(pool, origin)
+    queued = [asyncio.create_task(acquire(pool, origin)) for _ in range(count)]
     await asyncio.sleep(0)
     return held, queued
 
@@ -288,11 +294,11 @@ async def test_freed_slot_goes_to_the_oldest_waiter() -> None:
     pool = ConnectionPool(limit=1)
     async with RawServer(answer(OK)) as server:
         origin = target_of(server.url).origin
-        held, _ = await pool.acquire(origin, 1.0)
-        first = asyncio.create_task(pool.acquire(origin, 1.0))
+        held, _ = await acquire(pool, origin)
+        first = asyncio.create_task(acquire(pool, origin))
         await asyncio.sleep(0)
         pool.release(origin, held)
-        late = asyncio.create_task(pool.acquire(origin, 1.0))
+        late = asyncio.create_task(acquire(pool, origin))
         protocol, reused = await asyncio.wait_for(first, 1.0)
         assert reused  # the connection `held` had, back in the pool
         await asyncio.sleep(0.01)
@@ -322,7 +328,7 @@ async def test_idle_connections_expire_after_keepalive() -> None:
     pool = ConnectionPool(limit=4, keepalive_s=0.05)
     async with RawServer(answer(OK)) as server:
         origin = target_of(server.url).origin
-        protocol, _ = await pool.acquire(origin, 1.0)
+        protocol, _ = await acquire(pool, origin)
         pool.release(origin, protocol)
         assert pool.idle == 1
         await asyncio.sleep(0.2)
