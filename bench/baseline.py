@@ -30,7 +30,11 @@ def configuration() -> Configuration | None:
         source = checkout(revision)
         upstream = f"http://127.0.0.1:{setup.upstream_port}"
         return start_spangate(
-            setup.procs, name, upstream, full_telemetry(setup.otlp_port), source=source
+            setup.procs,
+            name,
+            upstream,
+            full_telemetry(setup.otlp_port, setup.otlp_http_port),
+            source=source,
         )
 
     return Configuration(name, f"spangate-full as of revision {revision}", start)

@@ -41,7 +41,7 @@ class Setup:
 
     procs: Procs
     upstream_port: int
-    #: The OTLP receiver's gRPC port (and, for OTLP/HTTP variants, its HTTP port).
+    #: The OTLP receiver's gRPC and HTTP ports.
     otlp_port: int
     otlp_http_port: int
     #: A port nothing listens on: the "collector unreachable" endpoint.
@@ -126,11 +126,18 @@ def wait_logged(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def full_telemetry(otlp_port: int) -> dict[str, Any]:
-    """Traces, metrics and logs over OTLP/gRPC (metrics every 5 s, so exports happen in a run)."""
+#: The OTLP protocol of the full-telemetry configurations: spangate's default unless
+#: BENCH_OTLP_PROTOCOL=grpc (the protocol of every run before the ninth session).
+PROTOCOL = os.environ.get("BENCH_OTLP_PROTOCOL", "http/protobuf")
+
+
+def full_telemetry(grpc_port: int, http_port: int, protocol: str = PROTOCOL) -> dict[str, Any]:
+    """Traces, metrics and logs over OTLP to the receiver's port for `protocol`
+    (metrics every 5 s, so exports happen in a run)."""
+    port = grpc_port if protocol == "grpc" else http_port
     return {
-        "otlp_endpoint": f"http://127.0.0.1:{otlp_port}",
-        "otlp_protocol": "grpc",
+        "otlp_endpoint": f"http://127.0.0.1:{port}",
+        "otlp_protocol": protocol,
         "logs_otlp": True,
         "metric_export_interval_ms": 5000,
     }
@@ -146,7 +153,7 @@ def _spangate_workers2(setup: Setup) -> Running:
     """spangate-full with `--workers 2`, allowed on every core (the others are pinned to one):
     what a second core buys at high concurrency. Its CPU figures cover all its processes."""
     upstream = f"http://127.0.0.1:{setup.upstream_port}"
-    telemetry = full_telemetry(setup.otlp_port)
+    telemetry = full_telemetry(setup.otlp_port, setup.otlp_http_port)
     return start_spangate(
         setup.procs, WORKERS2, upstream, telemetry, args=("--workers", "2"), core=_every_core()
     )
@@ -154,7 +161,7 @@ def _spangate_workers2(setup: Setup) -> Running:
 
 def _spangate_unreachable(setup: Setup) -> Running:
     upstream = f"http://127.0.0.1:{setup.upstream_port}"
-    telemetry = full_telemetry(setup.closed_port)
+    telemetry = full_telemetry(setup.closed_port, setup.closed_port)
     return start_spangate(setup.procs, "spangate-unreachable", upstream, telemetry)
 
 
@@ -168,9 +175,9 @@ def _variant(
 
     def start(setup: Setup) -> Running:
         upstream = f"http://127.0.0.1:{setup.upstream_port}"
-        http = telemetry.get("otlp_protocol") == "http/protobuf"
+        protocol = str(telemetry.get("otlp_protocol", PROTOCOL))
         settings = {
-            **full_telemetry(setup.otlp_http_port if http else setup.otlp_port),
+            **full_telemetry(setup.otlp_port, setup.otlp_http_port, protocol),
             **telemetry,
         }
         core = _every_core() if every_core else PROXY_CORE
@@ -189,7 +196,9 @@ CONFIGURATIONS = (
     Configuration(PASSTHROUGH, "minimal aiohttp reverse proxy, no telemetry", _passthrough),
     Configuration("spangate-off", "spangate with OTEL_SDK_DISABLED=true", _spangate_off),
     Configuration(
-        FULL, "spangate, traces+metrics+logs over OTLP/gRPC to rotel", _variant(FULL, {})
+        FULL,
+        f"spangate, traces+metrics+logs over OTLP ({PROTOCOL}) to rotel",
+        _variant(FULL, {}),
     ),
     Configuration(
         "spangate-unreachable",
@@ -212,6 +221,11 @@ _VARIANTS: tuple[tuple[str, str, Callable[[Setup], Running]], ...] = (
         "spangate-http",
         "spangate-full over OTLP/HTTP",
         _variant("spangate-http", {"otlp_protocol": "http/protobuf"}),
+    ),
+    (
+        "spangate-grpc",
+        "spangate-full over OTLP/gRPC",
+        _variant("spangate-grpc", {"otlp_protocol": "grpc"}),
     ),
     (
         "spangate-nologs",

@@ -93,7 +93,7 @@ def run_open_streams(setup: Setup, settings: Settings) -> streams.OpenStreamsRes
             setup.procs,
             "spangate-streams",
             f"http://127.0.0.1:{port}",
-            full_telemetry(setup.otlp_port),
+            full_telemetry(setup.otlp_port, setup.otlp_http_port),
             pool_size=settings.open_streams + 64,
         )
         assert running.proc is not None

@@ -184,9 +184,9 @@ def main() -> int:
 def _profile_under_load(procs: Procs, name: str, seconds: float, stem: str) -> load.WrkResult:
     """spangate under one continuous wrk run: an SVG recording, then a raw one."""
     _, upstream_port = nginx.start_upstream(procs)
-    _, otlp_port, _ = configs.start_rotel(procs)
+    _, otlp_port, otlp_http_port = configs.start_rotel(procs)
     upstream = f"http://127.0.0.1:{upstream_port}"
-    telemetry = configs.full_telemetry(otlp_port) if name == configs.FULL else _OFF
+    telemetry = configs.full_telemetry(otlp_port, otlp_http_port) if name == configs.FULL else _OFF
     running = configs.start_spangate(procs, name, upstream, telemetry, env=_env(name))
     assert running.proc is not None
     script = load.write_script(procs.workdir)

@@ -120,10 +120,10 @@ def _durations(intervals: list[Interval], prefix: str) -> dict[str, list[float]]
     return out
 
 
-def _telemetry(kind: str, otlp_port: int) -> tuple[dict[str, object], dict[str, str]]:
+def _telemetry(kind: str, otlp_ports: tuple[int, int]) -> tuple[dict[str, object], dict[str, str]]:
     if kind == "off":
         return {"sdk_disabled": True}, {}
-    telemetry: dict[str, object] = dict(configs.full_telemetry(otlp_port))
+    telemetry: dict[str, object] = dict(configs.full_telemetry(*otlp_ports))
     if kind == "metrics":
         telemetry["logs_otlp"] = False
         return telemetry, {"OTEL_TRACES_EXPORTER": "none"}
@@ -139,9 +139,9 @@ def main(argv: list[str]) -> int:
     procs.workdir.mkdir(parents=True)
     try:
         _, upstream_port = nginx.start_upstream(procs)
-        _, otlp_port, _ = configs.start_rotel(procs)
+        _, otlp_port, otlp_http_port = configs.start_rotel(procs)
         port = free_port()
-        telemetry, extra_env = _telemetry(kind, otlp_port)
+        telemetry, extra_env = _telemetry(kind, (otlp_port, otlp_http_port))
         config = {
             "server": {"host": "127.0.0.1", "port": port, "pool_size": 256},
             "providers": {

@@ -54,30 +54,51 @@ def _kwargs(
 def span_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
     """The SDK's OTLP span exporter for its transport (TLS, headers, compression,
     retries), with spangate's own encoder in place of the SDK's (instrumentation/otlpwire.py)."""
+    if _uses_grpc("traces", env, config):
+        from instrumentation import otlpgrpc
+
+        return otlpgrpc.GrpcSpanExporter(**_kwargs("traces", env, config, True))
     from instrumentation import otlpexport
 
-    return _exporter(
-        "traces", env, config, otlpexport.GrpcSpanExporter, otlpexport.HttpSpanExporter
-    )
+    return _http(otlpexport.HttpSpanExporter, "traces", env, config)
 
 
 def metric_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+    if _uses_grpc("metrics", env, config):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-    return _exporter("metrics", env, config, Grpc, Http)
+        return OTLPMetricExporter(**_kwargs("metrics", env, config, True))
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetrics,
+    )
+
+    return _http(HttpMetrics, "metrics", env, config)
 
 
 def log_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
     """Like span_exporter: the SDK's transport with spangate's log encoder."""
+    if _uses_grpc("logs", env, config):
+        from instrumentation import otlpgrpc
+
+        return otlpgrpc.GrpcLogExporter(**_kwargs("logs", env, config, True))
     from instrumentation import otlpexport
 
-    return _exporter("logs", env, config, otlpexport.GrpcLogExporter, otlpexport.HttpLogExporter)
+    return _http(otlpexport.HttpLogExporter, "logs", env, config)
 
 
-def _exporter(
-    signal: str, env: Mapping[str, str], config: TelemetryConfig, grpc: Any, http: Any
-) -> Any:
-    use_grpc = protocol_for(signal, env, config) == "grpc"
-    kwargs = _kwargs(signal, env, config, use_grpc)
-    return grpc(**kwargs) if use_grpc else http(**kwargs)
+# Each protocol's modules are imported only when it is chosen: gRPC's alone hold ~8.5 MB
+# of a process's resident memory.
+def _uses_grpc(signal: str, env: Mapping[str, str], config: TelemetryConfig) -> bool:
+    return protocol_for(signal, env, config) == "grpc"
+
+
+def _http(exporter: Any, signal: str, env: Mapping[str, str], config: TelemetryConfig) -> Any:
+    """An SDK OTLP/HTTP exporter on instrumentation/otlphttp's connection where it can
+    take one (the SDK's `requests` transport otherwise)."""
+    from instrumentation import otlphttp
+
+    url = endpoint_for(signal, env, config)
+    return exporter(
+        **_kwargs(signal, env, config, False),
+        **otlphttp.transport_kwargs(exporter, signal, url, env),
+    )

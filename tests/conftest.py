@@ -7,8 +7,12 @@ sync and async SDKs alike and read telemetry where it lands.
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,3 +134,36 @@ def spangate_for() -> Iterator[Callable[..., Running]]:
 def spangate(fake: FakeProvider, spangate_for: Callable[..., Running]) -> Running:
     """spangate with the basic config in front of `fake`."""
     return spangate_for(basic_config(fake))
+
+
+@pytest.fixture(scope="session")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA and a 127.0.0.1 certificate it signed (in the returned directory)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (make system-deps installs it)")
+    where = tmp_path_factory.mktemp("tls")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
+    ca = ("-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=spangate-test-ca")
+    ca_ext = ("basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign")
+    leaf = ("-CA", "ca.pem", "-CAkey", "ca.key", "-keyout", "leaf.key", "-out", "leaf.pem")
+    leaf_ext = ("subjectAltName=IP:127.0.0.1,DNS:localhost", "basicConstraints=CA:FALSE")
+    # Signed by the same CA, for another host: trusted, but not for 127.0.0.1.
+    other = ("-CA", "ca.pem", "-CAkey", "ca.key", "-keyout", "other.key", "-out", "other.pem")
+    other_ext = ("subjectAltName=DNS:elsewhere.example", "basicConstraints=CA:FALSE")
+    for args, extensions in ((ca, ca_ext), (leaf, leaf_ext), (other, other_ext)):
+        subject = () if args is ca else ("-subj", "/CN=spangate-test")
+        added = [part for ext in extensions for part in ("-addext", ext)]
+        subprocess.run(
+            ["openssl", "req", "-x509", *ec, *args, *subject, *added],
+            cwd=where,
+            check=True,
+            capture_output=True,
+        )
+    return where
+
+
+def serving_context(authority: Path, name: str) -> ssl.SSLContext:
+    """A server-side TLS context with `authority`'s certificate `name` (leaf, other)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(authority / f"{name}.pem", authority / f"{name}.key")
+    return context

@@ -3,9 +3,6 @@ system trust store (SSL_CERT_FILE honoured), and says so when it cannot."""
 
 from __future__ import annotations
 
-import shutil
-import ssl
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,47 +10,15 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from conftest import Running, basic_config
+from conftest import Running, basic_config, serving_context
 from fakeprovider import FakeProvider
 
 HELLO: Any = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway CA and a 127.0.0.1 certificate it signed (in the returned directory)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed (make system-deps installs it)")
-    where = tmp_path_factory.mktemp("tls")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
-    ca = ("-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=spangate-test-ca")
-    ca_ext = ("basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign")
-    leaf = ("-CA", "ca.pem", "-CAkey", "ca.key", "-keyout", "leaf.key", "-out", "leaf.pem")
-    leaf_ext = ("subjectAltName=IP:127.0.0.1,DNS:localhost", "basicConstraints=CA:FALSE")
-    # Signed by the same CA, for another host: trusted, but not for 127.0.0.1.
-    other = ("-CA", "ca.pem", "-CAkey", "ca.key", "-keyout", "other.key", "-out", "other.pem")
-    other_ext = ("subjectAltName=DNS:elsewhere.example", "basicConstraints=CA:FALSE")
-    for args, extensions in ((ca, ca_ext), (leaf, leaf_ext), (other, other_ext)):
-        subject = () if args is ca else ("-subj", "/CN=spangate-test")
-        added = [part for ext in extensions for part in ("-addext", ext)]
-        subprocess.run(
-            ["openssl", "req", "-x509", *ec, *args, *subject, *added],
-            cwd=where,
-            check=True,
-            capture_output=True,
-        )
-    return where
-
-
-def _serving(authority: Path, name: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(authority / f"{name}.pem", authority / f"{name}.key")
-    return context
-
-
 @pytest.fixture
 def tls_fake(authority: Path) -> Iterator[FakeProvider]:
-    with FakeProvider(tls=_serving(authority, "leaf")) as provider:
+    with FakeProvider(tls=serving_context(authority, "leaf")) as provider:
         yield provider
 
 
@@ -113,7 +78,7 @@ def test_certificate_for_another_host_is_502_saying_why(
 ) -> None:
     """A trusted CA, but the certificate names another host: refused (hostname checked)."""
     monkeypatch.setenv("SSL_CERT_FILE", str(authority / "ca.pem"))
-    with FakeProvider(tls=_serving(authority, "other")) as fake:
+    with FakeProvider(tls=serving_context(authority, "other")) as fake:
         running = spangate_for(basic_config(fake))
         with (
             openai.OpenAI(base_url=running.openai_base_url, api_key="sk-t", max_retries=0) as oa,

@@ -1,0 +1,217 @@
+"""The HTTP transport under the SDK's OTLP/HTTP exporters: one keep-alive connection
+on the standard library's `http.client`.
+
+The SDK's default transport is `requests`: importing it costs ~5 MB of a sidecar's
+resident memory, and each export runs its session, adapter and urllib3 pool in
+Python. Everything above the transport (endpoint, headers, compression, retries
+with Retry-After, timeouts) stays the SDK's. When `requests` would do something
+this transport does not (an HTTP proxy from the environment, a credential
+provider), spangate leaves the SDK's transport in place: see `applies`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import inspect
+import socket
+import ssl
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
+
+#: The SDK's env names for TLS material: (signal-specific, general) per setting.
+_TLS_ENV = ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
+_CREDENTIAL_PROVIDERS = "_OTEL_PYTHON_EXPORTER_OTLP_HTTP_"
+#: A CA file, or whether to verify at all (as `requests` takes it).
+Verify = bool | str
+#: A client certificate file, or (certificate, key).
+Cert = str | tuple[str, str] | None
+
+
+_Connection = http.client.HTTPConnection
+
+
+class _ConnectFailed(ConnectionError):
+    """The connection could not be opened (refused, unresolvable, or timed out while
+    connecting): a connection error the SDK retries, unlike a timeout mid-response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result(BaseHTTPResult):
+    body: bytes = b""
+    header_map: Mapping[str, str] = field(default_factory=dict)
+
+    def content(self) -> bytes:
+        return self.body
+
+    def headers(self) -> Mapping[str, str]:
+        return self.header_map
+
+
+class Transport(BaseHTTPTransport):
+    """One connection, reused while the collector keeps it open.
+
+    An exporter's requests come from one thread at a time (its export thread), so
+    the connection needs no lock; `close` from another thread (shutdown) makes a
+    request in flight fail, which the SDK reports as a failed export."""
+
+    def __init__(self, *, verify: Verify = True, cert: Cert = None) -> None:
+        self._verify = verify
+        self._cert = cert
+        self._context: ssl.SSLContext | None = None
+        self._connection: http.client.HTTPConnection | None = None
+        self._origin: tuple[str, str, int] | None = None
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        data: bytes | None = None,
+    ) -> BaseHTTPResult:
+        try:
+            scheme, host, port, target = _split(url)
+            connection = self._open(scheme, host, port, _seconds(timeout))
+            connection.request(method, target, body=data, headers=headers or {})
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            self.close()
+            return Result(error=error)
+        if response.will_close:
+            self.close()
+        # Lower-cased: the SDK looks up "retry-after".
+        headers_in = {name.lower(): value for name, value in response.getheaders()}
+        return Result(
+            status_code=response.status, reason=response.reason, body=body, header_map=headers_in
+        )
+
+    def _open(self, scheme: str, host: str, port: int, timeout: float) -> _Connection:
+        connection = self._connection
+        if connection is not None and self._origin == (scheme, host, port):
+            connection.timeout = timeout
+            if connection.sock is not None:
+                connection.sock.settimeout(timeout)
+                return connection
+        self.close()
+        if scheme == "https":
+            connection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=self._tls()
+            )
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            connection.connect()
+        except ssl.SSLError:
+            raise  # a certificate problem: retrying at once will not mend it
+        except OSError as error:
+            raise _ConnectFailed(f"cannot connect to {host}:{port}: {error}") from error
+        # Small requests (a metrics export) go out at once, not after a delayed ACK.
+        assert connection.sock is not None
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._connection, self._origin = connection, (scheme, host, port)
+        return connection
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._context is None:
+            cafile = self._verify if isinstance(self._verify, str) else None
+            context = ssl.create_default_context(cafile=cafile)
+            if self._verify is False:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if isinstance(self._cert, tuple):
+                context.load_cert_chain(self._cert[0], self._cert[1])
+            elif self._cert:
+                context.load_cert_chain(self._cert)
+            self._context = context
+        return self._context
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def is_connection_error(self, exception: Exception | None) -> bool:
+        # A reset or a keep-alive connection the collector closed (RemoteDisconnected
+        # is a ConnectionResetError): the SDK retries these once at once.
+        return isinstance(exception, ConnectionError | socket.gaierror)
+
+
+def _split(url: str) -> tuple[str, str, int, str]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return scheme, parts.hostname, port, target
+
+
+def _seconds(timeout: float | None) -> float:
+    """A socket timeout: never None (blocking forever) and never 0 (non-blocking),
+    which is what the SDK passes once its deadline has passed."""
+    return 10.0 if timeout is None else max(timeout, 0.001)
+
+
+def tls_files(signal: str, env: Mapping[str, str]) -> tuple[Verify, Cert]:
+    """(verify, cert) for `signal` as the SDK resolves them: the signal's variable,
+    then the general one; a client certificate with a key is a pair."""
+
+    def setting(name: str) -> str | None:
+        return env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}") or env.get(
+            f"OTEL_EXPORTER_OTLP_{name}"
+        )
+
+    ca, key, certificate = (setting(name) for name in _TLS_ENV)
+    cert = (certificate, key) if certificate and key else certificate
+    return ca or True, cert
+
+
+def applies(url: str, env: Mapping[str, str]) -> bool:
+    """Whether this transport can stand in for `requests` at `url`: not when the
+    environment routes it through an HTTP proxy (which `requests` honours) or names
+    a credential provider (a `requests` session the SDK loads)."""
+    if any(name.startswith(_CREDENTIAL_PROVIDERS) and value for name, value in env.items()):
+        return False
+    parts = urllib.parse.urlsplit(url)
+    proxies = {
+        name.lower()[: -len("_proxy")]: value
+        for name, value in env.items()
+        if name.lower().endswith("_proxy") and value
+    }
+    if parts.scheme.lower() not in proxies and "all" not in proxies:
+        return True
+    # In the standard library since 3.3, missing from typeshed.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    return bool(bypass(parts.hostname or "", proxies))
+
+
+def transport_kwargs(
+    exporter: type[Any], signal: str, url: str | None, env: Mapping[str, str]
+) -> dict[str, Any]:
+    """`_transport=Transport(...)` for an SDK exporter class that takes one (its seam
+    since opentelemetry-exporter-otlp-proto-http 1.4x), or nothing: the SDK's own."""
+    if url is None or not applies(url, env):
+        return {}
+    if not _takes_transport(exporter):
+        return {}
+    verify, cert = tls_files(signal, env)
+    return {"_transport": Transport(verify=verify, cert=cert)}
+
+
+def _takes_transport(exporter: type[Any]) -> bool:
+    """Whether some __init__ of `exporter`'s classes names `_transport` (spangate's
+    subclasses pass their keywords through)."""
+    return any(
+        "_transport" in inspect.signature(init).parameters
+        for init in (vars(cls).get("__init__") for cls in exporter.__mro__)
+        if init is not None
+    )

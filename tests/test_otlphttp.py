@@ -1,0 +1,298 @@
+"""OTLP/HTTP on spangate's own connection (instrumentation/otlphttp.py), against a fake
+collector on a real socket: keep-alive, the SDK's retry rules over it, compression,
+headers, TLS, and the SDK's `requests` transport kept where only it would do."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import json
+import os
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import serving_context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
+
+from instrumentation import otlp, otlphttp
+from instrumentation.otlpwire import SpanEncoder
+from proxy.config import TelemetryConfig
+
+SECRET = "sk-otlp-header-secret-123"
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    peer: tuple[str, int]
+
+
+@dataclass
+class Collector:
+    """Answers each POST with the next scripted (status, headers), then 200s."""
+
+    url: str
+    received: list[Received] = field(default_factory=list)
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    #: Close the socket after each answer while claiming keep-alive (a collector
+    #: restarting, or an idle timeout racing the next export).
+    drop_after_answer: bool = False
+
+    def connections(self) -> int:
+        return len({r.peer for r in self.received})
+
+
+def _lowered(headers: Any) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers}
+
+
+def _handler(collector: Collector) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            collector.received.append(
+                Received(self.path, _lowered(self.headers.items()), body, self.client_address)
+            )
+            status, headers = collector.script.pop(0) if collector.script else (200, {})
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            if collector.drop_after_answer:
+                self.close_connection = True
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def _serve(tls: ssl.SSLContext | None = None) -> Iterator[Collector]:
+    collector = Collector("")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(collector))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls else "http"
+    collector.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield collector
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    yield from _serve()
+
+
+def span(n: int = 1) -> ReadableSpan:
+    return ReadableSpan(
+        name=f"s{n}",
+        context=SpanContext(1, n + 1, is_remote=False),
+        attributes={"n": n},
+        resource=Resource({"service.name": "t"}),
+        start_time=1,
+        end_time=2,
+    )
+
+
+def exporter_for(url: str, **settings: Any) -> Any:
+    config = TelemetryConfig(otlp_endpoint=url, otlp_protocol="http/protobuf", **settings)
+    return otlp.span_exporter({}, config)
+
+
+def export(exporter: Any, *spans: ReadableSpan) -> str:
+    return str(exporter.export(list(spans)).name)
+
+
+def test_spans_arrive_as_encoded_over_one_kept_alive_connection(collector: Collector) -> None:
+    """Three exports: the bytes otlpwire encoded, at /v1/traces as protobuf, and one TCP
+    connection for all three."""
+    exporter = exporter_for(collector.url)
+    assert isinstance(exporter._client._transport, otlphttp.Transport)
+    try:
+        for n in (1, 2, 3):
+            assert export(exporter, span(n)) == "SUCCESS"
+    finally:
+        exporter.shutdown()
+    assert [r.body for r in collector.received] == [
+        SpanEncoder().encode([span(n)]) for n in (1, 2, 3)
+    ]
+    assert {r.path for r in collector.received} == {"/v1/traces"}
+    assert collector.received[0].headers["content-type"] == "application/x-protobuf"
+    assert collector.connections() == 1
+
+
+def test_a_503_with_retry_after_is_retried_and_then_delivered(collector: Collector) -> None:
+    """The SDK's retry rules run over this transport: it sees the status and the
+    Retry-After header (0 s here, so the test does not wait)."""
+    collector.script = [(503, {"Retry-After": "0"})]
+    exporter = exporter_for(collector.url)
+    try:
+        assert export(exporter, span()) == "SUCCESS"
+    finally:
+        exporter.shutdown()
+    assert len(collector.received) == 2
+
+
+def test_a_400_is_not_retried_and_the_export_fails(collector: Collector) -> None:
+    collector.script = [(400, {})]
+    exporter = exporter_for(collector.url)
+    try:
+        assert export(exporter, span()) == "FAILURE"
+    finally:
+        exporter.shutdown()
+    assert len(collector.received) == 1
+
+
+def test_a_kept_alive_connection_the_collector_closed_is_reopened(collector: Collector) -> None:
+    """The collector drops the connection after answering: the next export finds it
+    closed, and the SDK's at-once retry goes out on a new one."""
+    collector.drop_after_answer = True
+    exporter = exporter_for(collector.url)
+    try:
+        assert export(exporter, span(1)) == "SUCCESS"
+        assert export(exporter, span(2)) == "SUCCESS"
+    finally:
+        exporter.shutdown()
+    assert [r.body for r in collector.received] == [SpanEncoder().encode([span(n)]) for n in (1, 2)]
+    assert collector.connections() == 2
+
+
+def test_gzip_from_the_environment_compresses_the_body(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    exporter = exporter_for(collector.url)
+    try:
+        assert export(exporter, span()) == "SUCCESS"
+    finally:
+        exporter.shutdown()
+    (received,) = collector.received
+    assert received.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(received.body) == SpanEncoder().encode([span()])
+
+
+def test_configured_headers_reach_the_collector_but_not_the_logs(
+    collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An auth header is sent; the failure the collector answers with is logged
+    without it."""
+    collector.script = [(401, {})]
+    exporter = exporter_for(collector.url, otlp_headers={"authorization": f"Bearer {SECRET}"})
+    try:
+        assert export(exporter, span()) == "FAILURE"
+    finally:
+        exporter.shutdown()
+    assert collector.received[0].headers["authorization"] == f"Bearer {SECRET}"
+    assert caplog.records, "the failed export was not logged"
+    assert SECRET not in caplog.text
+
+
+def test_an_unreachable_collector_fails_the_export_without_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connection refused is a connection error: retried until the (1 s) deadline,
+    then a failure, not an exception."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    exporter = exporter_for("http://127.0.0.1:9")
+    try:
+        assert export(exporter, span()) == "FAILURE"
+    finally:
+        exporter.shutdown()
+
+
+def test_https_is_verified_against_the_ca_file_from_the_environment(
+    authority: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With OTEL_EXPORTER_OTLP_CERTIFICATE naming the CA the export succeeds; without
+    it the collector's certificate is not trusted and nothing is sent."""
+    for server in _serve(serving_context(authority, "leaf")):
+        untrusted = exporter_for(server.url)
+        try:
+            assert export(untrusted, span()) == "FAILURE"
+        finally:
+            untrusted.shutdown()
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(authority / "ca.pem"))
+        trusted = otlp.span_exporter(dict(os.environ), TelemetryConfig(otlp_endpoint=server.url))
+        try:
+            assert export(trusted, span()) == "SUCCESS"
+        finally:
+            trusted.shutdown()
+        assert [r.body for r in server.received] == [SpanEncoder().encode([span()])]
+
+
+@pytest.mark.parametrize(
+    ("env", "ours"),
+    [
+        ({}, True),
+        ({"HTTPS_PROXY": "http://proxy.internal:3128"}, False),
+        ({"https_proxy": "http://proxy.internal:3128", "NO_PROXY": "collector.internal"}, True),
+        ({"HTTP_PROXY": "http://proxy.internal:3128"}, True),  # another scheme's proxy
+        ({"ALL_PROXY": "http://proxy.internal:3128"}, False),
+        ({"_OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER": "mine"}, False),
+    ],
+)
+def test_the_sdks_transport_stays_where_only_requests_would_honour_the_environment(
+    env: dict[str, str], ours: bool
+) -> None:
+    assert otlphttp.applies("https://collector.internal:4318/v1/traces", env) is ours
+
+
+def test_tls_files_resolve_per_signal_then_general() -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": "ca.pem",
+        "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE": "logs-ca.pem",
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "client.pem",
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY": "client.key",
+    }
+    assert otlphttp.tls_files("traces", env) == ("ca.pem", ("client.pem", "client.key"))
+    assert otlphttp.tls_files("logs", env)[0] == "logs-ca.pem"
+    assert otlphttp.tls_files("metrics", {}) == (True, None)
+
+
+_IMPORTED = """
+import json, sys
+from instrumentation import otlp
+from proxy.config import TelemetryConfig
+config = TelemetryConfig(otlp_endpoint="http://127.0.0.1:9", otlp_protocol=sys.argv[1])
+for build in (otlp.span_exporter, otlp.metric_exporter, otlp.log_exporter):
+    build({}, config).shutdown()
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize(
+    ("protocol", "absent"),
+    [("http/protobuf", {"grpc", "requests", "urllib3"}), ("grpc", {"requests", "urllib3"})],
+)
+def test_exporters_import_only_their_own_protocols_stack(protocol: str, absent: set[str]) -> None:
+    """What a sidecar's resident memory pays for: OTLP/HTTP, the default, loads neither
+    gRPC (~8.5 MB) nor requests (~5 MB); gRPC does not load requests."""
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, protocol],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    imported = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert not imported & absent
