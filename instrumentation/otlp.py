@@ -10,8 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
+
+from instrumentation.export import DropCounter
 from proxy.config import TelemetryConfig
 
+log = structlog.get_logger("spangate.telemetry")
+
+#: The OTLP signal's name in spangate_telemetry_dropped_total's spangate_signal label.
+_DROP_SIGNAL = {"traces": "spans", "metrics": "metrics", "logs": "logs"}
 _SIGNAL_PATH = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
 
 
@@ -51,7 +58,9 @@ def _kwargs(
     return kwargs
 
 
-def span_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
+def span_exporter(
+    env: Mapping[str, str], config: TelemetryConfig, drops: DropCounter | None = None
+) -> Any:
     """The SDK's OTLP span exporter for its transport (TLS, headers, compression,
     retries), with spangate's own encoder in place of the SDK's (instrumentation/otlpwire.py)."""
     if _uses_grpc("traces", env, config):
@@ -60,10 +69,12 @@ def span_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
         return otlpgrpc.GrpcSpanExporter(**_kwargs("traces", env, config, True))
     from instrumentation import otlpexport
 
-    return _http(otlpexport.HttpSpanExporter, "traces", env, config)
+    return _http(otlpexport.HttpSpanExporter, "traces", env, config, drops)
 
 
-def metric_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
+def metric_exporter(
+    env: Mapping[str, str], config: TelemetryConfig, drops: DropCounter | None = None
+) -> Any:
     if _uses_grpc("metrics", env, config):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
@@ -72,10 +83,12 @@ def metric_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
         OTLPMetricExporter as HttpMetrics,
     )
 
-    return _http(HttpMetrics, "metrics", env, config)
+    return _http(HttpMetrics, "metrics", env, config, drops)
 
 
-def log_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
+def log_exporter(
+    env: Mapping[str, str], config: TelemetryConfig, drops: DropCounter | None = None
+) -> Any:
     """Like span_exporter: the SDK's transport with spangate's log encoder."""
     if _uses_grpc("logs", env, config):
         from instrumentation import otlpgrpc
@@ -83,7 +96,7 @@ def log_exporter(env: Mapping[str, str], config: TelemetryConfig) -> Any:
         return otlpgrpc.GrpcLogExporter(**_kwargs("logs", env, config, True))
     from instrumentation import otlpexport
 
-    return _http(otlpexport.HttpLogExporter, "logs", env, config)
+    return _http(otlpexport.HttpLogExporter, "logs", env, config, drops)
 
 
 # Each protocol's modules are imported only when it is chosen: gRPC's alone hold ~8.5 MB
@@ -92,13 +105,27 @@ def _uses_grpc(signal: str, env: Mapping[str, str], config: TelemetryConfig) -> 
     return protocol_for(signal, env, config) == "grpc"
 
 
-def _http(exporter: Any, signal: str, env: Mapping[str, str], config: TelemetryConfig) -> Any:
+def _http(
+    exporter: Any,
+    signal: str,
+    env: Mapping[str, str],
+    config: TelemetryConfig,
+    drops: DropCounter | None,
+) -> Any:
     """An SDK OTLP/HTTP exporter on instrumentation/otlphttp's connection where it can
-    take one (the SDK's `requests` transport otherwise)."""
+    take one (the SDK's `requests` transport otherwise). Items a collector answers it
+    rejected are counted as dropped ("rejected") and logged."""
     from instrumentation import otlphttp
 
     url = endpoint_for(signal, env, config)
+    counted = _DROP_SIGNAL[signal]
+
+    def on_rejected(count: int, message: str) -> None:
+        if drops is not None and count > 0:
+            drops.add(counted, "rejected", count)
+        log.warning("otlp.partially_rejected", signal=signal, rejected=count, message=message)
+
     return exporter(
         **_kwargs(signal, env, config, False),
-        **otlphttp.transport_kwargs(exporter, signal, url, env),
+        **otlphttp.transport_kwargs(exporter, signal, url, env, on_rejected),
     )

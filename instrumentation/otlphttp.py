@@ -17,7 +17,7 @@ import socket
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,8 @@ from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTP
 #: The SDK's env names for TLS material: (signal-specific, general) per setting.
 _TLS_ENV = ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
 _CREDENTIAL_PROVIDERS = "_OTEL_PYTHON_EXPORTER_OTLP_HTTP_"
+#: Told (items rejected, the collector's message) of a partially accepted export.
+Rejected = Callable[[int, str], None]
 #: A CA file, or whether to verify at all (as `requests` takes it).
 Verify = bool | str
 #: A client certificate file, or (certificate, key).
@@ -59,9 +61,16 @@ class Transport(BaseHTTPTransport):
     the connection needs no lock; `close` from another thread (shutdown) makes a
     request in flight fail, which the SDK reports as a failed export."""
 
-    def __init__(self, *, verify: Verify = True, cert: Cert = None) -> None:
+    def __init__(
+        self,
+        *,
+        verify: Verify = True,
+        cert: Cert = None,
+        on_rejected: Rejected | None = None,
+    ) -> None:
         self._verify = verify
         self._cert = cert
+        self._on_rejected = on_rejected
         self._context: ssl.SSLContext | None = None
         self._connection: http.client.HTTPConnection | None = None
         self._origin: tuple[str, str, int] | None = None
@@ -86,6 +95,10 @@ class Transport(BaseHTTPTransport):
             return Result(error=error)
         if response.will_close:
             self.close()
+        if body and 200 <= response.status < 300 and self._on_rejected is not None:
+            partial = rejected(body)
+            if partial is not None:
+                self._on_rejected(*partial)
         # Lower-cased: the SDK looks up "retry-after".
         headers_in = {name.lower(): value for name, value in response.getheaders()}
         return Result(
@@ -195,7 +208,11 @@ def applies(url: str, env: Mapping[str, str]) -> bool:
 
 
 def transport_kwargs(
-    exporter: type[Any], signal: str, url: str | None, env: Mapping[str, str]
+    exporter: type[Any],
+    signal: str,
+    url: str | None,
+    env: Mapping[str, str],
+    on_rejected: Rejected | None = None,
 ) -> dict[str, Any]:
     """`_transport=Transport(...)` for an SDK exporter class that takes one (its seam
     since opentelemetry-exporter-otlp-proto-http 1.4x), or nothing: the SDK's own."""
@@ -204,7 +221,7 @@ def transport_kwargs(
     if not _takes_transport(exporter):
         return {}
     verify, cert = tls_files(signal, env)
-    return {"_transport": Transport(verify=verify, cert=cert)}
+    return {"_transport": Transport(verify=verify, cert=cert, on_rejected=on_rejected)}
 
 
 def _takes_transport(exporter: type[Any]) -> bool:
@@ -215,3 +232,63 @@ def _takes_transport(exporter: type[Any]) -> bool:
         for init in (vars(cls).get("__init__") for cls in exporter.__mro__)
         if init is not None
     )
+
+
+def rejected(body: bytes) -> tuple[int, str] | None:
+    """(items rejected, the collector's message) from the `partial_success` of an OTLP
+    Export*ServiceResponse (field 1: rejected count, then message, in every signal's),
+    or None when it reports no rejection or cannot be read. The SDK ignores it; an
+    operator needs it, as it is telemetry lost after a "successful" export."""
+    try:
+        partial = _fields(body).get(1)
+        if not isinstance(partial, bytes):
+            return None
+        fields = _fields(partial)
+    except (IndexError, ValueError):
+        return None
+    count = fields.get(1, 0)
+    message = fields.get(2, b"")
+    if not isinstance(count, int) or not isinstance(message, bytes):
+        return None
+    if count <= 0 and not message:
+        return None
+    return count, message.decode("utf-8", "replace")[:_MESSAGE_LIMIT]
+
+
+_MESSAGE_LIMIT = 300
+
+
+def _fields(data: bytes) -> dict[int, int | bytes]:
+    """A protobuf message's varint and length-delimited fields (the last of each number);
+    fixed-width fields skipped. Raises IndexError or ValueError on a malformed one."""
+    fields: dict[int, int | bytes] = {}
+    position = 0
+    while position < len(data):
+        key, position = _varint(data, position)
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            fields[number], position = _varint(data, position)
+        elif kind == 2:
+            size, position = _varint(data, position)
+            if position + size > len(data):
+                raise ValueError("truncated field")
+            fields[number] = data[position : position + size]
+            position += size
+        elif kind in (1, 5):
+            position += 8 if kind == 1 else 4
+        else:
+            raise ValueError(f"wire type {kind}")
+    return fields
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")

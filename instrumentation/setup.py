@@ -203,7 +203,7 @@ class Telemetry:
         if given is not None:
             return given
         if _exports_traces(env, config):
-            exporter: SpanExporter = otlp.span_exporter(env, config)
+            exporter: SpanExporter = otlp.span_exporter(env, config, self.drops)
             return exporter
         return None
 
@@ -223,7 +223,7 @@ class Telemetry:
             interval = env.get("OTEL_METRIC_EXPORT_INTERVAL") or config.metric_export_interval_ms
             readers.append(
                 PeriodicReader(
-                    otlp.metric_exporter(env, config),
+                    otlp.metric_exporter(env, config, self.drops),
                     export_interval_millis=float(interval) if interval else None,
                 )
             )
@@ -236,7 +236,7 @@ class Telemetry:
             return None
         exporter = given
         if exporter is None and _exports_logs(env, config):
-            exporter = otlp.log_exporter(env, config)
+            exporter = otlp.log_exporter(env, config, self.drops)
         if exporter is None:
             return None
         return export_logs(exporter, self.resource, self.drops, env, _batch_delay(env))

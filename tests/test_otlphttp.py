@@ -18,12 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from conftest import serving_context
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
 from instrumentation import otlp, otlphttp
+from instrumentation.export import DropCounter
 from instrumentation.otlpwire import SpanEncoder
 from proxy.config import TelemetryConfig
 
@@ -39,12 +49,19 @@ class Received:
 
 
 @dataclass
+class Answer:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass
 class Collector:
-    """Answers each POST with the next scripted (status, headers), then 200s."""
+    """Answers each POST with the next scripted Answer, then empty 200s."""
 
     url: str
     received: list[Received] = field(default_factory=list)
-    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    script: list[Answer] = field(default_factory=list)
     #: Close the socket after each answer while claiming keep-alive (a collector
     #: restarting, or an idle timeout racing the next export).
     drop_after_answer: bool = False
@@ -66,13 +83,14 @@ def _handler(collector: Collector) -> type[http.server.BaseHTTPRequestHandler]:
             collector.received.append(
                 Received(self.path, _lowered(self.headers.items()), body, self.client_address)
             )
-            status, headers = collector.script.pop(0) if collector.script else (200, {})
-            self.send_response(status)
-            for name, value in headers.items():
+            answer = collector.script.pop(0) if collector.script else Answer()
+            self.send_response(answer.status)
+            for name, value in answer.headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
+            self.wfile.write(answer.body)
             if collector.drop_after_answer:
                 self.close_connection = True
 
@@ -114,9 +132,9 @@ def span(n: int = 1) -> ReadableSpan:
     )
 
 
-def exporter_for(url: str, **settings: Any) -> Any:
+def exporter_for(url: str, drops: DropCounter | None = None, **settings: Any) -> Any:
     config = TelemetryConfig(otlp_endpoint=url, otlp_protocol="http/protobuf", **settings)
-    return otlp.span_exporter({}, config)
+    return otlp.span_exporter({}, config, drops)
 
 
 def export(exporter: Any, *spans: ReadableSpan) -> str:
@@ -144,7 +162,7 @@ def test_spans_arrive_as_encoded_over_one_kept_alive_connection(collector: Colle
 def test_a_503_with_retry_after_is_retried_and_then_delivered(collector: Collector) -> None:
     """The SDK's retry rules run over this transport: it sees the status and the
     Retry-After header (0 s here, so the test does not wait)."""
-    collector.script = [(503, {"Retry-After": "0"})]
+    collector.script = [Answer(503, {"Retry-After": "0"})]
     exporter = exporter_for(collector.url)
     try:
         assert export(exporter, span()) == "SUCCESS"
@@ -154,7 +172,7 @@ def test_a_503_with_retry_after_is_retried_and_then_delivered(collector: Collect
 
 
 def test_a_400_is_not_retried_and_the_export_fails(collector: Collector) -> None:
-    collector.script = [(400, {})]
+    collector.script = [Answer(400)]
     exporter = exporter_for(collector.url)
     try:
         assert export(exporter, span()) == "FAILURE"
@@ -177,6 +195,63 @@ def test_a_kept_alive_connection_the_collector_closed_is_reopened(collector: Col
     assert collector.connections() == 2
 
 
+def test_a_partially_rejected_export_counts_and_logs_what_was_lost(
+    collector: Collector,
+) -> None:
+    """A 200 whose body says 3 spans were rejected: the export succeeded, and the 3 are
+    counted as dropped ("rejected") with the collector's reason logged."""
+    partial = ExportTracePartialSuccess(rejected_spans=3, error_message="spans too old")
+    body = ExportTraceServiceResponse(partial_success=partial).SerializeToString()
+    collector.script = [Answer(body=body)]
+    drops = DropCounter()
+    exporter = exporter_for(collector.url, drops)
+    try:
+        with structlog.testing.capture_logs() as logged:
+            assert export(exporter, span()) == "SUCCESS"
+            assert export(exporter, span(2)) == "SUCCESS"  # an empty answer: none rejected
+    finally:
+        exporter.shutdown()
+    assert drops.snapshot() == {("spans", "rejected"): 3}
+    warnings = [line for line in logged if line["event"] == "otlp.partially_rejected"]
+    assert [(w["signal"], w["rejected"], w["message"]) for w in warnings] == [
+        ("traces", 3, "spans too old")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"", None),
+        (ExportTraceServiceResponse().SerializeToString(), None),
+        (
+            ExportTraceServiceResponse(
+                partial_success=ExportTracePartialSuccess(rejected_spans=0)
+            ).SerializeToString(),
+            None,
+        ),
+        (
+            ExportLogsServiceResponse(
+                partial_success=ExportLogsPartialSuccess(error_message="a warning only")
+            ).SerializeToString(),
+            (0, "a warning only"),
+        ),
+        (
+            ExportLogsServiceResponse(
+                partial_success=ExportLogsPartialSuccess(rejected_log_records=2**40)
+            ).SerializeToString(),
+            (2**40, ""),
+        ),
+        (b"\x0a\x05\x08", None),  # truncated
+        (b"\x0a\x01\xff", None),  # a varint that never ends
+        (b"not protobuf at all", None),
+    ],
+)
+def test_partial_success_is_read_from_any_signals_response(
+    body: bytes, expected: tuple[int, str] | None
+) -> None:
+    assert otlphttp.rejected(body) == expected
+
+
 def test_gzip_from_the_environment_compresses_the_body(
     collector: Collector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -196,7 +271,7 @@ def test_configured_headers_reach_the_collector_but_not_the_logs(
 ) -> None:
     """An auth header is sent; the failure the collector answers with is logged
     without it."""
-    collector.script = [(401, {})]
+    collector.script = [Answer(401)]
     exporter = exporter_for(collector.url, otlp_headers={"authorization": f"Bearer {SECRET}"})
     try:
         assert export(exporter, span()) == "FAILURE"
