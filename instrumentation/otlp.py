@@ -7,7 +7,7 @@ environment is silent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -66,7 +66,9 @@ def span_exporter(
     if _uses_grpc("traces", env, config):
         from instrumentation import otlpgrpc
 
-        return otlpgrpc.GrpcSpanExporter(**_kwargs("traces", env, config, True))
+        return otlpgrpc.GrpcSpanExporter(
+            **_kwargs("traces", env, config, True), on_rejected=_counter("traces", drops)
+        )
     from instrumentation import otlpexport
 
     return _http(otlpexport.HttpSpanExporter, "traces", env, config, drops)
@@ -93,7 +95,9 @@ def log_exporter(
     if _uses_grpc("logs", env, config):
         from instrumentation import otlpgrpc
 
-        return otlpgrpc.GrpcLogExporter(**_kwargs("logs", env, config, True))
+        return otlpgrpc.GrpcLogExporter(
+            **_kwargs("logs", env, config, True), on_rejected=_counter("logs", drops)
+        )
     from instrumentation import otlpexport
 
     return _http(otlpexport.HttpLogExporter, "logs", env, config, drops)
@@ -113,11 +117,20 @@ def _http(
     drops: DropCounter | None,
 ) -> Any:
     """An SDK OTLP/HTTP exporter on instrumentation/otlphttp's connection where it can
-    take one (the SDK's `requests` transport otherwise). Items a collector answers it
-    rejected are counted as dropped ("rejected") and logged."""
+    take one (the SDK's `requests` transport otherwise)."""
     from instrumentation import otlphttp
 
     url = endpoint_for(signal, env, config)
+    on_rejected = _counter(signal, drops)
+    return exporter(
+        **_kwargs(signal, env, config, False),
+        **otlphttp.transport_kwargs(exporter, signal, url, env, on_rejected),
+    )
+
+
+def _counter(signal: str, drops: DropCounter | None) -> Callable[[int, str], None]:
+    """What to do with a collector's partial success: count the items it rejected as
+    dropped ("rejected") and log its message."""
     counted = _DROP_SIGNAL[signal]
 
     def on_rejected(count: int, message: str) -> None:
@@ -125,7 +138,4 @@ def _http(
             drops.add(counted, "rejected", count)
         log.warning("otlp.partially_rejected", signal=signal, rejected=count, message=message)
 
-    return exporter(
-        **_kwargs(signal, env, config, False),
-        **otlphttp.transport_kwargs(exporter, signal, url, env, on_rejected),
-    )
+    return on_rejected

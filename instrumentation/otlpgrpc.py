@@ -24,16 +24,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 
+from instrumentation.otlpresponse import Rejected, reading
 from instrumentation.otlpwire import LogEncoder, SpanEncoder
 
 
 class GrpcSpanExporter(_Grpc):
     fast = True
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, on_rejected: Rejected | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._encoder = SpanEncoder()
-        self._raw = _send_bytes(self, _TRACES, ExportTraceServiceResponse)
+        self._raw = _send_bytes(self, _TRACES, ExportTraceServiceResponse, on_rejected)
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
         encoded = self._encoder.encode(data)
@@ -43,10 +44,10 @@ class GrpcSpanExporter(_Grpc):
 class GrpcLogExporter(_GrpcLogs):
     fast = True
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, on_rejected: Rejected | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._encoder = LogEncoder()
-        self._raw = _send_bytes(self, _LOGS, ExportLogsServiceResponse)
+        self._raw = _send_bytes(self, _LOGS, ExportLogsServiceResponse, on_rejected)
 
     def _translate_data(self, data: Sequence[ReadableLogRecord]) -> Any:
         encoded = self._encoder.encode(data)
@@ -64,11 +65,16 @@ class _BytesStub:
     """The generated stub's Export, minus its request serializer: gRPC sends bytes
     given to a method without one as they are."""
 
-    def __init__(self, channel: Any, method: str, response: Any) -> None:
-        self.Export = channel.unary_unary(method, response_deserializer=response.FromString)
+    def __init__(
+        self, channel: Any, method: str, response: Any, on_rejected: Rejected | None
+    ) -> None:
+        parse = reading(response.FromString, on_rejected)
+        self.Export = channel.unary_unary(method, response_deserializer=parse)
 
 
-def _send_bytes(exporter: Any, method: str, response: Any) -> bool:
+def _send_bytes(
+    exporter: Any, method: str, response: Any, on_rejected: Rejected | None = None
+) -> bool:
     """Give the SDK exporter a stub that sends our encoded bytes, so a batch is not
     parsed into protobuf objects only for gRPC to serialise it again (two passes over
     the whole batch in C, holding the GIL). The seam is the SDK's stub factory, used
@@ -77,7 +83,7 @@ def _send_bytes(exporter: Any, method: str, response: Any) -> bool:
     if not callable(reconnect) or not hasattr(exporter, "_stub"):
         return False
     old = getattr(exporter, "_channel", None)
-    exporter._stub = lambda channel: _BytesStub(channel, method, response)
+    exporter._stub = lambda channel: _BytesStub(channel, method, response, on_rejected)
     reconnect()
     if old is not None:
         old.close()

@@ -17,17 +17,17 @@ import socket
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 
+from instrumentation.otlpresponse import Rejected, rejected
+
 #: The SDK's env names for TLS material: (signal-specific, general) per setting.
 _TLS_ENV = ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
 _CREDENTIAL_PROVIDERS = "_OTEL_PYTHON_EXPORTER_OTLP_HTTP_"
-#: Told (items rejected, the collector's message) of a partially accepted export.
-Rejected = Callable[[int, str], None]
 #: A CA file, or whether to verify at all (as `requests` takes it).
 Verify = bool | str
 #: A client certificate file, or (certificate, key).
@@ -175,8 +175,8 @@ def _seconds(timeout: float | None) -> float:
 
 
 def tls_files(signal: str, env: Mapping[str, str]) -> tuple[Verify, Cert]:
-    """(verify, cert) for `signal` as the SDK resolves them: the signal's variable,
-    then the general one; a client certificate with a key is a pair."""
+    """(verify, cert) for `signal` as the SDK and `requests` resolve them: the signal's
+    variable, then the general one; a client certificate with a key is a pair."""
 
     def setting(name: str) -> str | None:
         return env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}") or env.get(
@@ -185,6 +185,9 @@ def tls_files(signal: str, env: Mapping[str, str]) -> tuple[Verify, Cert]:
 
     ca, key, certificate = (setting(name) for name in _TLS_ENV)
     cert = (certificate, key) if certificate and key else certificate
+    # `requests` reads these when no CA is given; without one either, the system's
+    # trust store (SSL_CERT_FILE honoured), as for providers.
+    ca = ca or env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE")
     return ca or True, cert
 
 
@@ -232,63 +235,3 @@ def _takes_transport(exporter: type[Any]) -> bool:
         for init in (vars(cls).get("__init__") for cls in exporter.__mro__)
         if init is not None
     )
-
-
-def rejected(body: bytes) -> tuple[int, str] | None:
-    """(items rejected, the collector's message) from the `partial_success` of an OTLP
-    Export*ServiceResponse (field 1: rejected count, then message, in every signal's),
-    or None when it reports no rejection or cannot be read. The SDK ignores it; an
-    operator needs it, as it is telemetry lost after a "successful" export."""
-    try:
-        partial = _fields(body).get(1)
-        if not isinstance(partial, bytes):
-            return None
-        fields = _fields(partial)
-    except (IndexError, ValueError):
-        return None
-    count = fields.get(1, 0)
-    message = fields.get(2, b"")
-    if not isinstance(count, int) or not isinstance(message, bytes):
-        return None
-    if count <= 0 and not message:
-        return None
-    return count, message.decode("utf-8", "replace")[:_MESSAGE_LIMIT]
-
-
-_MESSAGE_LIMIT = 300
-
-
-def _fields(data: bytes) -> dict[int, int | bytes]:
-    """A protobuf message's varint and length-delimited fields (the last of each number);
-    fixed-width fields skipped. Raises IndexError or ValueError on a malformed one."""
-    fields: dict[int, int | bytes] = {}
-    position = 0
-    while position < len(data):
-        key, position = _varint(data, position)
-        number, kind = key >> 3, key & 7
-        if kind == 0:
-            fields[number], position = _varint(data, position)
-        elif kind == 2:
-            size, position = _varint(data, position)
-            if position + size > len(data):
-                raise ValueError("truncated field")
-            fields[number] = data[position : position + size]
-            position += size
-        elif kind in (1, 5):
-            position += 8 if kind == 1 else 4
-        else:
-            raise ValueError(f"wire type {kind}")
-    return fields
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")

@@ -20,10 +20,6 @@ from typing import Any
 import pytest
 import structlog
 from conftest import serving_context
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsPartialSuccess,
-    ExportLogsServiceResponse,
-)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
@@ -218,40 +214,6 @@ def test_a_partially_rejected_export_counts_and_logs_what_was_lost(
     ]
 
 
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        (b"", None),
-        (ExportTraceServiceResponse().SerializeToString(), None),
-        (
-            ExportTraceServiceResponse(
-                partial_success=ExportTracePartialSuccess(rejected_spans=0)
-            ).SerializeToString(),
-            None,
-        ),
-        (
-            ExportLogsServiceResponse(
-                partial_success=ExportLogsPartialSuccess(error_message="a warning only")
-            ).SerializeToString(),
-            (0, "a warning only"),
-        ),
-        (
-            ExportLogsServiceResponse(
-                partial_success=ExportLogsPartialSuccess(rejected_log_records=2**40)
-            ).SerializeToString(),
-            (2**40, ""),
-        ),
-        (b"\x0a\x05\x08", None),  # truncated
-        (b"\x0a\x01\xff", None),  # a varint that never ends
-        (b"not protobuf at all", None),
-    ],
-)
-def test_partial_success_is_read_from_any_signals_response(
-    body: bytes, expected: tuple[int, str] | None
-) -> None:
-    assert otlphttp.rejected(body) == expected
-
-
 def test_gzip_from_the_environment_compresses_the_body(
     collector: Collector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -342,6 +304,9 @@ def test_tls_files_resolve_per_signal_then_general() -> None:
     assert otlphttp.tls_files("traces", env) == ("ca.pem", ("client.pem", "client.key"))
     assert otlphttp.tls_files("logs", env)[0] == "logs-ca.pem"
     assert otlphttp.tls_files("metrics", {}) == (True, None)
+    # As `requests` would, when no OTLP variable names a CA.
+    assert otlphttp.tls_files("traces", {"REQUESTS_CA_BUNDLE": "corp.pem"}) == ("corp.pem", None)
+    assert otlphttp.tls_files("traces", {"CURL_CA_BUNDLE": "curl.pem"})[0] == "curl.pem"
 
 
 _IMPORTED = """
