@@ -78,9 +78,11 @@ def metric_exporter(
     env: Mapping[str, str], config: TelemetryConfig, drops: DropCounter | None = None
 ) -> Any:
     if _uses_grpc("metrics", env, config):
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from instrumentation import otlpgrpc
 
-        return OTLPMetricExporter(**_kwargs("metrics", env, config, True))
+        return otlpgrpc.GrpcMetricExporter(
+            **_kwargs("metrics", env, config, True), on_rejected=_counter("metrics", drops)
+        )
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetrics,
     )

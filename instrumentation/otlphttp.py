@@ -11,8 +11,11 @@ provider), spangate leaves the SDK's transport in place: see `applies`.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import inspect
+import os
+import select
 import socket
 import ssl
 import urllib.parse
@@ -42,6 +45,16 @@ class _ConnectFailed(ConnectionError):
     connecting): a connection error the SDK retries, unlike a timeout mid-response."""
 
 
+class _Stale(ConnectionError):
+    """A kept-alive connection the collector had closed (an idle timeout, a restart):
+    a connection error, so the SDK's at-once retry goes out on a new one."""
+
+
+#: What a request on a reused connection meets when the collector closed it: a reset,
+#: an empty answer (RemoteDisconnected is a BadStatusLine), or, over TLS, an EOF.
+_STALE_SIGNS = (ConnectionError, http.client.BadStatusLine, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
 @dataclass(frozen=True, slots=True)
 class Result(BaseHTTPResult):
     body: bytes = b""
@@ -58,8 +71,9 @@ class Transport(BaseHTTPTransport):
     """One connection, reused while the collector keeps it open.
 
     An exporter's requests come from one thread at a time (its export thread), so
-    the connection needs no lock; `close` from another thread (shutdown) makes a
-    request in flight fail, which the SDK reports as a failed export."""
+    the connection needs no lock. `close` (the SDK's shutdown, from another thread)
+    lets a request in flight finish, as `requests` does, and no new connection is
+    opened after it."""
 
     def __init__(
         self,
@@ -74,6 +88,7 @@ class Transport(BaseHTTPTransport):
         self._context: ssl.SSLContext | None = None
         self._connection: http.client.HTTPConnection | None = None
         self._origin: tuple[str, str, int] | None = None
+        self._closed = False
 
     def request(
         self,
@@ -84,35 +99,48 @@ class Transport(BaseHTTPTransport):
         timeout: float | None = None,
         data: bytes | None = None,
     ) -> BaseHTTPResult:
+        reused = False
         try:
             scheme, host, port, target = _split(url)
-            connection = self._open(scheme, host, port, _seconds(timeout))
+            connection, reused = self._open(scheme, host, port, _seconds(timeout))
             connection.request(method, target, body=data, headers=headers or {})
             response = connection.getresponse()
             body = response.read()
-        except (OSError, http.client.HTTPException, ValueError) as error:
-            self.close()
-            return Result(error=error)
+        except Exception as error:  # a transport returns failures, never raises them
+            self._drop()
+            return Result(error=_reported(error, reused))
         if response.will_close:
-            self.close()
-        if body and 200 <= response.status < 300 and self._on_rejected is not None:
-            partial = rejected(body)
-            if partial is not None:
-                self._on_rejected(*partial)
+            self._drop()
+        if body and 200 <= response.status < 300:
+            self._tell_rejected(body)
         # Lower-cased: the SDK looks up "retry-after".
         headers_in = {name.lower(): value for name, value in response.getheaders()}
         return Result(
             status_code=response.status, reason=response.reason, body=body, header_map=headers_in
         )
 
-    def _open(self, scheme: str, host: str, port: int, timeout: float) -> _Connection:
+    def _tell_rejected(self, body: bytes) -> None:
+        if self._on_rejected is None:
+            return
+        partial = rejected(body)
+        if partial is not None:
+            with contextlib.suppress(Exception):  # the export itself succeeded
+                self._on_rejected(*partial)
+
+    def _open(self, scheme: str, host: str, port: int, timeout: float) -> tuple[_Connection, bool]:
+        """The connection to use, and whether it was kept from an earlier request."""
+        if self._closed:
+            raise ConnectionAbortedError("the exporter is shut down")
         connection = self._connection
         if connection is not None and self._origin == (scheme, host, port):
-            connection.timeout = timeout
-            if connection.sock is not None:
-                connection.sock.settimeout(timeout)
-                return connection
-        self.close()
+            sock = connection.sock
+            # An idle connection the collector closed reads as ready (its EOF): a new
+            # one now rather than a failed request (urllib3 checks the same way).
+            if sock is not None and not _readable(sock):
+                connection.timeout = timeout
+                sock.settimeout(timeout)
+                return connection, True
+        self._drop()
         if scheme == "https":
             connection = http.client.HTTPSConnection(
                 host, port, timeout=timeout, context=self._tls()
@@ -129,12 +157,16 @@ class Transport(BaseHTTPTransport):
         assert connection.sock is not None
         connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._connection, self._origin = connection, (scheme, host, port)
-        return connection
+        return connection, False
 
     def _tls(self) -> ssl.SSLContext:
         if self._context is None:
-            cafile = self._verify if isinstance(self._verify, str) else None
-            context = ssl.create_default_context(cafile=cafile)
+            ca = self._verify if isinstance(self._verify, str) else None
+            # `requests` takes a directory of hashed certificates as well as a file.
+            if ca is not None and os.path.isdir(ca):
+                context = ssl.create_default_context(capath=ca)
+            else:
+                context = ssl.create_default_context(cafile=ca)
             if self._verify is False:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
@@ -146,6 +178,10 @@ class Transport(BaseHTTPTransport):
         return self._context
 
     def close(self) -> None:
+        self._closed = True
+        self._drop()
+
+    def _drop(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
@@ -166,6 +202,32 @@ def _split(url: str) -> tuple[str, str, int, str]:
     if parts.query:
         target += "?" + parts.query
     return scheme, parts.hostname, port, target
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: its EOF (or stray bytes, which
+    would corrupt the next answer): either way it is not to be reused."""
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
+
+
+def _reported(error: Exception, reused: bool) -> Exception:
+    """The error the SDK sees: a closed kept-alive connection as a connection error (it
+    retries those at once), and no header value in a message (the SDK logs it)."""
+    if reused and isinstance(error, _STALE_SIGNS):
+        return _Stale(
+            f"the collector had closed the kept-alive connection ({type(error).__name__})"
+        )
+    if isinstance(error, ValueError) and "header" in str(error).lower():
+        # http.client quotes the offending value, which may be a credential.
+        return ValueError(
+            "an OTLP header name or value is not valid in HTTP (a newline in it?): "
+            "check OTEL_EXPORTER_OTLP_HEADERS and telemetry.otlp_headers"
+        )
+    return error
 
 
 def _seconds(timeout: float | None) -> float:
@@ -193,11 +255,14 @@ def tls_files(signal: str, env: Mapping[str, str]) -> tuple[Verify, Cert]:
 
 def applies(url: str, env: Mapping[str, str]) -> bool:
     """Whether this transport can stand in for `requests` at `url`: not when the
-    environment routes it through an HTTP proxy (which `requests` honours) or names
-    a credential provider (a `requests` session the SDK loads)."""
+    environment routes it through an HTTP proxy (which `requests` honours), names a
+    credential provider (a `requests` session the SDK loads), or the URL carries
+    credentials."""
     if any(name.startswith(_CREDENTIAL_PROVIDERS) and value for name, value in env.items()):
         return False
     parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        return False  # `requests` sends them as Basic auth
     proxies = {
         name.lower()[: -len("_proxy")]: value
         for name, value in env.items()

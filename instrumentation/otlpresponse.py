@@ -12,6 +12,9 @@ from collections.abc import Callable
 
 #: Told (items rejected, the collector's message) of a partially accepted export.
 Rejected = Callable[[int, str], None]
+#: How much of a collector's message is kept for the log line.
+_MESSAGE_LIMIT = 300
+_INT64_SIGN = 1 << 63
 
 
 def rejected(body: bytes) -> tuple[int, str] | None:
@@ -28,12 +31,11 @@ def rejected(body: bytes) -> tuple[int, str] | None:
     message = fields.get(2, b"")
     if not isinstance(count, int) or not isinstance(message, bytes):
         return None
+    if count >= _INT64_SIGN:
+        count = 0  # an int64 below zero: nothing sensible to count
     if count <= 0 and not message:
         return None
     return count, message.decode("utf-8", "replace")[:_MESSAGE_LIMIT]
-
-
-_MESSAGE_LIMIT = 300
 
 
 def _fields(data: bytes) -> dict[int, int | bytes]:
@@ -54,6 +56,8 @@ def _fields(data: bytes) -> dict[int, int | bytes]:
             position += size
         elif kind in (1, 5):
             position += 8 if kind == 1 else 4
+            if position > len(data):
+                raise ValueError("truncated field")
         else:
             raise ValueError(f"wire type {kind}")
     return fields
@@ -70,20 +74,3 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise ValueError("varint too long")
-
-
-def reading(
-    parse: Callable[[bytes], object], on_rejected: Rejected | None
-) -> Callable[[bytes], object]:
-    """`parse` (a gRPC response deserializer) that first tells `on_rejected` of a
-    partial success in the bytes it is given."""
-    if on_rejected is None:
-        return parse
-
-    def deserialize(data: bytes) -> object:
-        partial = rejected(data)
-        if partial is not None:
-            on_rejected(*partial)
-        return parse(data)
-
-    return deserialize

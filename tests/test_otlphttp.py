@@ -8,6 +8,7 @@ import gzip
 import http.server
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -130,7 +131,10 @@ def span(n: int = 1) -> ReadableSpan:
 
 def exporter_for(url: str, drops: DropCounter | None = None, **settings: Any) -> Any:
     config = TelemetryConfig(otlp_endpoint=url, otlp_protocol="http/protobuf", **settings)
-    return otlp.span_exporter({}, config, drops)
+    # The tests' OTEL_* settings; not a proxy the machine may have (this transport is
+    # the subject, and it would step aside for one).
+    env = {name: value for name, value in os.environ.items() if name.startswith("OTEL_")}
+    return otlp.span_exporter(env, config, drops)
 
 
 def export(exporter: Any, *spans: ReadableSpan) -> str:
@@ -244,17 +248,69 @@ def test_configured_headers_reach_the_collector_but_not_the_logs(
     assert SECRET not in caplog.text
 
 
-def test_an_unreachable_collector_fails_the_export_without_hanging(
+def test_an_unreachable_collector_fails_the_export_with_a_result_not_an_exception(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Connection refused is a connection error: retried until the (1 s) deadline,
-    then a failure, not an exception."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
     exporter = exporter_for("http://127.0.0.1:9")
     try:
         assert export(exporter, span()) == "FAILURE"
     finally:
         exporter.shutdown()
+
+
+def test_a_refused_connection_is_a_connection_error_the_sdk_retries() -> None:
+    """What makes the SDK retry: the transport's own classification of its result."""
+    transport = otlphttp.Transport()
+    result = transport.request("POST", "http://127.0.0.1:9/v1/traces", data=b"", timeout=1)
+    assert result.status_code is None
+    assert transport.is_connection_error(result.error)
+
+
+def test_a_closed_transport_opens_no_connection(collector: Collector) -> None:
+    """After the SDK's shutdown closed it, even the SDK's at-once retry goes nowhere."""
+    transport = otlphttp.Transport()
+    assert transport.request("POST", collector.url + "/v1/traces", data=b"x").status_code == 200
+    transport.close()
+    result = transport.request("POST", collector.url + "/v1/traces", data=b"y")
+    assert result.status_code is None
+    assert [r.body for r in collector.received] == [b"x"]
+
+
+def test_a_header_value_with_a_newline_fails_without_logging_the_value(
+    collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """http.client quotes an invalid header value in its error; the SDK logs that
+    error, so the transport reports it without the value (a key read from a file
+    with its trailing newline would otherwise be logged)."""
+    exporter = exporter_for(collector.url, otlp_headers={"authorization": f"Bearer {SECRET}\n"})
+    try:
+        with structlog.testing.capture_logs() as logged:
+            assert export(exporter, span()) == "FAILURE"
+    finally:
+        exporter.shutdown()
+    assert collector.received == []
+    assert "OTEL_EXPORTER_OTLP_HEADERS" in caplog.text
+    assert SECRET not in caplog.text
+    assert SECRET not in repr(logged)
+
+
+def test_a_kept_alive_https_connection_is_reused_and_reopened_once_closed(
+    authority: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over TLS a collector's close shows as an EOF, not a reset: still a new connection
+    and a delivered export, never a lost batch. And an open one is reused."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(authority / "ca.pem"))
+    for dropping in (False, True):
+        for server in _serve(serving_context(authority, "leaf")):
+            server.drop_after_answer = dropping
+            exporter = exporter_for(server.url)
+            try:
+                assert [export(exporter, span(n)) for n in (1, 2, 3)] == ["SUCCESS"] * 3
+            finally:
+                exporter.shutdown()
+            assert len(server.received) == 3
+            assert server.connections() == (3 if dropping else 1)
 
 
 def test_https_is_verified_against_the_ca_file_from_the_environment(
@@ -269,12 +325,70 @@ def test_https_is_verified_against_the_ca_file_from_the_environment(
         finally:
             untrusted.shutdown()
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(authority / "ca.pem"))
-        trusted = otlp.span_exporter(dict(os.environ), TelemetryConfig(otlp_endpoint=server.url))
+        trusted = exporter_for(server.url)
         try:
             assert export(trusted, span()) == "SUCCESS"
         finally:
             trusted.shutdown()
         assert [r.body for r in server.received] == [SpanEncoder().encode([span()])]
+
+
+def test_a_collector_certificate_for_another_host_is_refused(
+    authority: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(authority / "ca.pem"))
+    for server in _serve(serving_context(authority, "other")):
+        exporter = exporter_for(server.url)
+        try:
+            assert export(exporter, span()) == "FAILURE"
+        finally:
+            exporter.shutdown()
+        assert server.received == []
+
+
+def test_a_ca_directory_is_taken_as_requests_takes_it(
+    authority: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_EXPORTER_OTLP_CERTIFICATE may name a directory of hashed certificates."""
+    shutil.copy(authority / "ca.pem", tmp_path / "ca.pem")
+    subprocess.run(["openssl", "rehash", str(tmp_path)], check=True, capture_output=True)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(tmp_path))
+    for server in _serve(serving_context(authority, "leaf")):
+        exporter = exporter_for(server.url)
+        try:
+            assert export(exporter, span()) == "SUCCESS"
+        finally:
+            exporter.shutdown()
+
+
+def test_a_collector_asking_for_a_client_certificate_gets_the_configured_one(
+    authority: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mTLS: with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY the export is
+    accepted; without them the handshake fails and nothing is sent."""
+    context = serving_context(authority, "leaf")
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(authority / "ca.pem")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(authority / "ca.pem"))
+    for server in _serve(context):
+        anonymous = exporter_for(server.url)
+        try:
+            assert export(anonymous, span()) == "FAILURE"
+        finally:
+            anonymous.shutdown()
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", str(authority / "other.pem"))
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_CLIENT_KEY", str(authority / "other.key"))
+        identified = exporter_for(server.url)
+        try:
+            assert export(identified, span()) == "SUCCESS"
+        finally:
+            identified.shutdown()
+        assert len(server.received) == 1
+
+
+def test_credentials_in_the_endpoint_keep_the_sdks_transport() -> None:
+    """`requests` sends them as Basic auth; this transport would drop them."""
+    assert not otlphttp.applies("https://user:token@collector.internal:4318/v1/traces", {})
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,17 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
     ExportLogsServiceResponse,
 )
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsPartialSuccess,
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
 )
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
@@ -54,6 +61,13 @@ from proxy.config import TelemetryConfig
         (b"\x0a\x05\x08", None),  # truncated
         (b"\x0a\x01\xff", None),  # a varint that never ends
         (b"not protobuf at all", None),
+        (  # an int64 below zero: nothing to count
+            ExportTraceServiceResponse(
+                partial_success=ExportTracePartialSuccess(rejected_spans=-1)
+            ).SerializeToString(),
+            None,
+        ),
+        (b"\x0a\x03\x09\x01\x02", None),  # a fixed64 field cut short
     ],
 )
 def test_partial_success_is_read_from_any_signals_response(
@@ -63,15 +77,15 @@ def test_partial_success_is_read_from_any_signals_response(
 
 
 class GrpcCollector:
-    """A real gRPC server for the trace service that takes the request as bytes and
+    """A real gRPC server for one OTLP service that takes the request as bytes and
     answers with `answer`."""
 
-    def __init__(self, answer: bytes) -> None:
+    def __init__(self, answer: bytes, service: str = "trace.v1.TraceService") -> None:
         self.answer = answer
         self.received: list[bytes] = []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         handler = grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.trace.v1.TraceService",
+            f"opentelemetry.proto.collector.{service}",
             {"Export": grpc.unary_unary_rpc_method_handler(self._export)},
         )
         self.server.add_generic_rpc_handlers((handler,))
@@ -118,3 +132,29 @@ def test_a_partial_success_over_grpc_is_counted_and_logged(rejecting: GrpcCollec
     assert rejecting.received == [SpanEncoder().encode([span])]
     assert drops.snapshot() == {("spans", "rejected"): 2}
     assert [(line["signal"], line["message"]) for line in logged] == [("traces", "over quota")]
+
+
+def test_metrics_rejected_over_grpc_are_counted_too() -> None:
+    """The SDK's own gRPC metric exporter (its encoding kept), with its answers read."""
+    partial = ExportMetricsPartialSuccess(rejected_data_points=4, error_message="bad unit")
+    answer = ExportMetricsServiceResponse(partial_success=partial).SerializeToString()
+    collector = GrpcCollector(answer, "metrics.v1.MetricsService")
+    collector.server.start()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("t").create_counter("c").add(1)
+    data = reader.get_metrics_data()
+    assert data is not None
+    config = TelemetryConfig(
+        otlp_endpoint=f"http://127.0.0.1:{collector.port}", otlp_protocol="grpc"
+    )
+    drops = DropCounter()
+    exporter = otlp.metric_exporter({}, config, drops)
+    try:
+        assert exporter.export(data).name == "SUCCESS"
+    finally:
+        exporter.shutdown()
+        provider.shutdown()
+        collector.server.stop(None)
+    assert ExportMetricsServiceRequest.FromString(collector.received[0]).resource_metrics
+    assert drops.snapshot() == {("metrics", "rejected"): 4}

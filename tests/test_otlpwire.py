@@ -598,7 +598,7 @@ def test_the_sdk_exporters_really_send_what_otlpwire_encoded(protocol: str) -> N
             # the SDK rebuilds its channel and stub (it does on UNAVAILABLE).
             assert exporter._raw
             exporter._initialize_channel_and_stub()
-            assert type(exporter._client).__name__ == "_BytesStub"
+            assert type(exporter._client).__name__ == "_Stub"
             stub = RecordingGrpcStub()
             exporter._client = stub
             assert exporter.export(spans).name == "SUCCESS"
