@@ -119,9 +119,14 @@ def _send_bytes(
     reconnect = getattr(exporter, "_initialize_channel_and_stub", None)
     if not callable(reconnect) or not hasattr(exporter, "_stub"):
         return False
-    old = getattr(exporter, "_channel", None)
+    old, old_stub = getattr(exporter, "_channel", None), exporter._stub
     exporter._stub = lambda channel: _Stub(channel, method, response, on_rejected, serialize)
-    reconnect()
+    try:
+        reconnect()
+    except Exception:
+        # The SDK's client, on its first channel, still works: keep it as it was.
+        exporter._stub = old_stub
+        return False
     if old is not None:
         old.close()
     # An SDK that builds its client some other way keeps its serialising stub: parse.

@@ -18,6 +18,7 @@ import os
 import select
 import socket
 import ssl
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -70,10 +71,10 @@ class Result(BaseHTTPResult):
 class Transport(BaseHTTPTransport):
     """One connection, reused while the collector keeps it open.
 
-    An exporter's requests come from one thread at a time (its export thread), so
-    the connection needs no lock. `close` (the SDK's shutdown, from another thread)
-    lets a request in flight finish, as `requests` does, and no new connection is
-    opened after it."""
+    An exporter's requests come from one thread at a time (its export thread). `close`
+    (the SDK's shutdown) may come from another: it lets a request in flight finish,
+    as `requests` does, and the connection is closed when that request ends; no
+    request starts after it. The lock guards only those two flags."""
 
     def __init__(
         self,
@@ -88,7 +89,9 @@ class Transport(BaseHTTPTransport):
         self._context: ssl.SSLContext | None = None
         self._connection: http.client.HTTPConnection | None = None
         self._origin: tuple[str, str, int] | None = None
+        self._lock = threading.Lock()
         self._closed = False
+        self._busy = False
 
     def request(
         self,
@@ -98,6 +101,26 @@ class Transport(BaseHTTPTransport):
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
         data: bytes | None = None,
+    ) -> BaseHTTPResult:
+        with self._lock:
+            if self._closed:
+                return Result(error=ConnectionAbortedError("the exporter is shut down"))
+            self._busy = True
+        try:
+            return self._exchange(method, url, headers, timeout, data)
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._closed:
+                    self._drop()
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None,
+        timeout: float | None,
+        data: bytes | None,
     ) -> BaseHTTPResult:
         reused = False
         try:
@@ -129,8 +152,6 @@ class Transport(BaseHTTPTransport):
 
     def _open(self, scheme: str, host: str, port: int, timeout: float) -> tuple[_Connection, bool]:
         """The connection to use, and whether it was kept from an earlier request."""
-        if self._closed:
-            raise ConnectionAbortedError("the exporter is shut down")
         connection = self._connection
         if connection is not None and self._origin == (scheme, host, port):
             sock = connection.sock
@@ -178,8 +199,10 @@ class Transport(BaseHTTPTransport):
         return self._context
 
     def close(self) -> None:
-        self._closed = True
-        self._drop()
+        with self._lock:
+            self._closed = True
+            if not self._busy:
+                self._drop()
 
     def _drop(self) -> None:
         connection, self._connection = self._connection, None
@@ -207,11 +230,14 @@ def _split(url: str) -> tuple[str, str, int, str]:
 def _readable(sock: socket.socket) -> bool:
     """Whether an idle connection has something to read: its EOF (or stray bytes, which
     would corrupt the next answer): either way it is not to be reused."""
+    # poll, not select: select() refuses descriptors from 1024 up, which a busy
+    # proxy's export sockets can be.
     try:
-        ready, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(ready)
 
 
 def _reported(error: Exception, reused: bool) -> Exception:
@@ -221,13 +247,21 @@ def _reported(error: Exception, reused: bool) -> Exception:
         return _Stale(
             f"the collector had closed the kept-alive connection ({type(error).__name__})"
         )
-    if isinstance(error, ValueError) and "header" in str(error).lower():
+    if _header_error(error):
         # http.client quotes the offending value, which may be a credential.
         return ValueError(
             "an OTLP header name or value is not valid in HTTP (a newline in it?): "
             "check OTEL_EXPORTER_OTLP_HEADERS and telemetry.otlp_headers"
         )
     return error
+
+
+def _header_error(error: Exception) -> bool:
+    """http.client's complaint about a header name or value: its ValueError, or the
+    latin-1 encoding error of a value (a request line that is not ASCII is another)."""
+    if isinstance(error, UnicodeEncodeError):
+        return error.encoding == "latin-1"
+    return isinstance(error, ValueError) and "header" in str(error).lower()
 
 
 def _seconds(timeout: float | None) -> float:

@@ -8,7 +8,9 @@ import gzip
 import http.server
 import json
 import os
+import resource
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -50,6 +52,9 @@ class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    #: Set when the request has arrived; the answer waits for `release`, if given.
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event | None = None
 
 
 @dataclass
@@ -81,6 +86,9 @@ def _handler(collector: Collector) -> type[http.server.BaseHTTPRequestHandler]:
                 Received(self.path, _lowered(self.headers.items()), body, self.client_address)
             )
             answer = collector.script.pop(0) if collector.script else Answer()
+            answer.arrived.set()
+            if answer.release is not None:
+                answer.release.wait(10)
             self.send_response(answer.status)
             for name, value in answer.headers.items():
                 self.send_header(name, value)
@@ -275,6 +283,66 @@ def test_a_closed_transport_opens_no_connection(collector: Collector) -> None:
     result = transport.request("POST", collector.url + "/v1/traces", data=b"y")
     assert result.status_code is None
     assert [r.body for r in collector.received] == [b"x"]
+
+
+def test_close_during_a_request_lets_it_finish_then_closes_the_connection(
+    collector: Collector,
+) -> None:
+    """The SDK's shutdown may close the transport while its export thread waits for an
+    answer: that answer is still read, the connection is closed after it, and nothing
+    more is sent."""
+    release = threading.Event()
+    answer = Answer(release=release)
+    collector.script = [answer]
+    transport = otlphttp.Transport()
+    results: list[Any] = []
+    sender = threading.Thread(
+        target=lambda: results.append(
+            transport.request("POST", collector.url + "/v1/traces", data=b"x", timeout=10)
+        )
+    )
+    sender.start()
+    assert answer.arrived.wait(10)
+    transport.close()
+    release.set()
+    sender.join(10)
+    assert [r.status_code for r in results] == [200]
+    assert transport._connection is None
+    assert transport.request("POST", collector.url + "/v1/traces", data=b"y").status_code is None
+    assert [r.body for r in collector.received] == [b"x"]
+
+
+def test_a_failing_rejection_counter_does_not_fail_the_export(collector: Collector) -> None:
+    partial = ExportTracePartialSuccess(rejected_spans=1)
+    collector.script = [
+        Answer(body=ExportTraceServiceResponse(partial_success=partial).SerializeToString())
+    ]
+
+    def broken(count: int, message: str) -> None:
+        raise RuntimeError("counter broke")
+
+    transport = otlphttp.Transport(on_rejected=broken)
+    assert transport.request("POST", collector.url + "/v1/traces", data=b"x").status_code == 200
+
+
+def test_an_idle_connection_is_readable_only_once_its_peer_closed() -> None:
+    """What decides reuse; also for descriptors from 1024 up, which select() refuses."""
+    ours, theirs = socket.socketpair()
+    high: socket.socket | None = None
+    try:
+        assert not otlphttp._readable(ours)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > 1100:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+            high = socket.socket(fileno=os.dup2(ours.fileno(), 1050))
+            assert not otlphttp._readable(high)
+        theirs.close()
+        assert otlphttp._readable(ours)
+    finally:
+        ours.close()
+        theirs.close()
+        if high is not None:
+            high.close()
 
 
 def test_a_header_value_with_a_newline_fails_without_logging_the_value(

@@ -67,7 +67,7 @@ from proxy.config import TelemetryConfig
             ).SerializeToString(),
             None,
         ),
-        (b"\x0a\x03\x09\x01\x02", None),  # a fixed64 field cut short
+        (b"\x0a\x05\x08\x05\x09\x01\x02", None),  # a fixed64 field cut short
     ],
 )
 def test_partial_success_is_read_from_any_signals_response(
