@@ -21,7 +21,6 @@ from instrumentation.metrics import Instruments
 from instrumentation.pricing import PriceTable
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.spans import SpanFactory, SpanLine
-from proxy.sse import SSEDecoder
 
 Attrs = dict[str, Any]
 _NS = 1e-9
@@ -279,12 +278,7 @@ def _response_facts(
         return ResponseFacts(), []
     if attempt.events is not None:
         observer = extractor.stream(capture)
-        decoder = SSEDecoder()
-        stamps = []
-        for stamp, block in attempt.events:
-            carried = observer.carried(decoder.feed(block))
-            if carried:
-                stamps += [stamp] * carried
+        stamps = observer.stamps(attempt.events)
         return observer.finish(), stamps
     if attempt.body is not None:
         return extractor.response(attempt.body, capture), []

@@ -118,6 +118,18 @@ class SSEDecoder:
         return event
 
 
+def data_lines(block: bytes) -> list[bytes] | None:
+    """The data of each event in `block`, undecoded, when the block is whole events that
+    are each one `data: ` line and nothing else (how OpenAI-style providers stream):
+    what SSEDecoder would give, with C-level byte operations only. None for any
+    other shape (a CR, a comment, another field, a multi-line event, a partial one)."""
+    if not block.startswith(b"data: ") or not block.endswith(b"\n\n") or b"\r" in block:
+        return None
+    lines = block[6:-2].split(b"\n\ndata: ")
+    # Two LFs per event, and none inside one: each is exactly `data: ...` LF LF.
+    return lines if block.count(b"\n") == 2 * len(lines) else None
+
+
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 

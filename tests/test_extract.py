@@ -16,7 +16,7 @@ import pytest
 from instrumentation import semconv as sc
 from instrumentation.extract import EXTRACTORS, RequestFacts, ResponseFacts
 from instrumentation.extract.base import GuardedObserver
-from proxy.sse import SSEDecoder, SSEEvent
+from proxy.sse import SSEDecoder, SSEEvent, data_lines
 
 
 def enc(value: Any) -> bytes:
@@ -1431,3 +1431,88 @@ def test_a_read_of_events_counts_what_carried_content_until_the_observer_breaks(
     assert observer.carried(events) == 0
     assert inner.seen == 3
     assert observer.finish().output_chunks == 2
+
+
+# --- a stream folded in one batch (GuardedObserver.stamps) -----------------
+
+
+def _reads(*bodies: Any, per_read: int = 1) -> list[bytes]:
+    """Wire `data:` events, `per_read` of them per read (as the relay passes them on)."""
+    events = [
+        b"data: " + (body.encode() if isinstance(body, str) else enc(body)) + b"\n\n"
+        for body in bodies
+    ]
+    return [b"".join(events[i : i + per_read]) for i in range(0, len(events), per_read)]
+
+
+_TEXT = (
+    chunk({"role": "assistant", "content": ""}),
+    chunk({"content": "Hel"}),
+    chunk({"content": "lo"}),
+    chunk({}, finish="stop"),
+    USAGE_CHUNK,
+    "[DONE]",
+)
+_TOOLS = (
+    chunk({"role": "assistant", "content": None}),
+    chunk(_tool_delta(0, "call_a", "get_weather", "")),
+    chunk(_tool_delta(1, "call_b", "get_time", "")),
+    chunk(_tool_delta(0, None, None, '{"city":"Paris"}')),
+    chunk({}, finish="tool_calls"),
+    "[DONE]",
+)
+_TWO_CHOICES = (
+    {"id": "c", "model": "m", "choices": [{"index": 1, "delta": {"content": "b"}}]},
+    {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": "a"}}]},
+    {"id": "c", "choices": [{"index": 0, "finish_reason": "stop"}, {"index": 1, "delta": {}}]},
+)
+_ERROR = (chunk({"content": "Hel"}), {"error": {"type": "server_error", "message": "x"}})
+#: Shapes the batch leaves to the event-by-event path, whole: a wrongly typed field
+#: (salvaged leniently), data that is not JSON, a `[DONE]` before the end.
+_ODD = (chunk({"content": "a"}), {"choices": 5, "model": "m"}, chunk({"content": "b"}))
+_NOT_JSON = (chunk({"content": "a"}), "keep-alive", chunk({}, finish="stop"))
+_EARLY_DONE = (chunk({"content": "a"}), "[DONE]", chunk({"content": "b"}), " [DONE] ")
+
+
+@pytest.mark.parametrize("capture", [False, True])
+@pytest.mark.parametrize("per_read", [1, 2, 100])
+@pytest.mark.parametrize(
+    ("api", "bodies", "batched"),
+    [
+        ("chat_completions", _TEXT, True),
+        ("chat_completions", _TOOLS, True),
+        ("chat_completions", _TWO_CHOICES, True),
+        ("chat_completions", _ERROR, True),
+        ("completions", ({"id": "t", "choices": [{"text": "hi"}]}, "[DONE]"), True),
+        ("chat_completions", _ODD, False),
+        ("chat_completions", _NOT_JSON, False),
+        ("chat_completions", _EARLY_DONE, False),
+    ],
+)
+def test_a_stream_folded_in_one_batch_has_the_facts_and_stamps_of_event_by_event(
+    api: str, bodies: tuple[Any, ...], batched: bool, per_read: int, capture: bool
+) -> None:
+    """The batch path (every read's `data:` lines decoded at once) and the event path
+    give the same facts, chunk count and per-read stamps; a stream the batch cannot
+    take whole goes event by event."""
+    reads = _reads(*bodies, per_read=per_read)
+    lines = data_lines(b"".join(reads))
+    assert lines is not None
+    took = EXTRACTORS[api].stream(capture)._inner.data_batch(lines)  # type: ignore[attr-defined]
+    assert (took is not None) is batched
+    in_batch = EXTRACTORS[api].stream(capture)
+    stamps = in_batch.stamps(list(enumerate(reads)))
+    one_by_one = EXTRACTORS[api].stream(capture)
+    decoder, expected = SSEDecoder(), []
+    for index, read in enumerate(reads):
+        expected += [index] * one_by_one.carried(decoder.feed(read))
+    assert stamps == expected
+    assert in_batch.finish() == one_by_one.finish()
+
+
+def test_a_stream_with_named_events_goes_event_by_event() -> None:
+    """Anthropic's dialect has no batch path, and a read with an `event:` line is not
+    one-line `data:` events: stamps come from the decoder, as before."""
+    reads = [b'event: ping\ndata: {"type": "ping"}\n\n']
+    assert data_lines(reads[0]) is None
+    assert EXTRACTORS["messages"].stream(False).stamps(list(enumerate(reads))) == []

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from proxy.sse import SSEDecoder, SSEEvent, split_complete
+from proxy.sse import SSEDecoder, SSEEvent, data_lines, split_complete
 
 STREAM = (
     b'event: message_start\ndata: {"a":1}\n\n'
@@ -123,3 +123,52 @@ def test_several_events_in_one_chunk_in_any_shape_decode_as_line_by_line() -> No
         SSEEvent("e", "c"),
         SSEEvent("message", "d"),
     ]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_data_lines_gives_what_the_decoder_gives_or_nothing(seed: int) -> None:
+    """For any read of whole events (random framing, as above), `data_lines` either
+    gives exactly the data of the decoder's events, all "message", or refuses."""
+    rng = random.Random(seed)
+    block = b"".join(rng.choice(_PIECES) for _ in range(rng.randrange(1, 40)))
+    if seed % 2:
+        block = b"".join(b'data: {"i":%d}\n\n' % i for i in range(rng.randrange(1, 5))) + block
+    block += b"\n\n"  # a read the relay passes on ends an event
+    lines = data_lines(block)
+    if lines is not None:
+        assert [SSEEvent("message", line.decode("utf-8", "replace")) for line in lines] == (
+            SSEDecoder().feed(block)
+        )
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'data: {"a":1}\n\n',
+        b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',
+        b"data:  two spaces keep one\n\n",
+        b"data: \n\n",
+    ],
+)
+def test_data_lines_takes_one_line_data_events(block: bytes) -> None:
+    lines = data_lines(block)
+    assert lines is not None
+    assert [SSEEvent("message", line.decode()) for line in lines] == SSEDecoder().feed(block)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'data: {"a":1}\r\n\r\n',  # CR
+        b": keep-alive\n\ndata: x\n\n",  # a comment
+        b"event: delta\ndata: x\n\n",  # a named event
+        b"data: x\n\nid: 7\ndata: y\n\n",  # another field
+        b"data: a\ndata: b\n\n",  # a two-line event
+        b"data:x\n\n",  # no space after the colon
+        b"data: x\n\ndata:y\n\n",
+        b"data: x\n",  # an event not ended
+        b"",
+    ],
+)
+def test_data_lines_refuses_any_other_shape(block: bytes) -> None:
+    assert data_lines(block) is None

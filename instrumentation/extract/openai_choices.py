@@ -65,6 +65,7 @@ class _Completion(msgspec.Struct):
 
 
 _decode_completion = lenient(_Completion)
+_strict_completion = msgspec.json.Decoder(_Completion).decode
 
 
 class _ToolBuilder:
@@ -190,6 +191,20 @@ class ChoicesAssembler:
             return False
         chunk = _decode_completion(data)
         return chunk is not None and self._fold(chunk, whole=False)
+
+    def data_batch(self, lines: list[bytes]) -> list[bool] | None:
+        """See base.BatchObserver: every event decoded strictly first (one C-level map),
+        so a stream with an odd event is left whole to `event`. Only the closing
+        `[DONE]`s are skipped here; one anywhere else fails the decode, and goes there."""
+        end = len(lines)
+        while end and lines[end - 1].strip() == b"[DONE]":
+            end -= 1
+        try:
+            chunks = list(map(_strict_completion, lines[:end] if end < len(lines) else lines))
+        except msgspec.MsgspecError:
+            return None
+        fold = self._fold
+        return [fold(chunk, False) for chunk in chunks] + [False] * (len(lines) - end)
 
     def _fold(self, completion: _Completion, whole: bool) -> bool:
         facts = self._facts
