@@ -67,6 +67,20 @@ _BLOCK = itemgetter(1)
 _STAMP = itemgetter(0)
 
 
+def _one_line_events(reads: Sequence[tuple[int, bytes]]) -> tuple[list[bytes], list[bytes]] | None:
+    """(each read's bytes, each event's data) when every read is whole one-line `data:`
+    events, else None."""
+    try:
+        blocks = list(map(_BLOCK, reads))
+        # Each read ends an event, so the stream's events are the reads' in turn.
+        if not all(map(bytes.endswith, blocks, repeat(b"\n\n"))):
+            return None
+        lines = data_lines(b"".join(blocks))
+    except Exception:  # not bytes (a record from elsewhere): the decoder's path
+        return None
+    return None if lines is None else (blocks, lines)
+
+
 class Extractor(Protocol):
     operation: str
 
@@ -170,13 +184,10 @@ class GuardedObserver:
         batch = getattr(self._inner, "data_batch", None)
         if batch is None or self._broken:
             return None
-        blocks = list(map(_BLOCK, reads))
-        # Each read ends an event, so the stream's events are the reads' events in turn.
-        if not all(map(bytes.endswith, blocks, repeat(b"\n\n"))):
+        cut = _one_line_events(reads)
+        if cut is None:
             return None
-        lines = data_lines(b"".join(blocks))
-        if lines is None:
-            return None
+        blocks, lines = cut
         try:
             flags = batch(lines)
         except Exception:
