@@ -6,7 +6,8 @@ resident memory, and each export runs its session, adapter and urllib3 pool in
 Python. Everything above the transport (endpoint, headers, compression, retries
 with Retry-After, timeouts) stays the SDK's. When `requests` would do something
 this transport does not (an HTTP proxy from the environment, a credential
-provider), spangate leaves the SDK's transport in place: see `applies`.
+provider, credentials from the URL or .netrc), spangate leaves the SDK's
+transport in place: see `applies`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import inspect
+import netrc
 import os
 import select
 import socket
@@ -32,6 +34,8 @@ from instrumentation.otlpresponse import Rejected, rejected
 #: The SDK's env names for TLS material: (signal-specific, general) per setting.
 _TLS_ENV = ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
 _CREDENTIAL_PROVIDERS = "_OTEL_PYTHON_EXPORTER_OTLP_HTTP_"
+#: Where `requests` looks for a .netrc when NETRC is not set, in order.
+_NETRC_FILES = (".netrc", "_netrc")
 #: A CA file, or whether to verify at all (as `requests` takes it).
 Verify = bool | str
 #: A client certificate file, or (certificate, key).
@@ -290,13 +294,15 @@ def tls_files(signal: str, env: Mapping[str, str]) -> tuple[Verify, Cert]:
 def applies(url: str, env: Mapping[str, str]) -> bool:
     """Whether this transport can stand in for `requests` at `url`: not when the
     environment routes it through an HTTP proxy (which `requests` honours), names a
-    credential provider (a `requests` session the SDK loads), or the URL carries
-    credentials."""
+    credential provider (a `requests` session the SDK loads), or the URL or a .netrc
+    entry carries credentials for it."""
     if any(name.startswith(_CREDENTIAL_PROVIDERS) and value for name, value in env.items()):
         return False
     parts = urllib.parse.urlsplit(url)
     if parts.username or parts.password:
         return False  # `requests` sends them as Basic auth
+    if _netrc_names(parts.hostname, env):
+        return False  # so does it a .netrc entry for the host
     proxies = {
         name.lower()[: -len("_proxy")]: value
         for name, value in env.items()
@@ -307,6 +313,26 @@ def applies(url: str, env: Mapping[str, str]) -> bool:
     # In the standard library since 3.3, missing from typeshed.
     bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
     return bool(bypass(parts.hostname or "", proxies))
+
+
+def _netrc_names(host: str | None, env: Mapping[str, str]) -> bool:
+    """Whether the .netrc file `requests` would read (NETRC, else ~/.netrc or
+    ~/_netrc) has credentials for `host`, its `default` entry included. A file it
+    cannot read or parse is one `requests` skips too."""
+    if not host:
+        return False
+    named = env.get("NETRC")
+    home = env.get("HOME") or os.path.expanduser("~")
+    candidates = [named] if named is not None else [os.path.join(home, n) for n in _NETRC_FILES]
+    paths = [os.path.expanduser(c) for c in candidates]
+    path = next((p for p in paths if os.path.exists(p)), None)
+    if path is None:
+        return False
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (netrc.NetrcParseError, OSError, UnicodeDecodeError):
+        return False
+    return bool(entry and any(entry))
 
 
 def transport_kwargs(

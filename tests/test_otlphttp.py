@@ -460,6 +460,27 @@ def test_credentials_in_the_endpoint_keep_the_sdks_transport() -> None:
 
 
 @pytest.mark.parametrize(
+    ("netrc", "ours"),
+    [
+        ("machine collector.internal login otel password s3cret\n", False),
+        ("default login otel password s3cret\n", False),
+        ("machine elsewhere.internal login otel password s3cret\n", True),
+        ("machine collector.internal login\n", True),  # unparsable: `requests` skips it too
+    ],
+)
+def test_a_netrc_entry_for_the_collector_keeps_the_sdks_transport(
+    tmp_path: Path, netrc: str, ours: bool
+) -> None:
+    """`requests` sends a .netrc entry for the host as Basic auth; this transport
+    would drop it. Found as `requests` finds it: NETRC, else the home directory."""
+    url = "https://collector.internal:4318/v1/traces"
+    (tmp_path / ".netrc").write_text(netrc)
+    assert otlphttp.applies(url, {"NETRC": str(tmp_path / ".netrc")}) is ours
+    assert otlphttp.applies(url, {"HOME": str(tmp_path)}) is ours
+    assert otlphttp.applies(url, {"NETRC": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize(
     ("env", "ours"),
     [
         ({}, True),
