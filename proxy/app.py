@@ -12,6 +12,7 @@ from instrumentation.setup import Telemetry
 from proxy import handlers
 from proxy.appkeys import HEALTH, RUNTIME, STATE, TELEMETRY, UPSTREAM
 from proxy.health import HealthRegistry
+from proxy.http1 import target_of
 from proxy.runtime import RuntimeConfig
 from proxy.state import ServerState
 from proxy.upstream import Upstream
@@ -40,7 +41,8 @@ def create_app(runtime: RuntimeConfig, telemetry: Telemetry | None = None) -> we
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
-    await app[UPSTREAM].start()
+    providers = app[RUNTIME].providers.values()
+    await app[UPSTREAM].start(tls=any(target_of(p.settings.base_url).origin.tls for p in providers))
     yield
     await app[UPSTREAM].close()
     # Shutdown flushes all pending telemetry (blocking: run off the loop).

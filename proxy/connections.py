@@ -36,8 +36,17 @@ class ConnectionPool:
         self._idle: dict[Origin, list[tuple[float, ResponseHandler]]] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._tls: ssl.SSLContext | None = None
+        self._tls_building: asyncio.Future[ssl.SSLContext] | None = None
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
+
+    def prepare_tls(self) -> None:
+        """Start building the TLS context on a thread, so that the first https
+        connection does not wait for it: loading the trust store blocks for ~20 ms,
+        which on the event loop would stall every request in flight."""
+        if self._tls is None and self._tls_building is None:
+            loop = asyncio.get_running_loop()
+            self._tls_building = loop.run_in_executor(None, _tls_context)
 
     async def reserve(self) -> None:
         """A slot for one exchange, waiting (first come, first served) when all are
@@ -117,7 +126,7 @@ class ConnectionPool:
 
     async def _connect(self, origin: Origin, connect_s: float) -> ResponseHandler:
         loop = asyncio.get_running_loop()
-        tls = self._tls_context() if origin.tls else None
+        tls = await self._tls_context() if origin.tls else None
         async with asyncio.timeout(connect_s):
             addresses = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
             # Happy eyeballs (RFC 8305), as aiohttp's connector: an address family that
@@ -138,11 +147,11 @@ class ConnectionPool:
                 raise
         return protocol
 
-    def _tls_context(self) -> ssl.SSLContext:
+    async def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
-            # The system's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured).
-            self._tls = ssl.create_default_context()
-            self._tls.set_alpn_protocols(["http/1.1"])
+            building = self._tls_building
+            # Not prepared (no https provider at start): built here, once.
+            self._tls = await building if building is not None else _tls_context()
         return self._tls
 
     async def _wait_for_slot(self) -> None:
@@ -200,3 +209,10 @@ def _reusable(protocol: ResponseHandler) -> bool:
         and not protocol.should_close
         and not transport.get_write_buffer_size()
     )
+
+
+def _tls_context() -> ssl.SSLContext:
+    # The system's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured).
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context

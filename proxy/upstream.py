@@ -36,8 +36,12 @@ class Upstream:
         self._pool_size = pool_size
         self._pool: ConnectionPool | None = None
 
-    async def start(self) -> None:
+    async def start(self, tls: bool = False) -> None:
+        """`tls`: some provider is reached over https (its context is built now, off
+        the event loop)."""
         self._pool = ConnectionPool(self._pool_size)
+        if tls:
+            self._pool.prepare_tls()
 
     async def close(self) -> None:
         if self._pool is not None:

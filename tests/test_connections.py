@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp.client_proto import ResponseHandler
+from conftest import serving_context
 from multidict import CIMultiDict
 
 from proxy.config import Timeouts
@@ -30,8 +34,9 @@ Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
 class RawServer:
     """Answers each request head it reads with `reply`; counts connections and heads."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, tls: ssl.SSLContext | None = None) -> None:
         self.reply = reply
+        self.tls = tls
         self.connections = 0
         self.heads: list[bytes] = []
         self.port = 0
@@ -39,7 +44,7 @@ class RawServer:
         self._handlers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -52,7 +57,7 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/x"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1/x"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -492,3 +497,52 @@ async def test_unsafe_header_is_a_bad_request_naming_it(upstream: Upstream) -> N
     request = UpstreamRequest("POST", "http://127.0.0.1:1/x", CIMultiDict({"X-A": "1\r\n2"}), b"")
     with pytest.raises(BadRequest, match="'X-A'"):
         await call(upstream, request)
+
+
+def record_tls_contexts(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """The threads client TLS contexts are built on, from now on."""
+    built_on: list[threading.Thread] = []
+    create = ssl.create_default_context
+
+    def recording(*args: object, **kwargs: object) -> ssl.SSLContext:
+        built_on.append(threading.current_thread())
+        return create(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl, "create_default_context", recording)
+    return built_on
+
+
+async def test_an_https_provider_has_its_tls_context_built_at_start_off_the_loop(
+    authority: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the trust store blocks for ~20 ms: with an https provider configured it
+    is done once at start, on a thread, not on the event loop by the first request."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority / "ca.pem"))
+    async with RawServer(answer(OK), tls=serving_context(authority, "leaf")) as server:
+        built_on = record_tls_contexts(monkeypatch)
+        client = Upstream(pool_size=2)
+        await client.start(tls=True)
+        try:
+            assert await round_trips(client, server.url, 2) == {(200, b"{}")}
+        finally:
+            await client.close()
+    assert len(built_on) == 1
+    assert built_on[0] is not threading.main_thread()
+
+
+async def test_without_an_https_provider_at_start_the_first_https_connection_builds_it(
+    authority: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread at start when nothing needs TLS; an https URL still works, the context
+    built once, when first needed."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority / "ca.pem"))
+    async with RawServer(answer(OK), tls=serving_context(authority, "leaf")) as server:
+        built_on = record_tls_contexts(monkeypatch)
+        client = Upstream(pool_size=2)
+        await client.start()
+        assert built_on == []
+        try:
+            assert await round_trips(client, server.url, 2) == {(200, b"{}")}
+        finally:
+            await client.close()
+    assert built_on == [threading.main_thread()]
