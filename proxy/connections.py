@@ -17,21 +17,41 @@ import ssl
 import time
 
 import aiohappyeyeballs
+import structlog
 from aiohttp.client_proto import ResponseHandler
 
 from proxy.http1 import Origin
 
+log = structlog.get_logger("spangate.upstream")
+
 #: An idle connection older than this is closed, not reused (providers drop idle ones).
 KEEPALIVE_S = 30.0
+#: Learned idle limits (see ConnectionPool._learn) are this share of what a provider's
+#: connection was seen to last idle, and never shorter than MIN_KEEPALIVE_S.
+_LEARNED_SHARE = 0.75
+MIN_KEEPALIVE_S = 1.0
 _HAPPY_EYEBALLS_DELAY_S = 0.25
 
 
 class ConnectionPool:
-    """At most `limit` connections in use at once; idle ones kept per origin."""
+    """At most `limit` connections in use at once; idle ones kept per origin.
 
-    def __init__(self, limit: int, keepalive_s: float = KEEPALIVE_S) -> None:
+    A provider that closes idle connections sooner than `keepalive_s` (uvicorn, so vLLM,
+    after 5 s) races every request sent just as it does: the request goes out on a
+    connection being closed, and fails. So the pool learns each origin's idle limit
+    from the first connection it sees closed while idle, and stops reusing them well
+    before it.
+    """
+
+    def __init__(
+        self, limit: int, keepalive_s: float = KEEPALIVE_S, min_keepalive_s: float = MIN_KEEPALIVE_S
+    ) -> None:
         self._limit = limit
         self._keepalive_s = keepalive_s
+        self._min_keepalive_s = min(min_keepalive_s, keepalive_s)
+        #: Origins whose connections were seen closed by the provider while idle: how
+        #: long one may stay idle and still be reused.
+        self._learned: dict[Origin, float] = {}
         self._in_use = 0
         self._idle: dict[Origin, list[tuple[float, ResponseHandler]]] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -114,15 +134,39 @@ class ConnectionPool:
     def in_use(self) -> int:
         return self._in_use
 
+    @property
+    def learned(self) -> dict[Origin, float]:
+        """The idle limits learned so far, per origin (seconds)."""
+        return dict(self._learned)
+
     def _reuse(self, origin: Origin) -> ResponseHandler | None:
         idle = self._idle.get(origin)
-        oldest = time.monotonic() - self._keepalive_s
+        if not idle:
+            return None
+        oldest = time.monotonic() - self._learned.get(origin, self._keepalive_s)
         while idle:
             since, protocol = idle.pop()  # most recent first: the likeliest still open
             if since > oldest and _reusable(protocol):
                 return protocol
+            self._learn(origin, since, protocol)
             protocol.close()
         return None
+
+    def _learn(self, origin: Origin, since: float, protocol: ResponseHandler) -> None:
+        """An idle connection found closed: if the provider closed it (not past our own
+        limit), its idle limit is at most the time the connection lasted."""
+        lost_at = getattr(protocol, "lost_at", None)
+        if lost_at is None:
+            return
+        limit = max(self._min_keepalive_s, (lost_at - since) * _LEARNED_SHARE)
+        if limit < self._learned.get(origin, self._keepalive_s):
+            self._learned[origin] = limit
+            log.info(
+                "upstream.idle_limit_learned",
+                origin=f"{origin.scheme}://{origin.host}:{origin.port}",
+                closed_after_s=round(lost_at - since, 3),
+                reuse_within_s=round(limit, 3),
+            )
 
     async def _connect(self, origin: Origin, connect_s: float) -> ResponseHandler:
         loop = asyncio.get_running_loop()
@@ -137,7 +181,7 @@ class ConnectionPool:
             )
             try:
                 _, protocol = await loop.create_connection(
-                    lambda: ResponseHandler(loop),
+                    lambda: _Handler(loop),
                     sock=sock,
                     ssl=tls,
                     server_hostname=origin.host if tls else None,
@@ -185,6 +229,7 @@ class ConnectionPool:
                 if since > oldest and _reusable(protocol):
                     keep.append((since, protocol))
                 else:
+                    self._learn(origin, since, protocol)
                     protocol.close()
             if keep:
                 self._idle[origin] = keep
@@ -192,6 +237,20 @@ class ConnectionPool:
                 del self._idle[origin]
         if self._idle:
             self._sweep = asyncio.get_running_loop().call_later(self._keepalive_s, self._expire)
+
+
+class _Handler(ResponseHandler):
+    """aiohttp's protocol, noting when the connection closed (for ConnectionPool._learn)."""
+
+    __slots__ = ("lost_at",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.lost_at: float | None = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost_at = time.monotonic()
+        super().connection_lost(exc)
 
 
 def _closed() -> ConnectionError:

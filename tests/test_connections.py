@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import structlog
 from aiohttp.client_proto import ResponseHandler
 from conftest import serving_context
 from multidict import CIMultiDict
@@ -34,9 +35,13 @@ Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
 class RawServer:
     """Answers each request head it reads with `reply`; counts connections and heads."""
 
-    def __init__(self, reply: Reply, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, reply: Reply, tls: ssl.SSLContext | None = None, idle_s: float | None = None
+    ) -> None:
         self.reply = reply
         self.tls = tls
+        #: Closes a connection idle this long, as uvicorn does after 5 s.
+        self.idle_s = idle_s
         self.connections = 0
         self.heads: list[bytes] = []
         self.port = 0
@@ -65,7 +70,7 @@ class RawServer:
         assert task is not None
         self._handlers.add(task)
         try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
+            while head := await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_s):
                 length = next(
                     (
                         int(line.split(b":")[1])
@@ -78,7 +83,12 @@ class RawServer:
                 self.heads.append(head + body)
                 if not await self.reply(head, writer):
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        except (
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            asyncio.CancelledError,
+            TimeoutError,
+        ):
             pass  # the connection's end, or the test's
         finally:
             writer.close()
@@ -546,3 +556,45 @@ async def test_without_an_https_provider_at_start_the_first_https_connection_bui
         finally:
             await client.close()
     assert built_on == [threading.main_thread()]
+
+
+async def use_once(pool: ConnectionPool, origin: Origin) -> bool:
+    """A connection taken and given back idle: whether it was a reused one."""
+    protocol, reused = await acquire(pool, origin)
+    pool.release(origin, protocol)
+    return reused
+
+
+async def test_a_providers_idle_limit_is_learned_and_kept_clear_of() -> None:
+    """A provider that closes idle connections after 1 s (uvicorn: 5 s) would race a
+    request sent at that moment. Once the pool has seen one of its connections closed
+    while idle, it stops reusing them at 3/4 of what that one lasted: a request after
+    0.85 s goes on a new connection, not on one the provider is about to close."""
+    pool = ConnectionPool(limit=2, min_keepalive_s=0.1)
+    async with RawServer(answer(OK), idle_s=1.0) as server:
+        origin = target_of(server.url).origin
+        assert [await use_once(pool, origin) for _ in range(2)] == [False, True]
+        await asyncio.sleep(1.3)  # the provider closes it
+        with structlog.testing.capture_logs() as logs:
+            assert not await use_once(pool, origin)
+        assert 0.75 <= pool.learned[origin] < 1.0
+        assert [line["event"] for line in logs] == ["upstream.idle_limit_learned"]
+        assert logs[0]["origin"] == f"http://127.0.0.1:{server.port}"
+        await asyncio.sleep(0.85)  # past what was learned, short of the provider's 1 s
+        assert not await use_once(pool, origin)
+        assert server.connections == 3
+    pool.close()
+
+
+async def test_a_connection_we_expired_teaches_nothing() -> None:
+    """Only a provider's close counts: a connection the pool closed itself (past its
+    own limit) leaves the limit as it was."""
+    pool = ConnectionPool(limit=2, keepalive_s=0.2, min_keepalive_s=0.1)
+    async with RawServer(answer(OK)) as server:
+        origin = target_of(server.url).origin
+        assert not await use_once(pool, origin)
+        await asyncio.sleep(0.3)
+        assert not await use_once(pool, origin)
+        assert server.connections == 2
+    assert pool.learned == {}
+    pool.close()
