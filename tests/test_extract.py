@@ -1472,6 +1472,8 @@ _ERROR = (chunk({"content": "Hel"}), {"error": {"type": "server_error", "message
 _ODD = (chunk({"content": "a"}), {"choices": 5, "model": "m"}, chunk({"content": "b"}))
 _NOT_JSON = (chunk({"content": "a"}), "keep-alive", chunk({}, finish="stop"))
 _EARLY_DONE = (chunk({"content": "a"}), "[DONE]", chunk({"content": "b"}), " [DONE] ")
+#: Nested deeper than the decoder's recursion limit (RecursionError, not a decode error).
+_DEEP = (chunk({"content": "a"}), '{"x": ' + "[" * 1200 + "]" * 1200 + "}")
 
 
 @pytest.mark.parametrize("capture", [False, True])
@@ -1487,6 +1489,7 @@ _EARLY_DONE = (chunk({"content": "a"}), "[DONE]", chunk({"content": "b"}), " [DO
         ("chat_completions", _ODD, False),
         ("chat_completions", _NOT_JSON, False),
         ("chat_completions", _EARLY_DONE, False),
+        ("chat_completions", _DEEP, False),
     ],
 )
 def test_a_stream_folded_in_one_batch_has_the_facts_and_stamps_of_event_by_event(

@@ -201,7 +201,9 @@ class ChoicesAssembler:
             end -= 1
         try:
             chunks = list(map(_strict_completion, lines[:end] if end < len(lines) else lines))
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):
+            # RecursionError: nesting deeper than the decoder follows (in an ignored
+            # field, even); the event path keeps the facts of the events before it.
             return None
         fold = self._fold
         return [fold(chunk, False) for chunk in chunks] + [False] * (len(lines) - end)
