@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import ssl
 import time
@@ -29,7 +30,10 @@ KEEPALIVE_S = 30.0
 #: Learned idle limits (see ConnectionPool._learn) are this share of what a provider's
 #: connection was seen to last idle, and never shorter than MIN_KEEPALIVE_S.
 _LEARNED_SHARE = 0.75
-MIN_KEEPALIVE_S = 1.0
+MIN_KEEPALIVE_S = 0.5
+#: A connection still open this many times as long as the close a limit was learned
+#: from disproves it (twice: clear of the jitter between our clock and the provider's).
+_OUTLIVED = 2.0
 _HAPPY_EYEBALLS_DELAY_S = 0.25
 
 
@@ -50,8 +54,8 @@ class ConnectionPool:
         self._keepalive_s = keepalive_s
         self._min_keepalive_s = min(min_keepalive_s, keepalive_s)
         #: Origins whose connections were seen closed by the provider while idle: how
-        #: long one may stay idle and still be reused.
-        self._learned: dict[Origin, float] = {}
+        #: long that one lasted, and so how long one may stay idle and still be reused.
+        self._learned: dict[Origin, tuple[float, float]] = {}
         self._in_use = 0
         self._idle: dict[Origin, list[tuple[float, ResponseHandler]]] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -137,36 +141,54 @@ class ConnectionPool:
     @property
     def learned(self) -> dict[Origin, float]:
         """The idle limits learned so far, per origin (seconds)."""
-        return dict(self._learned)
+        return {origin: limit for origin, (_, limit) in self._learned.items()}
 
     def _reuse(self, origin: Origin) -> ResponseHandler | None:
         idle = self._idle.get(origin)
         if not idle:
             return None
-        oldest = time.monotonic() - self._learned.get(origin, self._keepalive_s)
+        now = time.monotonic()
+        learned = self._learned.get(origin)
+        oldest = now - (learned[1] if learned is not None else self._keepalive_s)
         while idle:
             since, protocol = idle.pop()  # most recent first: the likeliest still open
-            if since > oldest and _reusable(protocol):
-                return protocol
-            self._learn(origin, since, protocol)
+            if not _reusable(protocol):
+                self._learn(origin, since, protocol)
+            else:
+                if learned is not None and now - since > _OUTLIVED * learned[0]:
+                    self._unlearn(origin, now - since)
+                    learned = None
+                if since > oldest:
+                    return protocol
             protocol.close()
         return None
 
     def _learn(self, origin: Origin, since: float, protocol: ResponseHandler) -> None:
-        """An idle connection found closed: if the provider closed it (not past our own
-        limit), its idle limit is at most the time the connection lasted."""
+        """An idle connection found closed: if the provider closed it sooner than the
+        limit the pool keeps to now (so a request could have raced the close), the
+        limit becomes a share of the time it lasted."""
         lost_at = getattr(protocol, "lost_at", None)
         if lost_at is None:
-            return
-        limit = max(self._min_keepalive_s, (lost_at - since) * _LEARNED_SHARE)
-        if limit < self._learned.get(origin, self._keepalive_s):
-            self._learned[origin] = limit
-            log.info(
-                "upstream.idle_limit_learned",
-                origin=f"{origin.scheme}://{origin.host}:{origin.port}",
-                closed_after_s=round(lost_at - since, 3),
-                reuse_within_s=round(limit, 3),
-            )
+            return  # still open (unread bytes, say), or closed by us
+        lasted = lost_at - since
+        learned = self._learned.get(origin)
+        if lasted >= (learned[1] if learned is not None else self._keepalive_s):
+            return  # after the pool would have stopped reusing it: no race
+        limit = max(self._min_keepalive_s, lasted * _LEARNED_SHARE)
+        self._learned[origin] = (lasted, limit)
+        _say(
+            "upstream.idle_limit_learned",
+            origin=_named(origin),
+            closed_after_s=round(lasted, 3),
+            reuse_within_s=round(limit, 3),
+        )
+
+    def _unlearn(self, origin: Origin, alive_s: float) -> None:
+        """A connection of `origin` still open after well over the time the limit was
+        learned from: that close was not the provider's idle limit (a restart, a cap on
+        requests per connection), so the pool's own limit applies again."""
+        self._learned.pop(origin, None)
+        _say("upstream.idle_limit_forgotten", origin=_named(origin), open_after_s=round(alive_s, 3))
 
     async def _connect(self, origin: Origin, connect_s: float) -> ResponseHandler:
         loop = asyncio.get_running_loop()
@@ -195,7 +217,9 @@ class ConnectionPool:
         if self._tls is None:
             building = self._tls_building
             # Not prepared (no https provider at start): built here, once.
-            self._tls = await building if building is not None else _tls_context()
+            # Shielded: a request cancelled while it waits must not cancel the build
+            # that every later https connection waits for.
+            self._tls = await asyncio.shield(building) if building is not None else _tls_context()
         return self._tls
 
     async def _wait_for_slot(self) -> None:
@@ -222,14 +246,21 @@ class ConnectionPool:
 
     def _expire(self) -> None:
         self._sweep = None
-        oldest = time.monotonic() - self._keepalive_s
+        now = time.monotonic()
+        oldest = now - self._keepalive_s
         for origin, idle in list(self._idle.items()):
             keep = []
             for since, protocol in idle:
-                if since > oldest and _reusable(protocol):
+                if not _reusable(protocol):
+                    self._learn(origin, since, protocol)
+                    protocol.close()
+                    continue
+                learned = self._learned.get(origin)
+                if learned is not None and now - since > _OUTLIVED * learned[0]:
+                    self._unlearn(origin, now - since)
+                if since > oldest:
                     keep.append((since, protocol))
                 else:
-                    self._learn(origin, since, protocol)
                     protocol.close()
             if keep:
                 self._idle[origin] = keep
@@ -251,6 +282,17 @@ class _Handler(ResponseHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost_at = time.monotonic()
         super().connection_lost(exc)
+
+
+def _named(origin: Origin) -> str:
+    return f"{origin.scheme}://{origin.host}:{origin.port}"
+
+
+def _say(event: str, **fields: object) -> None:
+    """A pool event on the log: never an error for the request that came upon it (a
+    closed stdout, say)."""
+    with contextlib.suppress(Exception):
+        log.info(event, **fields)
 
 
 def _closed() -> ConnectionError:

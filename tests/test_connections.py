@@ -9,8 +9,9 @@ import contextlib
 import gc
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -598,3 +599,130 @@ async def test_a_connection_we_expired_teaches_nothing() -> None:
         assert server.connections == 2
     assert pool.learned == {}
     pool.close()
+
+
+async def exchange_once(pool: ConnectionPool, origin: Origin) -> bool:
+    """One request and its answer on a pooled connection (which restarts the server's
+    idle timer), given back idle: whether the connection was a reused one."""
+    protocol, reused = await acquire(pool, origin)
+    protocol.set_response_params(read_until_eof=True)
+    assert protocol.transport is not None
+    protocol.transport.write(b"GET /v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    _, payload = await protocol.read()
+    assert await payload.read() == b"{}"
+    pool.release(origin, protocol)
+    return reused
+
+
+async def test_a_close_after_the_pools_own_limit_teaches_nothing() -> None:
+    """A provider that closes idle connections later than the pool stops reusing them
+    (the sweep runs every keepalive_s, so one may outlive it) raced nothing."""
+    pool = ConnectionPool(limit=2, keepalive_s=1.0, min_keepalive_s=0.1)
+    async with RawServer(answer(OK), idle_s=1.2) as server:
+        origin = target_of(server.url).origin
+        assert not await exchange_once(pool, origin)
+        await asyncio.sleep(0.6)
+        assert await exchange_once(pool, origin)  # idle from 0.6 s; closed at 1.8
+        await asyncio.sleep(1.7)
+        assert not await exchange_once(pool, origin)
+    assert pool.learned == {}
+    pool.close()
+
+
+class FirstClosedEarly:
+    """Closes its first connection after `after_s` (a restart, a per-connection request
+    cap); keeps every other one open until the test ends."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> FirstClosedEarly:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)
+        if self.connections == 1:
+            await asyncio.sleep(self.after_s)
+            writer.close()
+
+
+async def test_a_limit_a_longer_lived_connection_disproves_is_forgotten() -> None:
+    """One connection closed early teaches a short limit; a later one still open at
+    twice that age shows it was no idle limit, and the pool's own limit applies again."""
+    pool = ConnectionPool(limit=2, min_keepalive_s=0.1)
+    async with FirstClosedEarly(after_s=0.2) as server:
+        origin = Origin("http", "127.0.0.1", server.port)
+        assert not await use_once(pool, origin)
+        await asyncio.sleep(0.4)
+        assert not await use_once(pool, origin)
+        assert 0.1 <= pool.learned[origin] < 0.2
+        await asyncio.sleep(0.5)
+        with structlog.testing.capture_logs() as logs:
+            assert not await use_once(pool, origin)  # too old for what was learned...
+        assert pool.learned == {}  # ...but alive: forgotten
+        assert [line["event"] for line in logs] == ["upstream.idle_limit_forgotten"]
+        assert await use_once(pool, origin)
+    pool.close()
+
+
+async def test_a_log_that_fails_does_not_fail_the_request_that_learned() -> None:
+    """The pool's log lines are written on the event loop inside a request's connect:
+    an output that raises (a closed stdout) must not turn into that request's error."""
+
+    def broken(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    pool = ConnectionPool(limit=2, min_keepalive_s=0.1)
+    async with RawServer(answer(OK), idle_s=0.2) as server:
+        origin = target_of(server.url).origin
+        assert not await use_once(pool, origin)
+        await asyncio.sleep(0.4)
+        saved = structlog.get_config()
+        structlog.configure(processors=[broken], cache_logger_on_first_use=False)
+        try:
+            assert not await use_once(pool, origin)
+        finally:
+            structlog.configure(**saved)
+        assert origin in pool.learned
+    pool.close()
+
+
+async def test_a_request_cancelled_while_the_tls_context_builds_leaves_it_to_the_next(
+    authority: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build at start is shared: the first https request being cancelled while it
+    waits (its client gone, a hedge lost) must not cancel it for every later one."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority / "ca.pem"))
+    async with RawServer(answer(OK), tls=serving_context(authority, "leaf")) as server:
+        create = ssl.create_default_context
+
+        def slow(*args: object, **kwargs: object) -> ssl.SSLContext:
+            threading.Event().wait(0.3)  # a large trust store, a busy machine
+            return create(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(ssl, "create_default_context", slow)
+        pool = ConnectionPool(limit=2)
+        pool.prepare_tls()
+        origin = target_of(server.url).origin
+        first = asyncio.create_task(acquire(pool, origin))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        protocol, reused = await asyncio.wait_for(acquire(pool, origin), 2.0)
+        assert not reused
+        pool.release(origin, protocol)
+        pool.close()
