@@ -243,6 +243,14 @@ _VARIANTS: tuple[tuple[str, str, Callable[[Setup], Running]], ...] = (
         _variant("spangate-metrics", {"logs_otlp": False}, env={"OTEL_TRACES_EXPORTER": "none"}),
     ),
     (
+        "spangate-sampled",
+        "spangate-full with 1 trace in 10 sampled (metrics and log lines for every request)",
+        _variant(
+            "spangate-sampled",
+            {"traces_sampler": "parentbased_traceidratio", "traces_sampler_arg": "0.1"},
+        ),
+    ),
+    (
         "spangate-batch64",
         "spangate-full exporting spans and log lines in batches of 64 (default 512)",
         _variant(
