@@ -16,7 +16,7 @@ import pytest
 from instrumentation import semconv as sc
 from instrumentation.extract import EXTRACTORS, RequestFacts, ResponseFacts
 from instrumentation.extract.base import GuardedObserver
-from proxy.sse import SSEDecoder, SSEEvent, data_lines
+from proxy.sse import SSEDecoder, SSEEvent, data_lines, named_lines
 
 
 def enc(value: Any) -> bytes:
@@ -826,10 +826,9 @@ def _rs(kind: str, seq: int, **fields: Any) -> tuple[str, dict[str, Any]]:
     return kind, {"type": kind, "sequence_number": seq, **fields}
 
 
-def test_responses_stream_text_completed() -> None:
-    """Text deltas are output chunks; the terminal response gives usage and the output."""
+def _responses_text_stream() -> list[SSEEvent]:
     created = _response("in_progress", [], usage=None)
-    events = sse(
+    return sse(
         _rs("response.created", 0, response=created),
         _rs("response.in_progress", 1, response=created),
         _rs("response.output_item.added", 2, output_index=0, item={**MESSAGE_ITEM, "content": []}),
@@ -861,6 +860,14 @@ def test_responses_stream_text_completed() -> None:
         _rs("response.output_item.done", 7, output_index=0, item=MESSAGE_ITEM),
         _rs("response.completed", 8, response=_response("completed", [MESSAGE_ITEM])),
     )
+
+
+RESPONSES_TEXT_STREAM = _responses_text_stream()
+
+
+def test_responses_stream_text_completed() -> None:
+    """Text deltas are output chunks; the terminal response gives usage and the output."""
+    events = RESPONSES_TEXT_STREAM
     facts, flags = observe("responses", events, capture=True)
     assert flags == [False, False, False, False, True, True, False, False, False]
     assert facts.output_chunks == 2
@@ -1501,7 +1508,7 @@ def test_a_stream_folded_in_one_batch_has_the_facts_and_stamps_of_event_by_event
     reads = _reads(*bodies, per_read=per_read)
     lines = data_lines(b"".join(reads))
     assert lines is not None
-    took = EXTRACTORS[api].stream(capture)._inner.data_batch(lines)  # type: ignore[attr-defined]
+    took = EXTRACTORS[api].stream(capture)._inner.data_batch(lines, None)  # type: ignore[attr-defined]
     assert (took is not None) is batched
     in_batch = EXTRACTORS[api].stream(capture)
     stamps = in_batch.stamps(list(enumerate(reads)))
@@ -1513,9 +1520,79 @@ def test_a_stream_folded_in_one_batch_has_the_facts_and_stamps_of_event_by_event
     assert in_batch.finish() == one_by_one.finish()
 
 
-def test_a_stream_with_named_events_goes_event_by_event() -> None:
-    """Anthropic's dialect has no batch path, and a read with an `event:` line is not
-    one-line `data:` events: stamps come from the decoder, as before."""
-    reads = [b'event: ping\ndata: {"type": "ping"}\n\n']
-    assert data_lines(reads[0]) is None
-    assert EXTRACTORS["messages"].stream(False).stamps(list(enumerate(reads))) == []
+def _wire(events: list[SSEEvent], per_read: int, named: bool = True) -> list[bytes]:
+    """Events back on the wire (`event:` lines only when `named`), `per_read` a read."""
+    wire = [
+        (f"event: {e.event}\n" if named else "").encode() + f"data: {e.data}\n\n".encode()
+        for e in events
+    ]
+    return [b"".join(wire[i : i + per_read]) for i in range(0, len(wire), per_read)]
+
+
+_ANTHROPIC_ERROR = sse(
+    _message_start(input_tokens=10, output_tokens=1),
+    _ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+    _delta(0, "text_delta", text="Hel"),
+    _ev("error", error={"type": "overloaded_error", "message": "Overloaded"}),
+)
+#: The type only on the wire: the event's name stands in for it.
+_ANTHROPIC_UNTYPED = sse(
+    _message_start(input_tokens=3, output_tokens=1),
+    ("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+    ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "a"}}),
+    ("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}}),
+)
+_ANTHROPIC_ODD = [*ANTHROPIC_STREAM[:4], SSEEvent("message_delta", '{"usage": 4}')]
+_ANTHROPIC_DEEP = [
+    *ANTHROPIC_STREAM[:4],
+    SSEEvent("ping", '{"x": ' + "[" * 1200 + "]" * 1200 + "}"),
+]
+
+
+@pytest.mark.parametrize("capture", [False, True])
+@pytest.mark.parametrize("per_read", [1, 3, 100])
+@pytest.mark.parametrize(
+    ("api", "events", "named", "batched"),
+    [
+        ("messages", ANTHROPIC_STREAM, True, True),
+        ("messages", ANTHROPIC_STREAM, False, True),  # data only: each type in its JSON
+        ("messages", _ANTHROPIC_ERROR, True, True),
+        ("messages", _ANTHROPIC_UNTYPED, True, True),
+        ("messages", _ANTHROPIC_ODD, True, False),  # a wrongly typed field: salvaged
+        ("messages", _ANTHROPIC_DEEP, True, False),
+        ("responses", RESPONSES_TEXT_STREAM, True, True),
+        ("responses", RESPONSES_TEXT_STREAM, False, True),
+        ("responses", [*RESPONSES_TEXT_STREAM[:5], SSEEvent("x", '{"delta": 5}')], True, False),
+    ],
+)
+def test_a_typed_stream_folded_in_one_batch_has_the_facts_of_event_by_event(
+    api: str, events: list[SSEEvent], named: bool, batched: bool, per_read: int, capture: bool
+) -> None:
+    """Named events (`event:` then one `data:` line, as Anthropic and the Responses API
+    stream) take the batch path too, with the same facts, chunk count and per-read
+    stamps as event by event; a stream the batch cannot take whole goes event by event."""
+    reads = _wire(events, per_read, named)
+    stream = b"".join(reads)
+    cut = named_lines(stream) if named else (None, data_lines(stream))
+    assert cut is not None and cut[1] is not None
+    took = EXTRACTORS[api].stream(capture)._inner.data_batch(cut[1], cut[0])  # type: ignore[attr-defined]
+    assert (took is not None) is batched
+    in_batch = EXTRACTORS[api].stream(capture)
+    stamps = in_batch.stamps(list(enumerate(reads)))
+    one_by_one = EXTRACTORS[api].stream(capture)
+    decoder, expected = SSEDecoder(), []
+    for index, read in enumerate(reads):
+        expected += [index] * one_by_one.carried(decoder.feed(read))
+    assert stamps == expected
+    assert in_batch.finish() == one_by_one.finish()
+
+
+def test_named_events_of_the_openai_dialect_go_event_by_event() -> None:
+    """Chat completions are not streamed with `event:` lines: such a stream is left to
+    the decoder, which gives what it always gave."""
+    reads = [b'event: delta\ndata: {"choices": [{"delta": {"content": "a"}}]}\n\n']
+    cut = named_lines(reads[0])
+    assert cut is not None
+    observer = EXTRACTORS["chat_completions"].stream(False)
+    assert observer._inner.data_batch(cut[1], cut[0]) is None  # type: ignore[attr-defined]
+    assert observer.stamps(list(enumerate(reads))) == [0]

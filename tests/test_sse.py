@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from proxy.sse import SSEDecoder, SSEEvent, data_lines, split_complete
+from proxy.sse import SSEDecoder, SSEEvent, data_lines, named_lines, split_complete
 
 STREAM = (
     b'event: message_start\ndata: {"a":1}\n\n'
@@ -172,3 +172,70 @@ def test_data_lines_takes_one_line_data_events(block: bytes) -> None:
 )
 def test_data_lines_refuses_any_other_shape(block: bytes) -> None:
     assert data_lines(block) is None
+
+
+_NAMED = [
+    b'event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n',
+    b'event: ping\ndata: {"type": "ping"}\n\n',
+    b"event:  two spaces\ndata:  keep one\n\n",
+    b"event: data: odd\ndata: name\n\n",
+    "event: é\ndata: é\n\n".encode(),
+]
+
+
+def test_named_lines_gives_what_the_decoder_gives_or_nothing() -> None:
+    """For any read of whole events (named events in Anthropic's shape, mixed with any
+    other framing), `named_lines` either gives exactly the decoder's events, name and
+    data, or refuses; both happen."""
+    rng, taken = random.Random(7), 0
+    for _ in range(3000):
+        pieces = [rng.choice(_NAMED) for _ in range(rng.randrange(1, 6))]
+        for _ in range(rng.randrange(0, 3)):
+            pieces.insert(rng.randrange(len(pieces) + 1), rng.choice(_PIECES))
+        block = b"".join(pieces) + (b"\n\n" if rng.random() < 0.5 else b"")
+        cut = named_lines(block)
+        if cut is None:
+            continue
+        taken += 1
+        names, lines = cut
+        events = [
+            SSEEvent(name.decode("utf-8", "replace"), line.decode("utf-8", "replace"))
+            for name, line in zip(names, lines, strict=True)
+        ]
+        assert events == SSEDecoder().feed(block)
+    assert 300 < taken < 3000
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'event: a\ndata: {"a":1}\n\n',
+        b"event: a\ndata: x\n\nevent: b\ndata: y\n\n",
+        b"event: a\ndata: \n\n",
+        b"event: data: x\ndata: y\n\n",
+    ],
+)
+def test_named_lines_takes_one_named_one_line_events(block: bytes) -> None:
+    cut = named_lines(block)
+    assert cut is not None
+    events = [SSEEvent(n.decode(), d.decode()) for n, d in zip(*cut, strict=True)]
+    assert events == SSEDecoder().feed(block)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"data: x\n\n",  # not named
+        b"event: a\ndata: x\r\n\r\n",  # CR
+        b"event: a\ndata: x\ndata: y\n\nevent: data: z\n\n",  # LFs uneven, same total
+        b"event: a\ndata: x\n\ndata: y\n\n",  # one event named, the next not
+        b"event: a\nid: 1\n\n",  # another field
+        b"event: a\ndata:x\n\n",  # no space after the colon
+        b"event: \ndata: x\n\n",  # an empty name: the decoder's "message"
+        b"event:a\ndata: x\n\n",
+        b"event: a\ndata: x\n",  # an event not ended
+        b"",
+    ],
+)
+def test_named_lines_refuses_any_other_shape(block: bytes) -> None:
+    assert named_lines(block) is None

@@ -20,7 +20,7 @@ from instrumentation.extract.anthropic_content import (
     block_part,
     message_facts,
 )
-from instrumentation.extract.base import ResponseFacts
+from instrumentation.extract.base import ResponseFacts, fold_typed
 from instrumentation.extract.decoding import lenient
 from proxy.sse import SSEEvent
 
@@ -45,6 +45,8 @@ class _Event(msgspec.Struct):
 
 #: Bound once: every event of a stream is decoded with it.
 _decode_event = lenient(_Event)
+#: A whole stream's events at once (data_batch): any odd one raises.
+_strict_event = msgspec.json.Decoder(_Event).decode
 
 
 class _BlockBuilder:
@@ -87,7 +89,14 @@ class MessagesStream:
         decoded = _decode_event(event.data)
         if decoded is None:
             return False
-        kind = decoded.type or event.event
+        return self._fold(decoded, event.event)
+
+    def data_batch(self, lines: list[bytes], names: list[bytes] | None) -> list[bool] | None:
+        """See base.BatchObserver."""
+        return fold_typed(_strict_event, self._fold, lines, names)
+
+    def _fold(self, decoded: _Event, named: str) -> bool:
+        kind = decoded.type or named
         if kind == "message_start" and decoded.message is not None:
             self._message = decoded.message
             self._merge_usage(decoded.message.usage)

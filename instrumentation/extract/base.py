@@ -8,14 +8,14 @@ entry point goes through the guard below.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, compress, repeat
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from proxy.sse import SSEDecoder, SSEEvent, data_lines
+from proxy.sse import SSEDecoder, SSEEvent, data_lines, named_lines
 
 AttrValue = str | bool | int | float | list[str] | list[int] | list[float]
 
@@ -56,29 +56,61 @@ class StreamObserver(Protocol):
 
 
 class BatchObserver(StreamObserver, Protocol):
-    def data_batch(self, lines: list[bytes]) -> list[bool] | None:
-        """Fold a whole stream's event data (sse.data_lines) at once: per event, whether
-        it carried output content. None, having folded nothing, when some event needs
-        `event`'s lenient path."""
+    def data_batch(self, lines: list[bytes], names: list[bytes] | None) -> list[bool] | None:
+        """Fold a whole stream's event data at once, with each event's type when the
+        stream names them (sse.named_lines; None: sse.data_lines, all "message"): per
+        event, whether it carried output content. None, having folded nothing, when
+        some event needs `event`'s lenient path."""
         ...
 
 
 _BLOCK = itemgetter(1)
+_E = TypeVar("_E")
 _STAMP = itemgetter(0)
 
 
-def _one_line_events(reads: Sequence[tuple[int, bytes]]) -> tuple[list[bytes], list[bytes]] | None:
-    """(each read's bytes, each event's data) when every read is whole one-line `data:`
-    events, else None."""
+#: (each read's bytes, each event's data, each event's type or None for all "message")
+_Cut = tuple[list[bytes], list[bytes], list[bytes] | None]
+
+
+def _whole_events(reads: Sequence[tuple[int, bytes]]) -> _Cut | None:
+    """The stream cut into events when every read is whole events of one `data:` line,
+    each after one `event:` line or none; else None."""
     try:
         blocks = list(map(_BLOCK, reads))
         # Each read ends an event, so the stream's events are the reads' in turn.
         if not all(map(bytes.endswith, blocks, repeat(b"\n\n"))):
             return None
-        lines = data_lines(b"".join(blocks))
+        stream = b"".join(blocks)
+        lines = data_lines(stream)
+        if lines is not None:
+            return blocks, lines, None
+        named = named_lines(stream)
     except Exception:  # not bytes (a record from elsewhere): the decoder's path
         return None
-    return None if lines is None else (blocks, lines)
+    return None if named is None else (blocks, named[1], named[0])
+
+
+def fold_typed(
+    decode: Callable[[bytes], _E],
+    fold: Callable[[_E, str], bool],
+    lines: list[bytes],
+    names: list[bytes] | None,
+) -> list[bool] | None:
+    """`data_batch` for a dialect whose events carry their type in their data, the
+    event's name standing in when they do not (Anthropic's, the Responses API's):
+    every event decoded strictly first (one C-level map), so a stream with an odd
+    event is left whole to `event`; then each folded with its name."""
+    try:
+        decoded = list(map(decode, lines))
+    except (msgspec.MsgspecError, RecursionError):
+        return None  # RecursionError: nested deeper than the decoder follows
+    kinds: Iterable[str] = (
+        b"\n".join(names).decode("utf-8", "replace").split("\n")
+        if names is not None
+        else repeat("message")
+    )
+    return list(map(fold, decoded, kinds))
 
 
 class Extractor(Protocol):
@@ -166,9 +198,10 @@ class GuardedObserver:
 
     def stamps(self, reads: Sequence[tuple[int, bytes]]) -> list[int]:
         """Feed a stream read by read, (arrival stamp, bytes): the stamp of each event
-        that carried output content. A stream of one-line `data:` events goes to the
-        observer's `data_batch` when it has one (decoding and folding event by event
-        were half a stream record's cost on the worker); anything else, event by event."""
+        that carried output content. A stream of one-line `data:` events (each after
+        one `event:` line or none) goes to the observer's `data_batch` when it has one
+        (decoding and folding event by event were half a stream record's cost on the
+        worker); anything else, event by event."""
         batched = self._batched(reads)
         if batched is not None:
             return batched
@@ -184,18 +217,19 @@ class GuardedObserver:
         batch = getattr(self._inner, "data_batch", None)
         if batch is None or self._broken:
             return None
-        cut = _one_line_events(reads)
+        cut = _whole_events(reads)
         if cut is None:
             return None
-        blocks, lines = cut
+        blocks, lines, names = cut
         try:
-            flags = batch(lines)
+            flags = batch(lines, names)
         except Exception:
             self._broken = True
             return []
         if flags is None:
             return None
-        # One `data:` line per event, so a read's LF LF pairs are its events.
+        # One `data:` line per event (and no other LF LF), so a read's LF LF pairs are
+        # its events.
         counts = map(bytes.count, blocks, repeat(b"\n\n"))
         per_event = chain.from_iterable(map(repeat, map(_STAMP, reads), counts))
         stamps = list(compress(per_event, flags))

@@ -192,10 +192,13 @@ class ChoicesAssembler:
         chunk = _decode_completion(data)
         return chunk is not None and self._fold(chunk, whole=False)
 
-    def data_batch(self, lines: list[bytes]) -> list[bool] | None:
+    def data_batch(self, lines: list[bytes], names: list[bytes] | None) -> list[bool] | None:
         """See base.BatchObserver: every event decoded strictly first (one C-level map),
         so a stream with an odd event is left whole to `event`. Only the closing
-        `[DONE]`s are skipped here; one anywhere else fails the decode, and goes there."""
+        `[DONE]`s are skipped here; one anywhere else fails the decode, and goes there.
+        Named events are not this dialect's: they go there too."""
+        if names is not None:
+            return None
         end = len(lines)
         while end and lines[end - 1].strip() == b"[DONE]":
             end -= 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from instrumentation.extract import parts
-from instrumentation.extract.base import ResponseFacts
+from instrumentation.extract.base import ResponseFacts, fold_typed
 from instrumentation.extract.decoding import lenient
 from instrumentation.extract.openai_common import Error, error_type
 from instrumentation.extract.responses_items import Item, Response, item_parts, response_facts
@@ -36,6 +36,8 @@ class _Event(msgspec.Struct):
 
 #: Bound once: every event of a stream is decoded with it.
 _decode_event = lenient(_Event)
+#: A whole stream's events at once (data_batch): any odd one raises.
+_strict_event = msgspec.json.Decoder(_Event).decode
 
 
 class _ItemBuilder:
@@ -73,7 +75,14 @@ class ResponsesStream:
         decoded = _decode_event(event.data)
         if decoded is None:
             return False
-        kind = decoded.type or event.event
+        return self._fold(decoded, event.event)
+
+    def data_batch(self, lines: list[bytes], names: list[bytes] | None) -> list[bool] | None:
+        """See base.BatchObserver."""
+        return fold_typed(_strict_event, self._fold, lines, names)
+
+    def _fold(self, decoded: _Event, named: str) -> bool:
+        kind = decoded.type or named
         if kind in _TERMINAL or (kind in _STARTED and not self._finished):
             self._response = decoded.response or self._response
             self._finished = self._finished or kind in _TERMINAL
