@@ -1596,3 +1596,13 @@ def test_named_events_of_the_openai_dialect_go_event_by_event() -> None:
     observer = EXTRACTORS["chat_completions"].stream(False)
     assert observer._inner.data_batch(cut[1], cut[0]) is None  # type: ignore[attr-defined]
     assert observer.stamps(list(enumerate(reads))) == [0]
+
+
+@pytest.mark.parametrize("api", ["chat_completions", "messages", "responses"])
+def test_stamps_never_raise_on_a_read_that_is_not_bytes(api: str) -> None:
+    """The observer's guard covers its decoder too: a record from elsewhere (a str, a
+    memoryview) costs its stamps, never an exception on the worker."""
+    observer = EXTRACTORS[api].stream(False)
+    reads: list[Any] = [(0, "data: {}\n\n"), (1, memoryview(b"data: {}\n\n"))]
+    assert observer.stamps(reads) == []
+    assert isinstance(observer.finish(), ResponseFacts)

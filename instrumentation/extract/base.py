@@ -207,10 +207,13 @@ class GuardedObserver:
             return batched
         decoder = SSEDecoder()
         stamps: list[int] = []
-        for stamp, block in reads:
-            carried = self.carried(decoder.feed(block))
-            if carried:
-                stamps += [stamp] * carried
+        try:
+            for stamp, block in reads:
+                carried = self.carried(decoder.feed(block))
+                if carried:
+                    stamps += [stamp] * carried
+        except Exception:  # a read that is not bytes: the stamps so far stand
+            self._broken = True
         return stamps
 
     def _batched(self, reads: Sequence[tuple[int, bytes]]) -> list[int] | None:
