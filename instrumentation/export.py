@@ -81,13 +81,15 @@ class BatchQueue(Generic[_T]):
         self._max_batch = min(max_batch, max_queue)
         self._delay_s = delay_s
         self._queue: collections.deque[Any] = collections.deque()
-        #: Orders put()'s "not idle" against _drain's "idle": without it a put between the
-        #: drain's last empty check and its idle mark let flush() return before that
-        #: item was exported (logs have several producer threads).
+        #: Over the queue and the two counts below (logs have several producer threads).
         self._lock = threading.Lock()
+        #: Items queued so far, and items taken off and handed to `export` (sent or
+        #: failed): flush() waits for the second to reach what the first was when it
+        #: began, so lines put after it cannot keep it waiting.
+        self._queued = 0
+        self._done = 0
+        self._progress = threading.Condition(self._lock)
         self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"spangate-{name}", daemon=True)
         self._thread.start()
@@ -107,9 +109,8 @@ class BatchQueue(Generic[_T]):
         if self._prepare is not None:
             items = self._prepared(items)
         with self._lock:
-            if self._idle.is_set():  # clear() takes the Event's own lock every time
-                self._idle.clear()
             self._queue.extend(items)
+            self._queued += len(items)
         if len(self._queue) >= self._max_batch:
             self._wake.set()
 
@@ -137,7 +138,6 @@ class BatchQueue(Generic[_T]):
         while True:
             with self._lock:
                 if not self._queue:
-                    self._idle.set()
                     return
                 # C-level copies, not a pop per item (held with the lock, and the GIL,
                 # on the export thread): the whole queue, or the head of it and a
@@ -150,6 +150,9 @@ class BatchQueue(Generic[_T]):
                     batch = list(itertools.islice(queue, size))
                     self._queue = collections.deque(itertools.islice(queue, size, None))
             self._send(batch)
+            with self._progress:
+                self._done += len(batch)
+                self._progress.notify_all()
 
     def _send(self, batch: list[Any]) -> None:
         try:
@@ -161,13 +164,21 @@ class BatchQueue(Generic[_T]):
             self._drops.add(self._name, "export_failed", len(batch))
 
     def flush(self, timeout_s: float) -> bool:
+        """Whether every item put before the call was handed to `export` within
+        `timeout_s`. One wake is enough: those items are queued already, and the drain
+        that follows it takes the queue to empty. (An earlier version waited for an
+        idle mark, which a line put during the flush could clear after the drain it
+        woke had ended: it then slept out its timeout, ~1 in 300 flushes under load.)"""
         deadline = time.monotonic() + timeout_s
-        while True:
+        with self._progress:
+            target = self._queued
             self._wake.set()
-            if not self._idle.wait(max(0.0, deadline - time.monotonic())):
-                return False
-            if not self._queue:
-                return True
+            while self._done < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(remaining)
+        return True
 
     def shutdown(self, timeout_s: float) -> None:
         self._stopped = True

@@ -231,3 +231,36 @@ def test_items_that_cannot_be_prepared_are_counted_and_never_raise() -> None:
     assert drops.snapshot()[("logs", "encode_failed")] == 3
     assert list(queue._queue) == [12, 14]
     queue.shutdown(1)
+
+
+def test_a_flush_is_not_held_by_lines_put_after_it_began() -> None:
+    """A flush waits for what was queued when it was called. A line put while the flush
+    waits, whose export then hangs, must not hold it: that was the interleaving in which
+    the idle mark the flush waited for never came (the test above caught it ~1 in 300)."""
+    entered, release_first, release_rest = threading.Event(), threading.Event(), threading.Event()
+    exported: list[list[Any]] = []
+
+    def export(batch: Sequence[Any]) -> bool:
+        exported.append(list(batch))
+        if len(exported) == 1:
+            entered.set()
+            release_first.wait(5)
+        else:
+            release_rest.wait(5)
+        return True
+
+    queue: BatchQueue[int] = BatchQueue("logs", export, DropCounter(), delay_s=60)
+    queue.put([1])
+    result: list[bool] = []
+    flushing = threading.Thread(target=lambda: result.append(queue.flush(2)))
+    flushing.start()
+    assert entered.wait(5)
+    queue.put([2])  # after the flush began; its export will hang
+    release_first.set()
+    flushing.join(5)
+    try:
+        assert result == [True]
+        assert exported[0] == [1]
+    finally:
+        release_rest.set()
+        queue.shutdown(5)
