@@ -1483,6 +1483,19 @@ _EARLY_DONE = (chunk({"content": "a"}), "[DONE]", chunk({"content": "b"}), " [DO
 _DEEP = (chunk({"content": "a"}), '{"x": ' + "[" * 1200 + "]" * 1200 + "}")
 
 
+def _assert_batch_equals_events(api: str, reads: list[bytes], capture: bool) -> None:
+    """`stamps` (the batch path when it takes the stream) gives the stamps and facts
+    that feeding the decoder's events read by read gives."""
+    in_batch = EXTRACTORS[api].stream(capture)
+    stamps = in_batch.stamps(list(enumerate(reads)))
+    one_by_one = EXTRACTORS[api].stream(capture)
+    decoder, expected = SSEDecoder(), []
+    for index, read in enumerate(reads):
+        expected += [index] * one_by_one.carried(decoder.feed(read))
+    assert stamps == expected
+    assert in_batch.finish() == one_by_one.finish()
+
+
 @pytest.mark.parametrize("capture", [False, True])
 @pytest.mark.parametrize("per_read", [1, 2, 100])
 @pytest.mark.parametrize(
@@ -1510,14 +1523,7 @@ def test_a_stream_folded_in_one_batch_has_the_facts_and_stamps_of_event_by_event
     assert lines is not None
     took = EXTRACTORS[api].stream(capture)._inner.data_batch(lines, None)  # type: ignore[attr-defined]
     assert (took is not None) is batched
-    in_batch = EXTRACTORS[api].stream(capture)
-    stamps = in_batch.stamps(list(enumerate(reads)))
-    one_by_one = EXTRACTORS[api].stream(capture)
-    decoder, expected = SSEDecoder(), []
-    for index, read in enumerate(reads):
-        expected += [index] * one_by_one.carried(decoder.feed(read))
-    assert stamps == expected
-    assert in_batch.finish() == one_by_one.finish()
+    _assert_batch_equals_events(api, reads, capture)
 
 
 def _wire(events: list[SSEEvent], per_read: int, named: bool = True) -> list[bytes]:
@@ -1577,14 +1583,7 @@ def test_a_typed_stream_folded_in_one_batch_has_the_facts_of_event_by_event(
     assert cut is not None and cut[1] is not None
     took = EXTRACTORS[api].stream(capture)._inner.data_batch(cut[1], cut[0])  # type: ignore[attr-defined]
     assert (took is not None) is batched
-    in_batch = EXTRACTORS[api].stream(capture)
-    stamps = in_batch.stamps(list(enumerate(reads)))
-    one_by_one = EXTRACTORS[api].stream(capture)
-    decoder, expected = SSEDecoder(), []
-    for index, read in enumerate(reads):
-        expected += [index] * one_by_one.carried(decoder.feed(read))
-    assert stamps == expected
-    assert in_batch.finish() == one_by_one.finish()
+    _assert_batch_equals_events(api, reads, capture)
 
 
 def test_named_events_of_the_openai_dialect_go_event_by_event() -> None:
