@@ -65,8 +65,8 @@ class BatchObserver(StreamObserver, Protocol):
 
 
 _BLOCK = itemgetter(1)
-_E = TypeVar("_E")
 _STAMP = itemgetter(0)
+_E = TypeVar("_E")
 
 
 #: (each read's bytes, each event's data, each event's type or None for all "message")
@@ -91,6 +91,16 @@ def _whole_events(reads: Sequence[tuple[int, bytes]]) -> _Cut | None:
     return None if named is None else (blocks, named[1], named[0])
 
 
+def decode_all(decode: Callable[[bytes], _E], lines: list[bytes]) -> list[_E] | None:
+    """Every event's data decoded strictly, in one C-level map, before any is folded:
+    None when one is refused, so that a stream with an odd event is left whole to the
+    observer's lenient `event`."""
+    try:
+        return list(map(decode, lines))
+    except (msgspec.MsgspecError, RecursionError):
+        return None  # RecursionError: nested deeper than the decoder follows
+
+
 def fold_typed(
     decode: Callable[[bytes], _E],
     fold: Callable[[_E, str], bool],
@@ -99,12 +109,10 @@ def fold_typed(
 ) -> list[bool] | None:
     """`data_batch` for a dialect whose events carry their type in their data, the
     event's name standing in when they do not (Anthropic's, the Responses API's):
-    every event decoded strictly first (one C-level map), so a stream with an odd
-    event is left whole to `event`; then each folded with its name."""
-    try:
-        decoded = list(map(decode, lines))
-    except (msgspec.MsgspecError, RecursionError):
-        return None  # RecursionError: nested deeper than the decoder follows
+    every event decoded first (decode_all), then each folded with its name."""
+    decoded = decode_all(decode, lines)
+    if decoded is None:
+        return None
     kinds: Iterable[str] = (
         b"\n".join(names).decode("utf-8", "replace").split("\n")
         if names is not None

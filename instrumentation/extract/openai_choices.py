@@ -12,7 +12,7 @@ import msgspec
 
 from instrumentation import semconv as sc
 from instrumentation.extract import parts
-from instrumentation.extract.base import ResponseFacts
+from instrumentation.extract.base import ResponseFacts, decode_all
 from instrumentation.extract.decoding import decode, lenient
 from instrumentation.extract.openai_common import Error, Usage, apply_usage, error_type
 from proxy.sse import SSEEvent
@@ -202,11 +202,8 @@ class ChoicesAssembler:
         end = len(lines)
         while end and lines[end - 1].strip() == b"[DONE]":
             end -= 1
-        try:
-            chunks = list(map(_strict_completion, lines[:end] if end < len(lines) else lines))
-        except (msgspec.MsgspecError, RecursionError):
-            # RecursionError: nesting deeper than the decoder follows (in an ignored
-            # field, even); the event path keeps the facts of the events before it.
+        chunks = decode_all(_strict_completion, lines[:end] if end < len(lines) else lines)
+        if chunks is None:
             return None
         fold = self._fold
         return [fold(chunk, False) for chunk in chunks] + [False] * (len(lines) - end)
