@@ -17,13 +17,22 @@ class SSEEvent(msgspec.Struct, frozen=True):
     data: str
 
 
+#: UTF-8's byte order mark: one at the very start of a stream is not part of it.
+_BOM = b"\xef\xbb\xbf"
+
+
 class SSEDecoder:
     def __init__(self) -> None:
         self._pending = b""
         self._event = ""
         self._data: list[str] = []
+        #: Until the stream's first three bytes have been seen: they may be a BOM.
+        self._fresh = True
+        self._head = b""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._fresh:
+            chunk = self._unmarked(chunk)
         single = self._single(chunk)
         if single is not None:
             return [single]
@@ -49,6 +58,16 @@ class SSEDecoder:
             events.extend(self._decode_lines(chunk[start:]))
         return events
 
+    def _unmarked(self, chunk: bytes) -> bytes:
+        """`chunk` without the stream's leading BOM, which the spec says to ignore
+        (WHATWG HTML §9.2.5); a BOM split across reads is held until it is whole."""
+        head = self._head + chunk
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            self._head = head
+            return b""
+        self._fresh, self._head = False, b""
+        return head.removeprefix(_BOM)
+
     def _single(self, chunk: bytes) -> SSEEvent | None:
         """The event of a chunk that is exactly one `data: ...` line and the blank line
         after it, with nothing pending: how OpenAI-style providers send each chunk.
@@ -70,6 +89,8 @@ class SSEDecoder:
         The chunk is taken in pieces cut after each LF LF pair (the decoder accepts
         any split), so a whole stream arriving in one read is not cut into lines first.
         """
+        if self._fresh:
+            chunk = self._unmarked(chunk)
         start, size = 0, len(chunk)
         while start < size:
             cut = chunk.find(b"\n\n", start)

@@ -1586,6 +1586,27 @@ def test_a_typed_stream_folded_in_one_batch_has_the_facts_of_event_by_event(
     _assert_batch_equals_events(api, reads, capture)
 
 
+@pytest.mark.parametrize("api", ["chat_completions", "messages"])
+def test_a_stream_that_starts_with_a_byte_order_mark_has_the_facts_of_one_without(
+    api: str,
+) -> None:
+    """A BOM before the first event (which the spec says to ignore) costs no event: the
+    stream's facts and stamps are those of the same stream without it."""
+    # The first event carries facts: the text's first chunk, the message's start (its
+    # input tokens) as a bare `data:` line.
+    first_has_facts = {
+        "messages": _wire(ANTHROPIC_STREAM, 1, named=False),
+        "chat_completions": _reads(*_TEXT[1:]),
+    }
+    reads = first_has_facts[api]
+    plain = EXTRACTORS[api].stream(False)
+    expected = plain.stamps(list(enumerate(reads)))
+    marked = EXTRACTORS[api].stream(False)
+    reads[0] = b"\xef\xbb\xbf" + reads[0]
+    assert marked.stamps(list(enumerate(reads))) == expected
+    assert marked.finish() == plain.finish()
+
+
 def test_named_events_of_the_openai_dialect_go_event_by_event() -> None:
     """Chat completions are not streamed with `event:` lines: such a stream is left to
     the decoder, which gives what it always gave."""

@@ -33,6 +33,39 @@ def test_events_are_the_same_for_any_chunking(size: int) -> None:
     assert events == EXPECTED
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, len(STREAM) + 3])
+def test_a_leading_byte_order_mark_is_ignored_however_the_stream_is_split(size: int) -> None:
+    """One BOM at the start of a stream is not part of it (the spec says to ignore it),
+    even when it arrives a byte at a time, through both `feed` and `events`."""
+    marked = BOM + STREAM
+    for decode in ("feed", "events"):
+        decoder = SSEDecoder()
+        events: list[SSEEvent] = []
+        for start in range(0, len(marked), size):
+            events += getattr(decoder, decode)(marked[start : start + size])
+        assert events == EXPECTED
+
+
+def test_only_the_first_byte_order_mark_is_ignored() -> None:
+    """A BOM later in the stream, or a second one at its start, is content: the first
+    field name then starts with it and the event is not a `data:` one."""
+    decoder = SSEDecoder()
+    assert decoder.feed(BOM + b"data: a\n\n") == [SSEEvent("message", "a")]
+    assert decoder.feed(b"data: " + BOM + b"b\n\n") == [SSEEvent("message", "\ufeffb")]
+    assert SSEDecoder().feed(BOM + BOM + b"data: a\n\n") == []
+
+
+def test_bytes_that_only_begin_like_a_byte_order_mark_are_kept() -> None:
+    """A first read that is a BOM's first byte followed by something else is data."""
+    decoder = SSEDecoder()
+    assert decoder.feed(b"\xef") == []
+    assert decoder.feed(b"data: x\n\n") == []  # the field name is "\ufffddata"
+    assert decoder.feed(b"data: y\n\n") == [SSEEvent("message", "y")]
+
+
 def test_split_complete_finds_the_last_event_boundary() -> None:
     """The relay flushes only whole events; a partial one waits."""
     assert split_complete(b'data: 1\n\ndata: {"par') == len(b"data: 1\n\n")
