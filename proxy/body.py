@@ -30,6 +30,19 @@ class BodyError(ValueError):
     """The body is not a JSON object (message says what is wrong)."""
 
 
+class DuplicateMember(BodyError):
+    """A member spangate rewrites appears more than once at the top level (perhaps
+    spelled with escapes): which one a provider reads is up to its parser, so the
+    rewrite could be bypassed."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f'the request body has more than one top-level "{key}" member (counting '
+            f'names written with escapes); send "{key}" once'
+        )
+        self.key = key
+
+
 _fields_decoder = msgspec.json.Decoder(RequestFields)
 
 
@@ -146,9 +159,19 @@ def set_member(body: bytes, key: str, value: object) -> bytes:
     if span is not None:
         start, end = span
         end = _trim(body, start, end)
-        return body[:start] + encoded + body[end:]
-    brace = body.index(b"{") + 1
-    rest = body[_skip_ws(body, brace) :]
-    separator = b"" if rest.startswith(b"}") else b","
-    member = b'"' + key.encode() + b'":' + encoded + separator
-    return body[:brace] + member + body[brace:]
+        edited = body[:start] + encoded + body[end:]
+    else:
+        brace = body.index(b"{") + 1
+        rest = body[_skip_ws(body, brace) :]
+        separator = b"" if rest.startswith(b"}") else b","
+        member = b'"' + key.encode() + b'":' + encoded + separator
+        edited = body[:brace] + member + body[brace:]
+    # Parsers that keep a repeated name's last value (msgspec, which spangate routes
+    # on, Python's, Go's, JavaScript's) must read the value spliced in: the literal
+    # search edits the first, and misses a name written with escapes.
+    if _last_values.decode(edited).get(key) != msgspec.Raw(encoded):
+        raise DuplicateMember(key)
+    return edited
+
+
+_last_values = msgspec.json.Decoder(dict[str, msgspec.Raw])

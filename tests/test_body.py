@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from proxy.body import BodyError, decode_fields, find_member, set_member
+from proxy.body import BodyError, DuplicateMember, decode_fields, find_member, set_member
 
 
 def test_model_rewrite_changes_only_the_model_value() -> None:
@@ -38,6 +38,31 @@ def test_missing_member_is_inserted_after_the_opening_brace() -> None:
     """Insertion keeps the rest of the body as it was."""
     assert set_member(b'{"a":1}', "model", "m") == b'{"model":"m","a":1}'
     assert set_member(b"{ }", "model", "m") == b'{"model":"m" }'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"o1-pro","messages":[],"model":"fast"}',
+        b'{"model":"fast","model":"fast"}',
+        # A name written with escapes is the same name to every JSON parser.
+        b'{"mod\\u0065l":"o1-pro","messages":[],"model":"fast"}',
+        b'{"model":"o1-pro","\\u006dodel":"fast"}',
+        b'{"\\u006dodel":"fast"}',
+    ],
+)
+def test_a_member_given_twice_is_refused_rather_than_half_rewritten(body: bytes) -> None:
+    """Routing reads a repeated member's last value; a rewrite that a last-wins parser
+    (the provider's) would not see is refused instead of sent."""
+    assert decode_fields(body).model == "fast"
+    with pytest.raises(DuplicateMember, match='more than one top-level "model" member'):
+        set_member(body, "model", "gpt-4o-mini")
+
+
+def test_a_repeated_name_nested_below_the_top_level_is_not_a_duplicate() -> None:
+    """Only top-level members count: the same name inside a value is content."""
+    body = b'{"model":"fast","metadata":{"model":"x","model":"y"}}'
+    assert set_member(body, "model", "m") == body.replace(b'"fast"', b'"m"')
 
 
 def test_find_member_returns_none_when_absent() -> None:

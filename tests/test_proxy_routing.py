@@ -181,6 +181,26 @@ def test_azure_deployment_alias_goes_to_openai_target(
     assert completion.model == GPT
 
 
+async def test_an_alias_named_by_a_repeated_model_member_is_refused_not_bypassed(
+    fake: FakeProvider, spangate_for: Callable[..., Running]
+) -> None:
+    """`model` twice: routing reads the last, a provider's parser may read either. The
+    rewrite cannot make both say the target, so the client gets a 400 in its own
+    format and the provider gets nothing (no model the alias does not pin runs)."""
+    running = spangate_for(basic_config(fake, models=FAST_ALIAS))
+    body = b'{"model":"o1-pro","messages":[{"role":"user","content":"hi"}],"model":"fast"}'
+    status, _, answer = await post(running.openai_base_url + "/chat/completions", body)
+    assert status == 400
+    error = json.loads(answer)["error"]
+    assert (error["code"], error["param"], error["type"]) == (
+        "duplicate_member",
+        "model",
+        "invalid_request_error",
+    )
+    assert 'send "model" once' in error["message"]
+    assert fake.received == []
+
+
 async def test_alias_of_anthropic_format_on_openai_endpoint_is_refused(
     fake: FakeProvider, spangate_for: Callable[..., Running]
 ) -> None:

@@ -14,6 +14,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import body as bodylib
 from proxy.endpoints import Endpoint, Wire
+from proxy.errors import BadRequest
 from proxy.headers import forwardable, replace_auth
 from proxy.sse import SSEEvent
 from proxy.sse_transform import Transform
@@ -115,10 +116,18 @@ class BaseAdapter:
         """The original bytes, with `model` rewritten only when routing chose another."""
         if model is None or not incoming.body or model == incoming.fields.model:
             return incoming.body
-        return bodylib.set_member(incoming.body, "model", model)
+        return spliced(incoming.body, "model", model)
 
     def path_and_query(
         self, incoming: Incoming, settings: ProviderSettings, model: str | None
     ) -> str:
         query = f"?{incoming.query}" if incoming.query else ""
         return incoming.endpoint.path + query
+
+
+def spliced(body: bytes, key: str, value: object) -> bytes:
+    """`bodylib.set_member`, its refusal of an ambiguous body a 400 for the client."""
+    try:
+        return bodylib.set_member(body, key, value)
+    except bodylib.DuplicateMember as exc:
+        raise BadRequest(str(exc), param=exc.key, code="duplicate_member") from None

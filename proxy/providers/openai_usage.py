@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from proxy import body as bodylib
-from proxy.providers.base import Incoming
+from proxy.providers.base import Incoming, spliced
 
 #: Chat completions and legacy completions accept stream_options; others do not.
 _APIS = frozenset({"chat_completions", "completions"})
@@ -40,7 +40,7 @@ def inject(body: bytes) -> bytes:
             decoded = None
         options = decoded if isinstance(decoded, dict) else {}
     options["include_usage"] = True
-    return bodylib.set_member(body, "stream_options", options)
+    return spliced(body, "stream_options", options)
 
 
 class _Chunk(msgspec.Struct):
