@@ -175,8 +175,11 @@ async def _relay_events(
             pending += chunk
         if pending:
             tap.on_events(pending)
-            await _write(out, pending)
             done = done or (finished is not None and finished(pending))
+            if done or finished is None:
+                await _write(out, pending)
+            # Otherwise half an event, and the error event below would fuse with it into
+            # one the SDK cannot parse: it is dropped, so the SDK raises the error instead.
         if finished is not None and not done:
             # A clean close without the terminal event is a truncation, not a success.
             return await _interrupt(out, wire, tap, _Truncated())

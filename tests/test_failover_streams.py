@@ -388,21 +388,26 @@ def test_error_event_read_by_a_client_that_then_hangs_up_is_still_the_providers_
         ),
     ],
 )
+@pytest.mark.parametrize("half", [b"", b'data: {"id": "c1", "choices": [{"delta": {"conte'])
 async def test_stream_truncated_after_content_ends_with_an_error_event(
-    fakes: Fakes, spangate_for: Start, dialect: str, events: list[bytes]
+    fakes: Fakes, spangate_for: Start, dialect: str, events: list[bytes], half: bytes
 ) -> None:
-    """The upstream closes cleanly mid-answer (content sent, no terminal event): the client's
-    stream must end with an error event in its format and count as interrupted."""
+    """The upstream closes cleanly mid-answer (content sent, no terminal event; perhaps in
+    the middle of an event): the client's stream ends with an error event of its own in
+    the client's format (never fused to half an event) and counts as interrupted."""
     name, path, body, headers = (
         ("a", "/v1/chat/completions", chat(stream=True), None)
         if dialect == "openai"
         else ("x", "/v1/messages", message(stream=True), ANTHROPIC_HEADERS)
     )
-    fakes[name].script(sse(events))
+    fakes[name].script(sse([*events, half] if half else events))
     running = spangate_for(config(fakes, {"m": {"targets": targets(name)}}))
     _, _, raw = await post(running.url, path, body, headers)
-    last = sse_blocks(raw)[-1]
-    assert last.startswith(b"event: error" if dialect == "anthropic" else b'data: {"error"'), raw
+    sent = b"".join(events)
+    assert raw.startswith(sent), raw
+    error = raw[len(sent) :]
+    assert error.startswith(b"event: error" if dialect == "anthropic" else b'data: {"error"'), raw
+    assert error.endswith(b"\n\n") and error.count(b"\n\n") == 1, raw
     (only,) = client_spans(running)
     assert attrs(only)["spangate.stream.outcome"] != "completed"
     assert metric_sum(running, "spangate.streams.interrupted") == 1
