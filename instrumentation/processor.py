@@ -299,8 +299,13 @@ def _served(views: list[AttemptView]) -> AttemptView | None:
 
 
 def _served_by_later_attempt(record: RequestRecord) -> bool:
+    """A target other than the first one tried answered: a retry of the same target is
+    not a failover, and a hedge race's winner counts as a hedge (spangate.hedges)."""
     ok = [a for a in record.attempts if a.error_type is None]
-    return bool(ok) and ok[-1].number > 1
+    if not ok:
+        return False
+    served = ok[-1]
+    return served.target != record.attempts[0].target and served.hedge_outcome != "won"
 
 
 def _attempt_error(attempt: AttemptRecord, facts: ResponseFacts) -> str | None:
@@ -336,8 +341,21 @@ def _metric_attrs(record: RequestRecord, view: AttemptView) -> Attrs:
     }
     _put(attrs, sc.GEN_AI_REQUEST_MODEL, view.model)
     _put(attrs, sc.GEN_AI_RESPONSE_MODEL, view.facts.response_model)
-    _put(attrs, sc.ERROR_TYPE, view.error)
+    _put(attrs, sc.ERROR_TYPE, _metric_error(view))
     return attrs
+
+
+def _metric_error(view: AttemptView) -> str | None:
+    """`error.type` on metrics, from a closed set (semconv: low cardinality; every
+    distinct value is a series for as long as the process lives): a provider's own
+    error code or type, which spans keep, becomes the failure class it was judged, and
+    an in-band error in a stream the outcome it gave the stream."""
+    error, attempt = view.error, view.record
+    if error is None or attempt.failure_class is not None:
+        return attempt.failure_class if error is not None else None
+    if error == view.facts.error_type and attempt.error_type is None:
+        return "stream_error" if view.stream_outcome == "stream_error" else "_OTHER"
+    return error
 
 
 def _response_attrs(attrs: Attrs, facts: ResponseFacts) -> None:
@@ -359,7 +377,8 @@ def _put(attrs: Attrs, key: str, value: Any) -> None:
 
 
 def _log_fields(record: RequestRecord, views: list[AttemptView]) -> dict[str, Any]:
-    last = views[-1] if views else None
+    # The attempt whose answer the client got (a hedge race's winner may be the first).
+    last = _served(views)
     facts = last.facts if last else ResponseFacts()
     fields: dict[str, Any] = {
         "trace_id": f"{record.trace_id:032x}",

@@ -118,6 +118,19 @@ def test_one_healthy_target_among_faulty_ones_serves_every_request(
     assert metric_sum(running, "spangate.attempts", {"spangate.outcome": "error"}) == 2 * requests
 
 
+def test_a_retry_of_the_same_target_is_not_counted_as_a_failover(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """spangate.failovers counts requests another target served; a 429 retried on the one
+    target it has, then answered, is a retry (its attempts say so), not a failover."""
+    fakes.a.script(openai_error(429, "rate_limit_exceeded", retry_after=0.05), default())
+    retry = {"same_target": ["rate_limited"], "same_target_max": 1}
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a"), "retry": retry}}))
+    assert ask(running).headers["x-spangate-attempts"] == "2"
+    assert metric_sum(running, "spangate.failovers", {"spangate.route": "m"}) == 0
+    assert metric_sum(running, "spangate.attempts", {"spangate.outcome": "error"}) == 1
+
+
 def test_response_headers_can_be_switched_off(fakes: Fakes, spangate_for: Start) -> None:
     """server.response_headers: false removes x-spangate-attempts / -target (and -fallback)."""
     fakes.a.script(openai_error(503))

@@ -17,6 +17,7 @@ import pytest
 from conftest import Running
 from fakeprovider import Behaviour, default, delay, openai_error, stall
 from harness import runtime_for
+from structlog.testing import capture_logs
 from test_failover_support import (
     GPT,
     HELLO,
@@ -32,6 +33,7 @@ from test_failover_support import (
     start_fakes,
     targets,
 )
+from test_telemetry_support import completed_lines, settle
 
 from instrumentation.records import AttemptRecord
 from proxy import failover
@@ -111,6 +113,8 @@ async def test_hedge_wins_against_a_slow_target_and_the_loser_is_cancelled(
 
     assert hedges(running, "won", "b") == 1
     assert hedges(running, "lost", "a") == 1
+    # A won race is a hedge, not a failover: a did not fail, it was slow.
+    assert metric_sum(running, "spangate.failovers") == 0
     await assert_nothing_in_flight(running)
 
 
@@ -155,10 +159,18 @@ async def test_primary_can_still_win_the_race(fakes: Fakes, spangate_for: Start)
     fakes.a.script(delay(0.5))
     fakes.b.script(delay(3))
     running = spangate_for(hedged(fakes, "a", "b"))
-    raw = await ask(running)
-    assert raw.headers["x-spangate-target"] == label("a")
-    assert await fakes.b.await_disconnects(1)
-    primary, hedge = client_spans(running)
+    with capture_logs() as captured:
+        raw = await ask(running)
+        assert raw.headers["x-spangate-target"] == label("a")
+        assert await fakes.b.await_disconnects(1)
+        primary, hedge = client_spans(running)
+        settle(running)
+    # The request line names the attempt that answered, as the SERVER span does, not the
+    # last one started.
+    (line,) = completed_lines(captured)
+    tokens = raw.parse().usage.completion_tokens
+    assert (line["provider"], line["target"], line["output_tokens"]) == ("a", label("a"), tokens)
+    assert "error_type" not in line and line["cost_usd"] > 0
     assert attrs(primary)["spangate.hedge.outcome"] == "won"
     assert attrs(hedge)["spangate.hedge.outcome"] == "lost"
     assert attrs(hedge)["error.type"] == "hedge_lost"

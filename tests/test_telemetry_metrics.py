@@ -100,6 +100,29 @@ def test_failed_operation_adds_error_type_and_never_ids(
             assert not set(point_attrs(point).values()) & ids, name
 
 
+def test_provider_error_codes_stay_on_spans_and_metrics_carry_their_class(
+    fake: FakeProvider, spangate: Running
+) -> None:
+    """Every distinct error code a provider invents would be a new series for the life of
+    the process: metrics carry the failure class it was judged (a closed set), while the
+    CLIENT span keeps the provider's own code."""
+    codes = [f"made_up_{n}" for n in range(3)]
+    fake.script(*[openai_error(400, code=code) for code in codes], openai_error(429))
+    for _ in range(4):
+        with pytest.raises(openai.APIStatusError):
+            oai(spangate).chat.completions.create(model=GPT, messages=HELLO)
+    settle(spangate)
+    client_errors = {
+        attrs(span).get(sc.ERROR_TYPE)
+        for span in finished_spans(spangate)
+        if attrs(span).get(sc.SPANGATE_ATTEMPT) is not None
+    }
+    assert set(codes) <= client_errors
+    points = metric_points(spangate, sc.METRIC_OPERATION_DURATION)
+    by_error = {point_attrs(p)[sc.ERROR_TYPE]: p.count for p in points}
+    assert by_error == {"caller_fault": 3, "rate_limited": 1}
+
+
 def test_token_usage_histogram_sums_input_and_output(spangate: Running) -> None:
     """gen_ai.client.token.usage: one input and one output series, sums equal to reported usage."""
     client = oai(spangate)
