@@ -254,8 +254,11 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         refusal = _refusal(request)
         if refusal is not None:
             return error_response(guess_format(request), refusal)
-        state.enter()
-        counted = True
+        # Only forwarded requests: spangate's own endpoints answer at once, and a scrape
+        # of /metrics on this listener read itself as a request in flight.
+        if request.match_info.handler is proxy:
+            state.enter()
+            counted = True
         return await handler(request)
     except web.HTTPException:
         raise

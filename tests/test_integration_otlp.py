@@ -366,6 +366,11 @@ def test_delta_temporality_sends_each_value_once_while_prometheus_keeps_totals()
             status, text = http_get(proc.url + "/metrics")
             assert status == 200
             assert "gen_ai_client_operation_duration_seconds_count{" in text
+            # The scrape itself, served by spangate, is not a request in flight.
+            (inflight,) = [
+                line for line in text.splitlines() if line.startswith("spangate_requests_inflight")
+            ]
+            assert inflight.endswith("} 0.0"), inflight
             counts = [
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()
