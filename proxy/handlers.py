@@ -153,7 +153,9 @@ async def _forward(
             idle_s=result.target.effective_timeouts().idle_s,
             tap=result.attempt,
             transform=adapter.stream_transform(result.request),
-            finished=adapter.stream_finished,
+            # Only the APIs whose terminal event is known can tell a cut stream from a
+            # whole one; a pass-through path's stream ends when it ends.
+            finished=adapter.stream_finished if endpoint.api != "other" else None,
             preface=result.preface,
             body=result.body,
             extra=extra,

@@ -27,6 +27,9 @@ from proxy.waits import WaitTimer
 
 #: Bodies up to this size are read whole (cheaper); larger ones are streamed.
 _WHOLE_BODY_LIMIT = 8 * 1024 * 1024
+#: After a stream's terminal event, how long its close may take before spangate ends
+#: the client's response itself (the client has its whole answer).
+_AFTER_END_S = 1.0
 
 
 class Tap(Protocol):
@@ -150,7 +153,8 @@ async def _relay_events(
 ) -> web.StreamResponse:
     out = await _start(request, response, extra, _EventStream)
     pending, done = preface, False
-    idle = WaitTimer()  # time spent writing to the client is not idle: each read starts it
+    idle = WaitTimer()  # one timer for every wait, each read from and each write to
+    client = _Client(request, out, idle, idle_s)
     try:
         while True:
             cut = split_complete(pending)
@@ -162,13 +166,13 @@ async def _relay_events(
                 if (done or last or finished is None) and not pending and _ended(response):
                     # The provider has already ended its response: the last events and the
                     # end of ours leave in one send (a send on loopback costs ~50 µs of CPU).
-                    await _finish(out, tap, data)
+                    await client.finish(tap, data)
                     return out
-                await _write(out, data)
+                await client.write(data)
                 # Only once it is written: a client gone before the terminal event got
                 # an incomplete stream.
                 done = done or last
-            with idle.limit(idle_s):
+            with idle.limit(_AFTER_END_S if done and idle_s > _AFTER_END_S else idle_s):
                 chunk = await response.content.readany()
             if not chunk:
                 break
@@ -177,22 +181,28 @@ async def _relay_events(
             tap.on_events(pending)
             done = done or (finished is not None and finished(pending))
             if done or finished is None:
-                await _write(out, pending)
+                await client.write(pending)
             # Otherwise half an event, and the error event below would fuse with it into
             # one the SDK cannot parse: it is dropped, so the SDK raises the error instead.
         if finished is not None and not done:
             # A clean close without the terminal event is a truncation, not a success.
-            return await _interrupt(out, wire, tap, _Truncated())
-        await _finish(out, tap)
+            return await client.interrupt(wire, tap, _Truncated())
+        await client.finish(tap)
     except (_ClientGone, asyncio.CancelledError) as exc:
         # An SDK may hang up right after the terminal event (openai-python does after
         # `data: [DONE]`): that stream was complete, not abandoned.
         tap.on_end(None if done else "client_disconnected")
         if isinstance(exc, asyncio.CancelledError):
             raise
+        client.cut()
         return out
     except (TimeoutError, aiohttp.ClientError) as exc:
-        return await _interrupt(out, wire, tap, exc)
+        if done:
+            # The terminal event reached the client: a break or a silence after it
+            # cost nothing, and an error event after it would make an SDK raise.
+            await client.finish(tap)
+            return out
+        return await client.interrupt(wire, tap, exc)
     finally:
         idle.close()
     return out
@@ -214,23 +224,33 @@ async def _relay_bytes(
     """Large or compressed bodies: copied chunk by chunk, unchanged."""
     out = await _start(request, response, extra)
     idle = WaitTimer()
+    client = _Client(request, out, idle, idle_s)
     try:
         while True:
             with idle.limit(idle_s):
                 chunk = await response.content.readany()
             if not chunk:
                 break
-            await _write(out, chunk)
+            await client.write(chunk)
     except (_ClientGone, asyncio.CancelledError) as exc:
         tap.on_end("client_disconnected")
         if isinstance(exc, asyncio.CancelledError):
             raise
+        client.cut()
         return out
     except (TimeoutError, aiohttp.ClientError) as exc:
-        return await _interrupt(out, wire if is_event_stream(response) else None, tap, exc)
+        if is_event_stream(response) and "Content-Encoding" not in response.headers:
+            return await client.interrupt(wire, tap, exc)
+        # No event to say it in (a file, audio, a compressed stream): a clean end would
+        # hand the client a short body as a whole one, so its connection is cut instead,
+        # which its HTTP client reports as the broken transfer it is.
+        tap.on_end(_interruption(exc)[0])
+        client.cut()
+        return out
+    else:
+        await client.finish(tap)
     finally:
         idle.close()
-    await _finish(out, tap)
     return out
 
 
@@ -242,35 +262,58 @@ class _Truncated(Exception):
     """The upstream closed the stream cleanly but before its terminal event."""
 
 
-async def _write(out: web.StreamResponse, data: bytes) -> None:
-    try:
-        await out.write(data)
-    except (ConnectionError, aiohttp.ClientConnectionResetError):
-        raise _ClientGone from None
+class _Client:
+    """The client's end of a relay. Each write is limited like each read from the
+    provider (the idle timeout): a client that takes no byte for that long (a hung app,
+    a stalled reader) is treated as gone and its connection cut, rather than holding an
+    upstream connection and a pool slot for as long as it stays connected."""
 
+    __slots__ = ("_limit_s", "_out", "_request", "_timer")
 
-async def _finish(out: web.StreamResponse, tap: Tap, last: bytes = b"") -> None:
-    try:
-        await out.write_eof(last)
-    except (ConnectionError, aiohttp.ClientConnectionResetError):
-        tap.on_end("client_disconnected")
-        return
-    tap.on_end(None)
+    def __init__(
+        self, request: web.Request, out: web.StreamResponse, timer: WaitTimer, limit_s: float
+    ) -> None:
+        self._request, self._out, self._timer, self._limit_s = request, out, timer, limit_s
 
+    async def write(self, data: bytes) -> None:
+        try:
+            with self._timer.limit(self._limit_s):
+                await self._out.write(data)
+        except (TimeoutError, ConnectionError, aiohttp.ClientConnectionResetError):
+            raise _ClientGone from None
 
-async def _interrupt(
-    out: web.StreamResponse, wire: Wire | None, tap: Tap, exc: BaseException
-) -> web.StreamResponse:
-    """The upstream broke after the commit point: say so in-band, never truncate silently."""
-    reason, message = _interruption(exc)
-    tap.on_end(reason)
-    try:
-        if wire is not None:
-            await out.write(stream_error_event(wire, message))
-        await out.write_eof()
-    except (ConnectionError, aiohttp.ClientConnectionResetError):
-        pass
-    return out
+    async def finish(self, tap: Tap, last: bytes = b"") -> None:
+        try:
+            with self._timer.limit(self._limit_s):
+                await self._out.write_eof(last)
+        except (TimeoutError, ConnectionError, aiohttp.ClientConnectionResetError):
+            tap.on_end("client_disconnected")
+            self.cut()
+            return
+        tap.on_end(None)
+
+    async def interrupt(
+        self, wire: Wire | None, tap: Tap, exc: BaseException
+    ) -> web.StreamResponse:
+        """The upstream broke after the commit point: say so in-band, never truncate
+        silently."""
+        reason, message = _interruption(exc)
+        tap.on_end(reason)
+        try:
+            with self._timer.limit(self._limit_s):
+                if wire is not None:
+                    await self._out.write(stream_error_event(wire, message))
+                await self._out.write_eof()
+        except (TimeoutError, ConnectionError, aiohttp.ClientConnectionResetError):
+            self.cut()
+        return self._out
+
+    def cut(self) -> None:
+        """Close the client's connection at once: nothing more can be said on it, and
+        aiohttp's own end of the response would wait on a client that does not read."""
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
 
 
 def _interruption(exc: BaseException) -> tuple[str, str]:

@@ -9,6 +9,7 @@ and is never retried.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,6 +29,7 @@ from test_failover_support import (
     chat,
     client_spans,
     config,
+    get_status,
     label,
     message,
     metric_sum,
@@ -36,6 +38,8 @@ from test_failover_support import (
     start_fakes,
     targets,
 )
+
+from proxy.providers.openai import OpenAIAdapter
 
 Start = Callable[..., Running]
 OPENAI_TEXT = f"Hello from {GPT}: hi there"
@@ -435,3 +439,110 @@ async def test_stream_is_relayed_whole_and_completes_however_its_end_arrives(
     (only,) = client_spans(running)
     assert attrs(only)["spangate.stream.outcome"] == "completed"
     assert metric_sum(running, "spangate.streams.interrupted") == 0
+
+
+# --------------------------------------------------------------------------- stream ends
+
+MESSAGE_STOP = anthropic_event("message_stop", {"type": "message_stop"})
+
+
+def _no_space(event: bytes) -> bytes:
+    """The same event without the optional space after each field's colon."""
+    return event.replace(b"event: ", b"event:").replace(b"data: ", b"data:")
+
+
+@pytest.mark.parametrize(
+    ("dialect", "events"),
+    [
+        pytest.param("openai", [OPENAI_HELLO_CHUNK, SSE_DONE], id="openai"),
+        pytest.param(
+            "anthropic",
+            [MESSAGE_START, CONTENT_BLOCK_START, TEXT_DELTA, MESSAGE_STOP],
+            id="anthropic",
+        ),
+    ],
+)
+@pytest.mark.parametrize("spacing", ["no-space", "then-reset", "then-silence"])
+async def test_a_stream_whose_terminal_event_arrived_is_complete_whatever_follows(
+    fakes: Fakes, spangate_for: Start, dialect: str, events: list[bytes], spacing: str
+) -> None:
+    """The terminal event ends the answer: written without the optional space after the
+    colon (`data:[DONE]`, `event:message_stop`), or followed by a reset or a silence
+    before the close, the client gets exactly the provider's events, no error event
+    after them, and the stream counts as completed."""
+    name, path, body, headers = (
+        ("a", "/v1/chat/completions", chat(stream=True), None)
+        if dialect == "openai"
+        else ("x", "/v1/messages", message(stream=True), ANTHROPIC_HEADERS)
+    )
+    sent = [_no_space(e) for e in events] if spacing == "no-space" else events
+    steps: list[Any] = [*sent, (5.0, b"")] if spacing == "then-silence" else sent
+    fakes[name].script(sse(steps, then_reset=spacing == "then-reset"))
+    server = {"timeouts": {"idle_s": 0.3}}
+    running = spangate_for(config(fakes, {"m": {"targets": targets(name)}}, server=server))
+    status, _, raw = await post(running.url, path, body, headers)
+    assert (status, raw) == (200, b"".join(sent))
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "completed"
+    assert metric_sum(running, "spangate.streams.interrupted") == 0
+
+
+async def test_a_pass_through_stream_ends_when_it_ends(fakes: Fakes, spangate_for: Start) -> None:
+    """A stream on a path spangate only passes through has no terminal event spangate
+    knows: its clean close is its end, with nothing appended."""
+    events = [b"event: transcript.text.delta\ndata: {}\n\n", b"event: done\ndata: {}\n\n"]
+    fakes.a.script(sse(events))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}))
+    status, _, raw = await post(running.url, "/v1/audio/transcriptions", {"stream": True})
+    assert (status, raw) == (200, b"".join(events))
+
+
+async def test_a_client_that_stops_reading_is_cut_off_after_the_idle_timeout(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Writes to the client are limited like reads from the provider: a client that keeps
+    its connection open but takes no byte for timeouts.idle_s is treated as gone, so the
+    upstream request is cancelled and its connection and pool slot come back."""
+    big = b"data: " + b"x" * 60_000 + b"\n\n"
+    fakes.a.script(sse([OPENAI_HELLO_CHUNK, *[big] * 200, SSE_DONE]))
+    server = {"timeouts": {"idle_s": 0.5}}
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}, server=server))
+    host, port = running.url.removeprefix("http://").split(":")
+    _unread, writer = await asyncio.open_connection(host, int(port))
+    body = json.dumps(chat(stream=True)).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
+        f"\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    try:
+        # Nothing is read: spangate's sends fill the socket buffers, then wait.
+        assert await fakes.a.await_disconnects(1, within=15)
+        (only,) = client_spans(running)
+        assert attrs(only)["spangate.stream.outcome"] == "client_disconnected"
+        assert (await get_status(running))["targets"][label("a")]["inflight"] == 0
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("block", "finished"),
+    [
+        (b"event: response.completed\ndata: {}\n\n", True),
+        (b"event:response.incomplete\ndata:{}\n\n", True),
+        (b'data: {"type":"response.failed","response":{}}\n\n', True),
+        (b'data: {"type": "response.completed"}\n\n', True),
+        (b'event: response.output_text.delta\ndata: {"delta":"response.completed"}\n\n', False),
+        (b"event: response.completed_soon\ndata: {}\n\n", False),
+        (b"data:[DONE]\n\n", True),
+        (b'data: {"choices":[{"delta":{"content":"data: [DONE"}}]}\n\n', False),
+    ],
+)
+def test_the_terminal_event_is_recognised_in_every_legal_spelling(
+    block: bytes, finished: bool
+) -> None:
+    """A Responses stream ends with response.completed / incomplete / failed, named on its
+    `event:` line (with or without the space) or only by its data's type; text that
+    merely mentions one is not an end."""
+    assert OpenAIAdapter().stream_finished(block) is finished

@@ -27,4 +27,5 @@ class AnthropicAdapter(BaseAdapter):
         return "opening" if event.event in _OPENING else "content"
 
     def stream_finished(self, block: bytes) -> bool:
-        return b"event: message_stop" in block
+        # The space after the colon is optional in SSE.
+        return b"event: message_stop" in block or b"event:message_stop" in block

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 import msgspec
@@ -56,15 +57,18 @@ class OpenAIWire(BaseAdapter):
 
     def stream_finished(self, block: bytes) -> bool:
         # Chat/completions end with `data: [DONE]`; the Responses API with a terminal event.
-        # Called for every block of a stream: the common "no" costs two byte searches.
-        if b"data: [DONE]" in block:
+        # The space after a field's colon is optional in SSE (Java's SseEmitter omits
+        # it). Called for every block of a stream: the common "no" costs three searches.
+        if b"data: [DONE]" in block or b"data:[DONE]" in block:
             return True
-        return _RESPONSES_EVENT in block and any(m in block for m in _RESPONSES_END)
+        return b"response." in block and _RESPONSES_END.search(block) is not None
 
 
 _ERROR_EVENTS = frozenset({"error", "response.failed"})
-_RESPONSES_EVENT = b"event: response."
-_RESPONSES_END = tuple(_RESPONSES_EVENT + name for name in (b"completed", b"incomplete", b"failed"))
+#: A terminal Responses event, named on its `event:` line or only by its data's type.
+_RESPONSES_END = re.compile(
+    rb'(?:^event: ?|"type": ?")response\.(?:completed|incomplete|failed)\b', re.MULTILINE
+)
 _RESPONSES_OPENING = frozenset(
     {
         "response.created",
