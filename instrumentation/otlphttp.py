@@ -25,11 +25,25 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
+from typing import TYPE_CHECKING, Any
 
 from instrumentation.otlpresponse import Rejected, rejected
+
+# The SDK's transport seam is a private module (opentelemetry-exporter-http-transport,
+# with the OTLP/HTTP exporter 1.45): where a version moved or dropped it, spangate
+# leaves the SDK's own transport in place (`transport_kwargs`) rather than fail.
+if TYPE_CHECKING:
+    from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
+else:
+    try:
+        from opentelemetry.exporter.http.transport._base import (
+            BaseHTTPResult,
+            BaseHTTPTransport,
+        )
+    except ImportError:  # stand-ins: the classes below still define, and are never built
+        BaseHTTPResult = BaseHTTPTransport = object
+#: Whether the seam imported; without it `transport_kwargs` leaves the SDK's transport.
+SEAM = BaseHTTPTransport is not object
 
 #: The SDK's env names for TLS material: (signal-specific, general) per setting.
 _TLS_ENV = ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
@@ -343,8 +357,9 @@ def transport_kwargs(
     on_rejected: Rejected | None = None,
 ) -> dict[str, Any]:
     """`_transport=Transport(...)` for an SDK exporter class that takes one (its seam
-    since opentelemetry-exporter-otlp-proto-http 1.4x), or nothing: the SDK's own."""
-    if url is None or not applies(url, env):
+    since opentelemetry-exporter-otlp-proto-http 1.4x), or nothing: the SDK's own
+    (also when the seam's base classes did not import: `SEAM`)."""
+    if not SEAM or url is None or not applies(url, env):
         return {}
     if not _takes_transport(exporter):
         return {}
