@@ -89,6 +89,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True):
 def compile_config(config: Config) -> RuntimeConfig:
     if not config.providers:
         raise ConfigError("providers: at least one provider is required")
+    _check_ports(config)
     providers = {
         name: _provider(name, spec, config.server.timeouts)
         for name, spec in config.providers.items()
@@ -192,8 +193,6 @@ def _route(
             raise ConfigError(
                 f"{path}.provider: unknown provider {target.provider!r} (known: {known})"
             )
-        if target.weight < 0:
-            raise ConfigError(f"{path}.weight: must be >= 0, got {target.weight}")
         wires.add(provider.adapter.wire)
         targets.append(_target(provider, target, spec, prices))
     if len(wires) > 1:
@@ -201,6 +200,8 @@ def _route(
             f"models.{alias}.targets: mixes OpenAI-format and Anthropic-format providers; "
             "spangate does not translate between formats, so one alias serves one format"
         )
+    _check_duplicates(alias, spec)
+    _check_weights(alias, spec)
     _check_policy(alias, spec)
     return Route(
         alias,
@@ -229,12 +230,46 @@ def _target(
     )
 
 
+def _check_ports(config: Config) -> None:
+    ports = {
+        "server.port": config.server.port,
+        "telemetry.prometheus.port": config.telemetry.prometheus.port,
+    }
+    for key, port in ports.items():
+        if port is not None and not 0 <= port <= 65535:
+            raise ConfigError(f"{key}: must be between 0 and 65535 (0 = any free port), got {port}")
+
+
+def _check_duplicates(alias: str, spec: ModelConfig) -> None:
+    # A target listed twice shares one circuit and one x-spangate-target label with its
+    # twin; what the operator wants from that is a same-target retry, which has backoff.
+    first: dict[tuple[str, str], int] = {}
+    for index, target in enumerate(spec.targets):
+        seen = first.setdefault((target.provider, target.model), index)
+        if seen != index:
+            raise ConfigError(
+                f"models.{alias}.targets[{index}]: the same target as targets[{seen}] "
+                f"({target.provider}/{target.model}); list it once, and use "
+                "retry.same_target to try it again"
+            )
+
+
+def _check_weights(alias: str, spec: ModelConfig) -> None:
+    # Weight 0 means "never first": with every weight 0 the strategy has nothing to weigh.
+    if spec.strategy == "weighted" and all(t.weight == 0 for t in spec.targets):
+        raise ConfigError(
+            f"models.{alias}.targets: every target has weight 0, so strategy weighted has "
+            "nothing to pick by; give at least one target a weight above 0"
+        )
+
+
 def _check_policy(alias: str, spec: ModelConfig) -> None:
     retry = spec.retry
-    if retry.max_attempts is not None and retry.max_attempts < 1:
-        raise ConfigError(f"models.{alias}.retry.max_attempts: must be >= 1")
-    if retry.deadline_s <= 0:
-        raise ConfigError(f"models.{alias}.retry.deadline_s: must be > 0")
+    if not 0 <= spec.circuit.error_rate <= 1:
+        raise ConfigError(
+            f"models.{alias}.circuit.error_rate: must be between 0 and 1 (a fraction of "
+            f"requests, e.g. 0.5; 1 never opens on rate), got {spec.circuit.error_rate}"
+        )
     overlap = sorted({"caller_fault"} & set(retry.same_target + retry.next_target))
     if overlap:
         raise ConfigError(
@@ -244,7 +279,9 @@ def _check_policy(alias: str, spec: ModelConfig) -> None:
     if hedge is not None and hedge.after_s is None and hedge.percentile is None:
         raise ConfigError(f"models.{alias}.hedge: set after_s, percentile, or both")
     if hedge is not None and hedge.percentile is not None and not 0 < hedge.percentile < 1:
-        raise ConfigError(f"models.{alias}.hedge.percentile: must be between 0 and 1, e.g. 0.95")
+        raise ConfigError(
+            f"models.{alias}.hedge.percentile: must be between 0 and 1 (exclusive), e.g. 0.95"
+        )
 
 
 def _check_alias_references(config: Config) -> None:

@@ -220,3 +220,162 @@ def test_unreadable_and_invalid_yaml_files_are_reported(tmp_path: Path) -> None:
     bad.write_text("providers: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(bad))
+
+
+def _one_alias(**model: Any) -> dict[str, Any]:
+    """A config with provider `p` and alias `chat` whose keys are `model` (over one target)."""
+    return {
+        "providers": {"p": {"kind": "openai", "base_url": "http://x"}},
+        "models": {"chat": {"targets": [{"provider": "p", "model": "m"}], **model}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            _one_alias(circuit={"consecutive_failures": 0}),
+            "models.chat.circuit.consecutive_failures: expected `int` >= 1",
+        ),
+        (
+            _one_alias(circuit={"error_rate": 5}),
+            "models.chat.circuit.error_rate: must be between 0 and 1",
+        ),
+        (
+            _one_alias(circuit={"error_rate": -1}),
+            "models.chat.circuit.error_rate: must be between 0 and 1",
+        ),
+        (
+            _one_alias(circuit={"cooldown_s": -10}),
+            "models.chat.circuit.cooldown_s: expected `float` > 0.0",
+        ),
+        (
+            _one_alias(circuit={"window_s": 0}),
+            "models.chat.circuit.window_s: expected `float` > 0.0",
+        ),
+        (
+            _one_alias(circuit={"min_requests": 0}),
+            "models.chat.circuit.min_requests: expected `int` >= 1",
+        ),
+        (_one_alias(hedge={"after_s": -1}), "models.chat.hedge.after_s: expected `float` > 0.0"),
+        (_one_alias(hedge={"after_s": 0}), "models.chat.hedge.after_s: expected `float` > 0.0"),
+        (
+            _one_alias(hedge={"percentile": 0.9, "min_samples": 0}),
+            "models.chat.hedge.min_samples: expected `int` >= 1",
+        ),
+        (
+            _one_alias(hedge={"percentile": 1}),
+            "models.chat.hedge.percentile: must be between 0 and 1",
+        ),
+        (
+            _one_alias(retry={"same_target": ["transient"], "same_target_max": -3}),
+            "models.chat.retry.same_target_max: expected `int` >= 1",
+        ),
+        (
+            _one_alias(retry={"max_attempts": 0}),
+            "models.chat.retry.max_attempts: expected `int` >= 1",
+        ),
+        (
+            _one_alias(retry={"deadline_s": 0}),
+            "models.chat.retry.deadline_s: expected `float` > 0.0",
+        ),
+        (
+            _one_alias(retry={"backoff": {"initial_s": -1}}),
+            "models.chat.retry.backoff.initial_s: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias(retry={"backoff": {"max_s": -1}}),
+            "models.chat.retry.backoff.max_s: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias(retry={"backoff": {"multiplier": 0.5}}),
+            "models.chat.retry.backoff.multiplier: expected `float` >= 1.0",
+        ),
+        (
+            _one_alias(targets=[{"provider": "p", "model": "m", "max_inflight": 0}]),
+            "models.chat.targets[0].max_inflight: expected `int` >= 1",
+        ),
+        (
+            _one_alias(targets=[{"provider": "p", "model": "m", "weight": -1}]),
+            "models.chat.targets[0].weight: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias(targets=[{"provider": "p", "model": ""}]),
+            "models.chat.targets[0].model: expected `str` of length >= 1",
+        ),
+        (
+            _one_alias(
+                targets=[{"provider": "p", "model": "m", "price": {"input": -1, "output": 1}}]
+            ),
+            "models.chat.targets[0].price.input: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias(
+                strategy="weighted",
+                targets=[
+                    {"provider": "p", "model": "m", "weight": 0},
+                    {"provider": "p", "model": "n", "weight": 0},
+                ],
+            ),
+            "models.chat.targets: every target has weight 0",
+        ),
+        (
+            _one_alias(targets=[{"provider": "p", "model": "m"}, {"provider": "p", "model": "m"}]),
+            "models.chat.targets[1]: the same target as targets[0] (p/m)",
+        ),
+        (
+            _one_alias() | {"server": {"port": 99999}},
+            "server.port: must be between 0 and 65535",
+        ),
+        (
+            _one_alias() | {"server": {"port": -1}},
+            "server.port: must be between 0 and 65535",
+        ),
+        (
+            _one_alias() | {"telemetry": {"prometheus": {"port": 70000}}},
+            "telemetry.prometheus.port: must be between 0 and 65535",
+        ),
+        (
+            _one_alias() | {"server": {"max_body_bytes": 0}},
+            "server.max_body_bytes: expected `int` >= 1",
+        ),
+        (
+            _one_alias() | {"server": {"drain_timeout_s": -1}},
+            "server.drain_timeout_s: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias() | {"telemetry": {"metric_export_interval_ms": 0}},
+            "telemetry.metric_export_interval_ms: expected `int` >= 1",
+        ),
+        (
+            _one_alias() | {"telemetry": {"content_max_bytes": 0}},
+            "telemetry.content_max_bytes: expected `int` >= 1",
+        ),
+        (
+            _one_alias() | {"telemetry": {"prices": {"m": {"input": 1, "output": -2}}}},
+            "telemetry.prices.m.output: expected `float` >= 0.0",
+        ),
+    ],
+)
+def test_out_of_range_numbers_are_refused_at_their_key_with_the_allowed_range(
+    data: dict[str, Any], message: str
+) -> None:
+    """A number outside its meaningful range (negative waits, zero counts, a rate above 1,
+    a port above 65535) is a startup error naming the key and the range it must be in."""
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(message)
+
+
+def test_documented_zeros_keep_their_meaning() -> None:
+    """0 stays valid where the README gives it a meaning: total_s 0 (no cap), port 0 (any
+    free), weight 0 (never first), backoff 0 (retry at once), drain 0 (stop at once)."""
+    data = _one_alias(
+        strategy="weighted",
+        targets=[{"provider": "p", "model": "m", "weight": 0}, {"provider": "p", "model": "n"}],
+        retry={"backoff": {"initial_s": 0}},
+        circuit={"error_rate": 1},
+    ) | {"server": {"port": 0, "drain_timeout_s": 0, "timeouts": {"total_s": 0}}}
+    runtime = _compile(data)
+    assert runtime.config.server.port == 0
+    assert [t.weight for t in runtime.routes["chat"].targets] == [0, 1]
