@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import msgspec
 
@@ -137,21 +137,25 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
             f"providers.{name}.base_url: must not carry credentials; "
             f"set providers.{name}.api_key or providers.{name}.headers instead"
         )
+    # Also before any quoting: a query may hold a key (`?api-key=...`).
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"providers.{name}.base_url: must not carry a query or fragment; "
+            f"a key goes in providers.{name}.api_key or providers.{name}.headers"
+        )
     try:
         port = parts.port
         # Sent as IDNA on the wire (Host, SNI, DNS): a name that has none is refused here.
         (parts.hostname or "").encode("idna")
     except (ValueError, UnicodeError):
         raise ConfigError(
-            f"providers.{name}.base_url: the host or port cannot be used in {spec.base_url!r}"
+            f"providers.{name}.base_url: the host or port cannot be used in {_shown(parts)!r}"
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"providers.{name}.base_url: expected an http(s) URL such as "
-            f"'https://api.openai.com', got {spec.base_url!r}"
+            f"'https://api.openai.com', got {_shown(parts)!r}"
         )
-    if parts.query or parts.fragment:
-        raise ConfigError(f"providers.{name}.base_url: must not carry a query or fragment")
     _check_header_lines(name, spec)
     if spec.kind == "azure_openai" and spec.api_version is None:
         raise ConfigError(
@@ -176,6 +180,13 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
         timeouts=spec.timeouts or default_timeouts,
         propagate_trace=spec.propagate_trace,
     )
+
+
+def _shown(parts: SplitResult) -> str:
+    """The URL as an error may quote it: never its userinfo, query or fragment, which
+    can carry secrets, even if a check that refuses them is ever moved after this one."""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _route(

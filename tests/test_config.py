@@ -379,3 +379,30 @@ def test_documented_zeros_keep_their_meaning() -> None:
     runtime = _compile(data)
     assert runtime.config.server.port == 0
     assert [t.weight for t in runtime.routes["chat"].targets] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://x:99999?api-key=SECRET",
+        "http://x:99999/v1#SECRET",
+        "ftp://x/v1?key=SECRET",
+        "http://u:SECRET@x:99999?api-key=SECRET",
+        "http://x:bad/openai?api-key=SECRET",
+    ],
+)
+def test_base_url_errors_never_quote_a_secret(base_url: str) -> None:
+    """A base_url that is refused (bad port, wrong scheme, a query) is reported without
+    its query, fragment or userinfo, any of which may hold a key."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": base_url}}}
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith("providers.p.base_url: ")
+    assert "SECRET" not in str(info.value)
+
+
+def test_a_bad_port_is_reported_with_the_url_minus_secrets() -> None:
+    """The port error still quotes what the operator must fix: scheme, host, port, path."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://x:99999/openai"}}}
+    with pytest.raises(ConfigError, match=r"cannot be used in 'http://x:99999/openai'"):
+        _compile(data)
