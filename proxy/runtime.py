@@ -98,7 +98,7 @@ def compile_config(config: Config) -> RuntimeConfig:
     routes = {
         alias: _route(alias, spec, providers, prices) for alias, spec in config.models.items()
     }
-    _check_alias_references(config)
+    _check_alias_references(config, routes)
     return RuntimeConfig(config, providers, routes, _defaults(providers))
 
 
@@ -295,19 +295,40 @@ def _check_policy(alias: str, spec: ModelConfig) -> None:
         )
 
 
-def _check_alias_references(config: Config) -> None:
+_FORMAT_NAMES: dict[str, str] = {"openai": "OpenAI", "anthropic": "Anthropic"}
+
+
+def _check_alias_references(config: Config, routes: dict[str, Route]) -> None:
     for alias, spec in config.models.items():
         for key in ("fallbacks", "context_fallbacks"):
             for index, name in enumerate(getattr(spec, key)):
+                path = f"models.{alias}.{key}[{index}]"
                 if name not in config.models:
                     raise ConfigError(
-                        f"models.{alias}.{key}[{index}]: unknown alias {name!r} "
+                        f"{path}: unknown alias {name!r} "
                         f"(known: {', '.join(sorted(config.models))})"
                     )
                 if name == alias:
-                    raise ConfigError(
-                        f"models.{alias}.{key}[{index}]: an alias cannot fall back to itself"
-                    )
+                    raise ConfigError(f"{path}: an alias cannot fall back to itself")
+                _check_same_wire(path, routes[alias], routes[name])
+
+
+def _check_same_wire(path: str, source: Route, fallback: Route) -> None:
+    """A fallback replays the client's body as sent: it must be a body the fallback's
+    providers understand. Checked per edge, so every chain of fallbacks holds too."""
+    have, got = _wire(source), _wire(fallback)
+    if have != got:
+        raise ConfigError(
+            f"{path}: alias {fallback.alias!r} serves the {_FORMAT_NAMES[got]} format but "
+            f"{source.alias!r} serves the {_FORMAT_NAMES[have]} format, and spangate does "
+            "not translate request bodies between formats; fall back to an alias with "
+            f"{_FORMAT_NAMES[have]}-format targets instead"
+        )
+
+
+def _wire(route: Route) -> str:
+    # _route has already refused an alias whose targets mix formats.
+    return route.targets[0].provider.adapter.wire
 
 
 def _defaults(providers: dict[str, Provider]) -> dict[Dialect, Provider]:

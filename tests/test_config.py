@@ -406,3 +406,47 @@ def test_a_bad_port_is_reported_with_the_url_minus_secrets() -> None:
     data = {"providers": {"p": {"kind": "openai", "base_url": "http://x:99999/openai"}}}
     with pytest.raises(ConfigError, match=r"cannot be used in 'http://x:99999/openai'"):
         _compile(data)
+
+
+@pytest.mark.parametrize("key", ["fallbacks", "context_fallbacks"])
+def test_a_fallback_alias_of_another_wire_format_is_refused(key: str) -> None:
+    """An OpenAI-format alias may not fall back to an Anthropic-format one: the client's
+    OpenAI body would be replayed to an Anthropic provider. The error names the exact
+    list entry and both formats."""
+    data = {
+        "providers": {
+            "o": {"kind": "openai", "base_url": "http://x"},
+            "a": {"kind": "anthropic", "base_url": "http://x", "api_key": "sk-ant"},
+        },
+        "models": {
+            "chat": {"targets": [{"provider": "o", "model": "m"}], key: ["same", "claude"]},
+            "same": {"targets": [{"provider": "o", "model": "n"}]},
+            "claude": {"targets": [{"provider": "a", "model": "c"}]},
+        },
+    }
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(
+        f"models.chat.{key}[1]: alias 'claude' serves the Anthropic format but 'chat' "
+        "serves the OpenAI format"
+    )
+
+
+def test_a_fallback_alias_of_the_same_wire_format_is_accepted() -> None:
+    """OpenAI and Azure OpenAI providers share the OpenAI format, so they may back each other."""
+    data = {
+        "providers": {
+            "o": {"kind": "openai", "base_url": "http://x", "api_key": "k"},
+            "az": {
+                "kind": "azure_openai",
+                "base_url": "https://r.openai.azure.com",
+                "api_key": "k2",
+                "api_version": "2024-10-21",
+            },
+        },
+        "models": {
+            "chat": {"targets": [{"provider": "o", "model": "m"}], "fallbacks": ["eu"]},
+            "eu": {"targets": [{"provider": "az", "model": "m"}]},
+        },
+    }
+    assert _compile(data).routes["chat"].fallbacks == ("eu",)
