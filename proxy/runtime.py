@@ -99,6 +99,7 @@ def compile_config(config: Config) -> RuntimeConfig:
         alias: _route(alias, spec, providers, prices) for alias, spec in config.models.items()
     }
     _check_alias_references(config, routes)
+    _check_shared_circuits(routes)
     return RuntimeConfig(config, providers, routes, _defaults(providers))
 
 
@@ -329,6 +330,25 @@ def _check_same_wire(path: str, source: Route, fallback: Route) -> None:
 def _wire(route: Route) -> str:
     # _route has already refused an alias whose targets mix formats.
     return route.targets[0].provider.adapter.wire
+
+
+def _check_shared_circuits(routes: dict[str, Route]) -> None:
+    """A target has one breaker, shared by every alias that names it (one state in
+    /spangate/status and in `spangate_circuit_open{spangate_target}`). Were their
+    `circuit` settings allowed to differ, whichever alias was requested first would set
+    them for all; so they must agree, and the later alias is the one reported."""
+    first: dict[str, tuple[Route, int]] = {}
+    for route in routes.values():
+        for index, target in enumerate(route.targets):
+            owner, owner_index = first.setdefault(target.label, (route, index))
+            if owner.circuit != route.circuit:
+                raise ConfigError(
+                    f"models.{route.alias}.circuit: differs from models.{owner.alias}.circuit, "
+                    f"and both aliases name target {target.label} (models.{route.alias}."
+                    f"targets[{index}], models.{owner.alias}.targets[{owner_index}]); a target "
+                    "has one circuit breaker shared by every alias that names it, so give "
+                    "both aliases the same circuit settings"
+                )
 
 
 def _defaults(providers: dict[str, Provider]) -> dict[Dialect, Provider]:

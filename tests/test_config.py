@@ -450,3 +450,31 @@ def test_a_fallback_alias_of_the_same_wire_format_is_accepted() -> None:
         },
     }
     assert _compile(data).routes["chat"].fallbacks == ("eu",)
+
+
+def test_aliases_sharing_a_target_must_agree_on_its_circuit() -> None:
+    """Two aliases naming the same provider/model share one breaker, so differing circuit
+    settings are refused at the later alias's `circuit` key, naming the earlier alias
+    (else whichever alias was requested first would set the breaker for both)."""
+    data = _one_alias(circuit={"consecutive_failures": 1, "cooldown_s": 60})
+    data["models"]["other"] = {
+        "targets": [{"provider": "p", "model": "n"}],
+        "circuit": {"enabled": False},
+    }
+    data["models"]["nocb"] = {
+        "targets": [{"provider": "p", "model": "n"}, {"provider": "p", "model": "m"}],
+        "circuit": {"enabled": False},
+    }
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(
+        "models.nocb.circuit: differs from models.chat.circuit, and both aliases name "
+        "target p/m (models.nocb.targets[1], models.chat.targets[0])"
+    )
+
+
+def test_aliases_sharing_a_target_with_equal_circuits_are_accepted() -> None:
+    """Equal settings, whether spelled out or defaulted, are no conflict."""
+    data = _one_alias(circuit={"consecutive_failures": 5})
+    data["models"]["again"] = {"targets": [{"provider": "p", "model": "m"}]}
+    assert set(_compile(data).routes) == {"chat", "again"}
