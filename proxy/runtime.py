@@ -100,6 +100,7 @@ def compile_config(config: Config) -> RuntimeConfig:
     }
     _check_alias_references(config, routes)
     _check_shared_circuits(routes)
+    _check_key_origins(routes)
     return RuntimeConfig(config, providers, routes, _defaults(providers))
 
 
@@ -349,6 +350,59 @@ def _check_shared_circuits(routes: dict[str, Route]) -> None:
                     "has one circuit breaker shared by every alias that names it, so give "
                     "both aliases the same circuit settings"
                 )
+
+
+def _check_key_origins(routes: dict[str, Route]) -> None:
+    """A provider without `api_key` gets the key the client sent (providers/base.py
+    `headers`), and that key is meant for one provider. An alias whose attempts,
+    fallbacks included, could send it to two origins would hand one vendor's key to
+    another on failover, so that is refused. Own targets are checked for every alias
+    first, so a bad alias is reported at its own key, not at one that falls back to it."""
+    for route in routes.values():
+        _check_origins(route, routes, follow=False)
+    for route in routes.values():
+        _check_origins(route, routes, follow=True)
+
+
+def _check_origins(start: Route, routes: dict[str, Route], follow: bool) -> None:
+    first: Provider | None = None
+    queue: list[tuple[Route, str | None]] = [(start, None)]
+    seen = {start.alias}
+    for route, via in queue:
+        for index, target in enumerate(route.targets):
+            provider = target.provider
+            if provider.settings.api_key is not None:
+                continue
+            if first is None:
+                first = provider
+            elif _origin(provider) != _origin(first):
+                path = via or f"models.{start.alias}.targets[{index}]"
+                raise ConfigError(_crossover_message(path, start, route, provider, first))
+        for key in ("fallbacks", "context_fallbacks") if follow else ():
+            for index, name in enumerate(getattr(route, key)):
+                if name not in seen:
+                    seen.add(name)
+                    queue.append((routes[name], via or f"models.{start.alias}.{key}[{index}]"))
+
+
+def _crossover_message(
+    path: str, start: Route, route: Route, provider: Provider, first: Provider
+) -> str:
+    through = "" if route is start else f"through alias {route.alias!r}, "
+    return (
+        f"{path}: {through}a request to {start.alias!r} could send the API key the client "
+        f"sent to provider {provider.name!r} ({_origin(provider)}) as well as to provider "
+        f"{first.name!r} ({_origin(first)}), since neither sets api_key, and a client's key "
+        f"is meant for one provider; set providers.{provider.name}.api_key (spangate then "
+        "sends that key instead of the client's), or keep these providers in separate "
+        "aliases that do not fall back to each other"
+    )
+
+
+def _origin(provider: Provider) -> str:
+    scheme = urlsplit(provider.settings.base_url).scheme
+    host = f"[{provider.host}]" if ":" in provider.host else provider.host
+    return f"{scheme}://{host}:{provider.port}"
 
 
 def _defaults(providers: dict[str, Provider]) -> dict[Dialect, Provider]:

@@ -478,3 +478,85 @@ def test_aliases_sharing_a_target_with_equal_circuits_are_accepted() -> None:
     data = _one_alias(circuit={"consecutive_failures": 5})
     data["models"]["again"] = {"targets": [{"provider": "p", "model": "m"}]}
     assert set(_compile(data).routes) == {"chat", "again"}
+
+
+def _two_origins(**keys: str) -> dict[str, Any]:
+    """Providers `openai` and `together` on different origins, `keys` as their api_key."""
+    section = {
+        "openai": {"kind": "openai", "base_url": "https://api.openai.com"},
+        "together": {"kind": "openai", "base_url": "https://api.together.xyz/v1"},
+    }
+    for name, key in keys.items():
+        section[name]["api_key"] = key
+    return {"providers": section}
+
+
+def test_an_alias_forwarding_client_keys_to_two_origins_is_refused() -> None:
+    """Failover from one vendor to another, neither with api_key, would hand the client's
+    key for the first to the second: refused at the target that adds the second origin."""
+    data = _two_origins() | {
+        "models": {
+            "m": {
+                "targets": [
+                    {"provider": "openai", "model": "gpt-4o-mini"},
+                    {"provider": "together", "model": "llama-3-70b"},
+                ]
+            }
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    message = str(info.value)
+    assert message.startswith(
+        "models.m.targets[1]: a request to 'm' could send the API key the client sent to "
+        "provider 'together' (https://api.together.xyz:443) as well as to provider 'openai' "
+        "(https://api.openai.com:443)"
+    )
+    assert "set providers.together.api_key" in message
+
+
+@pytest.mark.parametrize("key", ["fallbacks", "context_fallbacks"])
+def test_a_fallback_chain_forwarding_client_keys_to_two_origins_is_refused(key: str) -> None:
+    """The same holds through fallbacks, followed as far as failover follows them (here
+    via a keyed middle alias); the error names the first alias's fallback entry. An
+    empty api_key is no key: the client's is forwarded."""
+    data = _two_origins(openai="")
+    data["providers"]["keyed"] = {"kind": "openai", "base_url": "https://k.test", "api_key": "k"}
+    data |= {
+        "models": {
+            "chat": {"targets": [{"provider": "openai", "model": "a"}], key: ["mid"]},
+            "mid": {"targets": [{"provider": "keyed", "model": "b"}], "fallbacks": ["far"]},
+            "far": {"targets": [{"provider": "together", "model": "c"}]},
+        },
+    }
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(
+        f"models.chat.{key}[0]: through alias 'far', a request to 'chat' could send the "
+        "API key the client sent to provider 'together'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("keys", "second"),
+    [
+        ({"together": "sk-together"}, "together"),
+        ({"openai": "sk-openai"}, "together"),
+        ({"openai": "sk-openai", "together": "sk-together"}, "together"),
+        ({}, "openai-eu"),
+    ],
+    ids=["second-keyed", "first-keyed", "both-keyed", "same-origin"],
+)
+def test_client_keys_may_go_to_one_origin(keys: dict[str, str], second: str) -> None:
+    """Accepted: at most one origin gets the client's key, because the others send their
+    configured api_key, or because both providers are the same scheme, host and port."""
+    data = _two_origins(**keys)
+    data["providers"]["openai-eu"] = {"kind": "openai", "base_url": "https://api.openai.com/eu"}
+    data["models"] = {
+        "m": {
+            "targets": [{"provider": "openai", "model": "a"}],
+            "fallbacks": ["n"],
+        },
+        "n": {"targets": [{"provider": second, "model": "b"}]},
+    }
+    assert _compile(data).routes["m"].fallbacks == ("n",)
