@@ -44,6 +44,10 @@ class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
 
 #: A timeout in seconds: a zero or negative one would fail every request at once.
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+#: A duration or amount where 0 has a meaning (no wait, free) but a negative one has none.
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+#: A count where 0 would mean "never" for something that must happen.
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class Timeouts(_Base, frozen=True):
@@ -62,15 +66,16 @@ class ServerConfig(_Base, frozen=True):
     #: Tell clients what happened: x-spangate-attempts, x-spangate-target.
     response_headers: bool = True
     host: str = "127.0.0.1"
+    #: 0 picks any free port; the 0..65535 range is checked in runtime.compile_config.
     port: int = 4000
-    max_body_bytes: int = 32 * 1024 * 1024
-    #: How long SIGTERM waits for in-flight requests and streams.
-    drain_timeout_s: float = 30.0
+    max_body_bytes: AtLeastOne = 32 * 1024 * 1024
+    #: How long SIGTERM waits for in-flight requests and streams (0: stop at once).
+    drain_timeout_s: NonNegative = 30.0
     timeouts: Timeouts = Timeouts()
     #: Upstream connections in use at once (keep-alive); more requests wait for one.
-    pool_size: Annotated[int, msgspec.Meta(ge=1)] = 256
+    pool_size: AtLeastOne = 256
     #: Processes sharing the port (SO_REUSEPORT); `--workers` / SPANGATE_WORKERS win.
-    workers: Annotated[int, msgspec.Meta(ge=1)] = 1
+    workers: AtLeastOne = 1
 
 
 class ProviderConfig(_Base, frozen=True):
@@ -94,19 +99,21 @@ class ProviderConfig(_Base, frozen=True):
 class PriceConfig(_Base, frozen=True):
     """USD per million tokens."""
 
-    input: float
-    output: float
-    cached_input: float | None = None
+    input: NonNegative
+    output: NonNegative
+    cached_input: NonNegative | None = None
 
 
 class TargetConfig(_Base, frozen=True):
     provider: str
-    model: str
-    weight: float = 1.0
+    #: Never empty: an empty model would be sent upstream as `"model": ""`.
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    #: 0 = never first (weighted); the alias-wide "not all 0" check is in runtime.
+    weight: NonNegative = 1.0
     #: For `lowest_cost` (and cost metrics); default: the shipped price table.
     price: PriceConfig | None = None
     #: Skip this target while it has this many requests in flight.
-    max_inflight: int | None = None
+    max_inflight: AtLeastOne | None = None
     timeouts: Timeouts | None = None
 
 
@@ -123,46 +130,52 @@ DEFAULT_NEXT_TARGET: tuple[FailureClass, ...] = (
 
 
 class BackoffConfig(_Base, frozen=True):
-    initial_s: float = 0.25
-    max_s: float = 8.0
-    multiplier: float = 2.0
+    #: 0 retries the same target at once.
+    initial_s: NonNegative = 0.25
+    max_s: NonNegative = 8.0
+    #: Below 1 the waits would shrink with each retry.
+    multiplier: Annotated[float, msgspec.Meta(ge=1)] = 2.0
 
 
 class RetryConfig(_Base, frozen=True):
     #: Upstream attempts per request across all targets (default: one per target).
-    max_attempts: int | None = None
+    max_attempts: AtLeastOne | None = None
     #: Failure classes that retry the same target (after backoff / Retry-After).
     same_target: list[FailureClass] = []
     #: How many times one target is retried for those classes.
-    same_target_max: int = 1
+    same_target_max: AtLeastOne = 1
     #: Failure classes that move on to the next target.
     next_target: list[FailureClass] = msgspec.field(
         default_factory=lambda: list(DEFAULT_NEXT_TARGET)
     )
     backoff: BackoffConfig = BackoffConfig()
     #: Overall deadline for the whole request, retries and waits included.
-    deadline_s: float = 300.0
+    deadline_s: Seconds = 300.0
 
 
 class CircuitConfig(_Base, frozen=True):
     enabled: bool = True
     #: Open after this many consecutive failures...
-    consecutive_failures: int = 5
-    #: ...or when the error rate over the window exceeds this (with enough requests).
+    consecutive_failures: AtLeastOne = 5
+    #: ...or when the error rate over the window exceeds this (with enough requests);
+    #: a fraction, 0..1, checked in runtime.compile_config (1 never opens on rate).
     error_rate: float = 0.5
-    window_s: float = 30.0
-    min_requests: int = 10
-    #: How long an open circuit skips its target (at least the provider's Retry-After).
-    cooldown_s: float = 30.0
+    window_s: Seconds = 30.0
+    min_requests: AtLeastOne = 10
+    #: How long an open circuit skips its target (at least the provider's Retry-After);
+    #: 0 would never skip it (circuit.enabled: false says that plainly).
+    cooldown_s: Seconds = 30.0
 
 
 class HedgeConfig(_Base, frozen=True):
     #: Send the same request to the next target when no first byte arrived within
     #: `after_s`, or within the `percentile` of observed first-byte latency.
-    after_s: float | None = None
+    #: Above 0: 0 or less would hedge every request at once (double the traffic).
+    after_s: Seconds | None = None
+    #: A fraction strictly between 0 and 1, checked in runtime.compile_config.
     percentile: float | None = None
     #: Observations needed before the percentile is trusted (else `after_s`, else no hedge).
-    min_samples: int = 20
+    min_samples: AtLeastOne = 20
 
 
 class ModelConfig(_Base, frozen=True):
@@ -182,6 +195,7 @@ class PrometheusConfig(_Base, frozen=True):
     enabled: bool = True
     #: Serve /metrics on its own listener; default: on the main listener.
     host: str | None = None
+    #: 0 picks any free port; the 0..65535 range is checked in runtime.compile_config.
     port: int | None = None
 
 
@@ -195,7 +209,7 @@ class TelemetryConfig(_Base, frozen=True):
     otlp_headers: dict[str, str] = {}
     traces_sampler: str | None = None
     traces_sampler_arg: str | None = None
-    metric_export_interval_ms: int | None = None
+    metric_export_interval_ms: AtLeastOne | None = None
     logs_otlp: bool = False
     sdk_disabled: bool = False
     #: Where `spangate serve` turns records into telemetry: a child process (no GIL
@@ -204,7 +218,7 @@ class TelemetryConfig(_Base, frozen=True):
     pipeline: Literal["auto", "process", "thread"] = "auto"
     prometheus: PrometheusConfig = PrometheusConfig()
     capture_content: CaptureMode | None = None
-    content_max_bytes: int = 16384
+    content_max_bytes: AtLeastOne = 16384
     #: Regexes whose matches are replaced by "[REDACTED]" in logs and captured content.
     redact_patterns: list[str] = []
     prices: dict[str, PriceConfig] = {}
@@ -289,6 +303,11 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
         staged["providers"] = _convert_named(staged["providers"], ProviderConfig, "providers")
     if "models" in staged:
         staged["models"] = _convert_named(staged["models"] or {}, ModelConfig, "models")
+    telemetry = staged.get("telemetry")
+    if isinstance(telemetry, dict) and isinstance(telemetry.get("prices"), dict):
+        # msgspec names a map entry `[...]`; converted by name, an error names the model.
+        prices = _convert_named(telemetry["prices"], PriceConfig, "telemetry.prices")
+        staged["telemetry"] = {**telemetry, "prices": prices}
     return _convert(staged, Config, "")
 
 

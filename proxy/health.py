@@ -169,6 +169,8 @@ class HealthRegistry:
         return turn
 
     def get(self, label: str, circuit: CircuitConfig) -> TargetHealth:
+        # Whichever alias comes first creates the entry; that is no race because every
+        # alias naming a target has the same circuit (runtime._check_shared_circuits).
         health = self._targets.get(label)
         if health is None:
             health = self._targets[label] = TargetHealth(label, circuit)

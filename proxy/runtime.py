@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import msgspec
 
@@ -89,6 +89,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True):
 def compile_config(config: Config) -> RuntimeConfig:
     if not config.providers:
         raise ConfigError("providers: at least one provider is required")
+    _check_ports(config)
     providers = {
         name: _provider(name, spec, config.server.timeouts)
         for name, spec in config.providers.items()
@@ -97,7 +98,9 @@ def compile_config(config: Config) -> RuntimeConfig:
     routes = {
         alias: _route(alias, spec, providers, prices) for alias, spec in config.models.items()
     }
-    _check_alias_references(config)
+    _check_alias_references(config, routes)
+    _check_shared_circuits(routes)
+    _check_key_origins(routes)
     return RuntimeConfig(config, providers, routes, _defaults(providers))
 
 
@@ -136,21 +139,25 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
             f"providers.{name}.base_url: must not carry credentials; "
             f"set providers.{name}.api_key or providers.{name}.headers instead"
         )
+    # Also before any quoting: a query may hold a key (`?api-key=...`).
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"providers.{name}.base_url: must not carry a query or fragment; "
+            f"a key goes in providers.{name}.api_key or providers.{name}.headers"
+        )
     try:
         port = parts.port
         # Sent as IDNA on the wire (Host, SNI, DNS): a name that has none is refused here.
         (parts.hostname or "").encode("idna")
     except (ValueError, UnicodeError):
         raise ConfigError(
-            f"providers.{name}.base_url: the host or port cannot be used in {spec.base_url!r}"
+            f"providers.{name}.base_url: the host or port cannot be used in {_shown(parts)!r}"
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"providers.{name}.base_url: expected an http(s) URL such as "
-            f"'https://api.openai.com', got {spec.base_url!r}"
+            f"'https://api.openai.com', got {_shown(parts)!r}"
         )
-    if parts.query or parts.fragment:
-        raise ConfigError(f"providers.{name}.base_url: must not carry a query or fragment")
     _check_header_lines(name, spec)
     if spec.kind == "azure_openai" and spec.api_version is None:
         raise ConfigError(
@@ -177,6 +184,13 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
     )
 
 
+def _shown(parts: SplitResult) -> str:
+    """The URL as an error may quote it: never its userinfo, query or fragment, which
+    can carry secrets, even if a check that refuses them is ever moved after this one."""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _route(
     alias: str, spec: ModelConfig, providers: dict[str, Provider], prices: PriceTable
 ) -> Route:
@@ -192,8 +206,6 @@ def _route(
             raise ConfigError(
                 f"{path}.provider: unknown provider {target.provider!r} (known: {known})"
             )
-        if target.weight < 0:
-            raise ConfigError(f"{path}.weight: must be >= 0, got {target.weight}")
         wires.add(provider.adapter.wire)
         targets.append(_target(provider, target, spec, prices))
     if len(wires) > 1:
@@ -201,6 +213,8 @@ def _route(
             f"models.{alias}.targets: mixes OpenAI-format and Anthropic-format providers; "
             "spangate does not translate between formats, so one alias serves one format"
         )
+    _check_duplicates(alias, spec)
+    _check_weights(alias, spec)
     _check_policy(alias, spec)
     return Route(
         alias,
@@ -229,12 +243,46 @@ def _target(
     )
 
 
+def _check_ports(config: Config) -> None:
+    ports = {
+        "server.port": config.server.port,
+        "telemetry.prometheus.port": config.telemetry.prometheus.port,
+    }
+    for key, port in ports.items():
+        if port is not None and not 0 <= port <= 65535:
+            raise ConfigError(f"{key}: must be between 0 and 65535 (0 = any free port), got {port}")
+
+
+def _check_duplicates(alias: str, spec: ModelConfig) -> None:
+    # A target listed twice shares one circuit and one x-spangate-target label with its
+    # twin; what the operator wants from that is a same-target retry, which has backoff.
+    first: dict[tuple[str, str], int] = {}
+    for index, target in enumerate(spec.targets):
+        seen = first.setdefault((target.provider, target.model), index)
+        if seen != index:
+            raise ConfigError(
+                f"models.{alias}.targets[{index}]: the same target as targets[{seen}] "
+                f"({target.provider}/{target.model}); list it once, and use "
+                "retry.same_target to try it again"
+            )
+
+
+def _check_weights(alias: str, spec: ModelConfig) -> None:
+    # Weight 0 means "never first": with every weight 0 the strategy has nothing to weigh.
+    if spec.strategy == "weighted" and all(t.weight == 0 for t in spec.targets):
+        raise ConfigError(
+            f"models.{alias}.targets: every target has weight 0, so strategy weighted has "
+            "nothing to pick by; give at least one target a weight above 0"
+        )
+
+
 def _check_policy(alias: str, spec: ModelConfig) -> None:
     retry = spec.retry
-    if retry.max_attempts is not None and retry.max_attempts < 1:
-        raise ConfigError(f"models.{alias}.retry.max_attempts: must be >= 1")
-    if retry.deadline_s <= 0:
-        raise ConfigError(f"models.{alias}.retry.deadline_s: must be > 0")
+    if not 0 <= spec.circuit.error_rate <= 1:
+        raise ConfigError(
+            f"models.{alias}.circuit.error_rate: must be between 0 and 1 (a fraction of "
+            f"requests, e.g. 0.5; 1 never opens on rate), got {spec.circuit.error_rate}"
+        )
     overlap = sorted({"caller_fault"} & set(retry.same_target + retry.next_target))
     if overlap:
         raise ConfigError(
@@ -244,22 +292,117 @@ def _check_policy(alias: str, spec: ModelConfig) -> None:
     if hedge is not None and hedge.after_s is None and hedge.percentile is None:
         raise ConfigError(f"models.{alias}.hedge: set after_s, percentile, or both")
     if hedge is not None and hedge.percentile is not None and not 0 < hedge.percentile < 1:
-        raise ConfigError(f"models.{alias}.hedge.percentile: must be between 0 and 1, e.g. 0.95")
+        raise ConfigError(
+            f"models.{alias}.hedge.percentile: must be between 0 and 1 (exclusive), e.g. 0.95"
+        )
 
 
-def _check_alias_references(config: Config) -> None:
+_FORMAT_NAMES: dict[str, str] = {"openai": "OpenAI", "anthropic": "Anthropic"}
+
+
+def _check_alias_references(config: Config, routes: dict[str, Route]) -> None:
     for alias, spec in config.models.items():
         for key in ("fallbacks", "context_fallbacks"):
             for index, name in enumerate(getattr(spec, key)):
+                path = f"models.{alias}.{key}[{index}]"
                 if name not in config.models:
                     raise ConfigError(
-                        f"models.{alias}.{key}[{index}]: unknown alias {name!r} "
+                        f"{path}: unknown alias {name!r} "
                         f"(known: {', '.join(sorted(config.models))})"
                     )
                 if name == alias:
-                    raise ConfigError(
-                        f"models.{alias}.{key}[{index}]: an alias cannot fall back to itself"
-                    )
+                    raise ConfigError(f"{path}: an alias cannot fall back to itself")
+                _check_same_wire(path, routes[alias], routes[name])
+
+
+def _check_same_wire(path: str, source: Route, fallback: Route) -> None:
+    """A fallback replays the client's body as sent: it must be a body the fallback's
+    providers understand. Checked per edge, so every chain of fallbacks holds too."""
+    have, got = _wire(source), _wire(fallback)
+    if have != got:
+        raise ConfigError(
+            f"{path}: alias {fallback.alias!r} serves the {_FORMAT_NAMES[got]} format but "
+            f"{source.alias!r} serves the {_FORMAT_NAMES[have]} format, and spangate does "
+            "not translate request bodies between formats; fall back to an alias with "
+            f"{_FORMAT_NAMES[have]}-format targets instead"
+        )
+
+
+def _wire(route: Route) -> str:
+    # _route has already refused an alias whose targets mix formats.
+    return route.targets[0].provider.adapter.wire
+
+
+def _check_shared_circuits(routes: dict[str, Route]) -> None:
+    """A target has one breaker, shared by every alias that names it (one state in
+    /spangate/status and in `spangate_circuit_open{spangate_target}`). Were their
+    `circuit` settings allowed to differ, whichever alias was requested first would set
+    them for all; so they must agree, and the later alias is the one reported."""
+    first: dict[str, tuple[Route, int]] = {}
+    for route in routes.values():
+        for index, target in enumerate(route.targets):
+            owner, owner_index = first.setdefault(target.label, (route, index))
+            if owner.circuit != route.circuit:
+                raise ConfigError(
+                    f"models.{route.alias}.circuit: differs from models.{owner.alias}.circuit, "
+                    f"and both aliases name target {target.label} (models.{route.alias}."
+                    f"targets[{index}], models.{owner.alias}.targets[{owner_index}]); a target "
+                    "has one circuit breaker shared by every alias that names it, so give "
+                    "both aliases the same circuit settings"
+                )
+
+
+def _check_key_origins(routes: dict[str, Route]) -> None:
+    """A provider without `api_key` gets the key the client sent (providers/base.py
+    `headers`), and that key is meant for one provider. An alias whose attempts,
+    fallbacks included, could send it to two origins would hand one vendor's key to
+    another on failover, so that is refused. Own targets are checked for every alias
+    first, so a bad alias is reported at its own key, not at one that falls back to it."""
+    for route in routes.values():
+        _check_origins(route, routes, follow=False)
+    for route in routes.values():
+        _check_origins(route, routes, follow=True)
+
+
+def _check_origins(start: Route, routes: dict[str, Route], follow: bool) -> None:
+    first: Provider | None = None
+    queue: list[tuple[Route, str | None]] = [(start, None)]
+    seen = {start.alias}
+    for route, via in queue:
+        for index, target in enumerate(route.targets):
+            provider = target.provider
+            if provider.settings.api_key is not None:
+                continue
+            if first is None:
+                first = provider
+            elif _origin(provider) != _origin(first):
+                path = via or f"models.{start.alias}.targets[{index}]"
+                raise ConfigError(_crossover_message(path, start, route, provider, first))
+        for key in ("fallbacks", "context_fallbacks") if follow else ():
+            for index, name in enumerate(getattr(route, key)):
+                if name not in seen:
+                    seen.add(name)
+                    queue.append((routes[name], via or f"models.{start.alias}.{key}[{index}]"))
+
+
+def _crossover_message(
+    path: str, start: Route, route: Route, provider: Provider, first: Provider
+) -> str:
+    through = "" if route is start else f"through alias {route.alias!r}, "
+    return (
+        f"{path}: {through}a request to {start.alias!r} could send the API key the client "
+        f"sent to provider {provider.name!r} ({_origin(provider)}) as well as to provider "
+        f"{first.name!r} ({_origin(first)}), since neither sets api_key, and a client's key "
+        f"is meant for one provider; set providers.{provider.name}.api_key (spangate then "
+        "sends that key instead of the client's), or keep these providers in separate "
+        "aliases that do not fall back to each other"
+    )
+
+
+def _origin(provider: Provider) -> str:
+    scheme = urlsplit(provider.settings.base_url).scheme
+    host = f"[{provider.host}]" if ":" in provider.host else provider.host
+    return f"{scheme}://{host}:{provider.port}"
 
 
 def _defaults(providers: dict[str, Provider]) -> dict[Dialect, Provider]:

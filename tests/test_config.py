@@ -220,3 +220,343 @@ def test_unreadable_and_invalid_yaml_files_are_reported(tmp_path: Path) -> None:
     bad.write_text("providers: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(bad))
+
+
+def _one_alias(**model: Any) -> dict[str, Any]:
+    """A config with provider `p` and alias `chat` whose keys are `model` (over one target)."""
+    return {
+        "providers": {"p": {"kind": "openai", "base_url": "http://x"}},
+        "models": {"chat": {"targets": [{"provider": "p", "model": "m"}], **model}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            _one_alias(circuit={"consecutive_failures": 0}),
+            "models.chat.circuit.consecutive_failures: expected `int` >= 1",
+        ),
+        (
+            _one_alias(circuit={"error_rate": 5}),
+            "models.chat.circuit.error_rate: must be between 0 and 1",
+        ),
+        (
+            _one_alias(circuit={"error_rate": -1}),
+            "models.chat.circuit.error_rate: must be between 0 and 1",
+        ),
+        (
+            _one_alias(circuit={"cooldown_s": -10}),
+            "models.chat.circuit.cooldown_s: expected `float` > 0.0",
+        ),
+        (
+            _one_alias(circuit={"window_s": 0}),
+            "models.chat.circuit.window_s: expected `float` > 0.0",
+        ),
+        (
+            _one_alias(circuit={"min_requests": 0}),
+            "models.chat.circuit.min_requests: expected `int` >= 1",
+        ),
+        (_one_alias(hedge={"after_s": -1}), "models.chat.hedge.after_s: expected `float` > 0.0"),
+        (_one_alias(hedge={"after_s": 0}), "models.chat.hedge.after_s: expected `float` > 0.0"),
+        (
+            _one_alias(hedge={"percentile": 0.9, "min_samples": 0}),
+            "models.chat.hedge.min_samples: expected `int` >= 1",
+        ),
+        (
+            _one_alias(hedge={"percentile": 1}),
+            "models.chat.hedge.percentile: must be between 0 and 1",
+        ),
+        (
+            _one_alias(retry={"same_target": ["transient"], "same_target_max": -3}),
+            "models.chat.retry.same_target_max: expected `int` >= 1",
+        ),
+        (
+            _one_alias(retry={"max_attempts": 0}),
+            "models.chat.retry.max_attempts: expected `int` >= 1",
+        ),
+        (
+            _one_alias(retry={"deadline_s": 0}),
+            "models.chat.retry.deadline_s: expected `float` > 0.0",
+        ),
+        (
+            _one_alias(retry={"backoff": {"initial_s": -1}}),
+            "models.chat.retry.backoff.initial_s: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias(retry={"backoff": {"max_s": -1}}),
+            "models.chat.retry.backoff.max_s: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias(retry={"backoff": {"multiplier": 0.5}}),
+            "models.chat.retry.backoff.multiplier: expected `float` >= 1.0",
+        ),
+        (
+            _one_alias(targets=[{"provider": "p", "model": "m", "max_inflight": 0}]),
+            "models.chat.targets[0].max_inflight: expected `int` >= 1",
+        ),
+        (
+            _one_alias(targets=[{"provider": "p", "model": "m", "weight": -1}]),
+            "models.chat.targets[0].weight: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias(targets=[{"provider": "p", "model": ""}]),
+            "models.chat.targets[0].model: expected `str` of length >= 1",
+        ),
+        (
+            _one_alias(
+                targets=[{"provider": "p", "model": "m", "price": {"input": -1, "output": 1}}]
+            ),
+            "models.chat.targets[0].price.input: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias(
+                strategy="weighted",
+                targets=[
+                    {"provider": "p", "model": "m", "weight": 0},
+                    {"provider": "p", "model": "n", "weight": 0},
+                ],
+            ),
+            "models.chat.targets: every target has weight 0",
+        ),
+        (
+            _one_alias(targets=[{"provider": "p", "model": "m"}, {"provider": "p", "model": "m"}]),
+            "models.chat.targets[1]: the same target as targets[0] (p/m)",
+        ),
+        (
+            _one_alias() | {"server": {"port": 99999}},
+            "server.port: must be between 0 and 65535",
+        ),
+        (
+            _one_alias() | {"server": {"port": -1}},
+            "server.port: must be between 0 and 65535",
+        ),
+        (
+            _one_alias() | {"telemetry": {"prometheus": {"port": 70000}}},
+            "telemetry.prometheus.port: must be between 0 and 65535",
+        ),
+        (
+            _one_alias() | {"server": {"max_body_bytes": 0}},
+            "server.max_body_bytes: expected `int` >= 1",
+        ),
+        (
+            _one_alias() | {"server": {"drain_timeout_s": -1}},
+            "server.drain_timeout_s: expected `float` >= 0.0",
+        ),
+        (
+            _one_alias() | {"telemetry": {"metric_export_interval_ms": 0}},
+            "telemetry.metric_export_interval_ms: expected `int` >= 1",
+        ),
+        (
+            _one_alias() | {"telemetry": {"content_max_bytes": 0}},
+            "telemetry.content_max_bytes: expected `int` >= 1",
+        ),
+        (
+            _one_alias() | {"telemetry": {"prices": {"m": {"input": 1, "output": -2}}}},
+            "telemetry.prices.m.output: expected `float` >= 0.0",
+        ),
+    ],
+)
+def test_out_of_range_numbers_are_refused_at_their_key_with_the_allowed_range(
+    data: dict[str, Any], message: str
+) -> None:
+    """A number outside its meaningful range (negative waits, zero counts, a rate above 1,
+    a port above 65535) is a startup error naming the key and the range it must be in."""
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(message)
+
+
+def test_documented_zeros_keep_their_meaning() -> None:
+    """0 stays valid where the README gives it a meaning: total_s 0 (no cap), port 0 (any
+    free), weight 0 (never first), backoff 0 (retry at once), drain 0 (stop at once)."""
+    data = _one_alias(
+        strategy="weighted",
+        targets=[{"provider": "p", "model": "m", "weight": 0}, {"provider": "p", "model": "n"}],
+        retry={"backoff": {"initial_s": 0}},
+        circuit={"error_rate": 1},
+    ) | {"server": {"port": 0, "drain_timeout_s": 0, "timeouts": {"total_s": 0}}}
+    runtime = _compile(data)
+    assert runtime.config.server.port == 0
+    assert [t.weight for t in runtime.routes["chat"].targets] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://x:99999?api-key=SECRET",
+        "http://x:99999/v1#SECRET",
+        "ftp://x/v1?key=SECRET",
+        "http://u:SECRET@x:99999?api-key=SECRET",
+        "http://x:bad/openai?api-key=SECRET",
+    ],
+)
+def test_base_url_errors_never_quote_a_secret(base_url: str) -> None:
+    """A base_url that is refused (bad port, wrong scheme, a query) is reported without
+    its query, fragment or userinfo, any of which may hold a key."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": base_url}}}
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith("providers.p.base_url: ")
+    assert "SECRET" not in str(info.value)
+
+
+def test_a_bad_port_is_reported_with_the_url_minus_secrets() -> None:
+    """The port error still quotes what the operator must fix: scheme, host, port, path."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://x:99999/openai"}}}
+    with pytest.raises(ConfigError, match=r"cannot be used in 'http://x:99999/openai'"):
+        _compile(data)
+
+
+@pytest.mark.parametrize("key", ["fallbacks", "context_fallbacks"])
+def test_a_fallback_alias_of_another_wire_format_is_refused(key: str) -> None:
+    """An OpenAI-format alias may not fall back to an Anthropic-format one: the client's
+    OpenAI body would be replayed to an Anthropic provider. The error names the exact
+    list entry and both formats."""
+    data = {
+        "providers": {
+            "o": {"kind": "openai", "base_url": "http://x"},
+            "a": {"kind": "anthropic", "base_url": "http://x", "api_key": "sk-ant"},
+        },
+        "models": {
+            "chat": {"targets": [{"provider": "o", "model": "m"}], key: ["same", "claude"]},
+            "same": {"targets": [{"provider": "o", "model": "n"}]},
+            "claude": {"targets": [{"provider": "a", "model": "c"}]},
+        },
+    }
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(
+        f"models.chat.{key}[1]: alias 'claude' serves the Anthropic format but 'chat' "
+        "serves the OpenAI format"
+    )
+
+
+def test_a_fallback_alias_of_the_same_wire_format_is_accepted() -> None:
+    """OpenAI and Azure OpenAI providers share the OpenAI format, so they may back each other."""
+    data = {
+        "providers": {
+            "o": {"kind": "openai", "base_url": "http://x", "api_key": "k"},
+            "az": {
+                "kind": "azure_openai",
+                "base_url": "https://r.openai.azure.com",
+                "api_key": "k2",
+                "api_version": "2024-10-21",
+            },
+        },
+        "models": {
+            "chat": {"targets": [{"provider": "o", "model": "m"}], "fallbacks": ["eu"]},
+            "eu": {"targets": [{"provider": "az", "model": "m"}]},
+        },
+    }
+    assert _compile(data).routes["chat"].fallbacks == ("eu",)
+
+
+def test_aliases_sharing_a_target_must_agree_on_its_circuit() -> None:
+    """Two aliases naming the same provider/model share one breaker, so differing circuit
+    settings are refused at the later alias's `circuit` key, naming the earlier alias
+    (else whichever alias was requested first would set the breaker for both)."""
+    data = _one_alias(circuit={"consecutive_failures": 1, "cooldown_s": 60})
+    data["models"]["other"] = {
+        "targets": [{"provider": "p", "model": "n"}],
+        "circuit": {"enabled": False},
+    }
+    data["models"]["nocb"] = {
+        "targets": [{"provider": "p", "model": "n"}, {"provider": "p", "model": "m"}],
+        "circuit": {"enabled": False},
+    }
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(
+        "models.nocb.circuit: differs from models.chat.circuit, and both aliases name "
+        "target p/m (models.nocb.targets[1], models.chat.targets[0])"
+    )
+
+
+def test_aliases_sharing_a_target_with_equal_circuits_are_accepted() -> None:
+    """Equal settings, whether spelled out or defaulted, are no conflict."""
+    data = _one_alias(circuit={"consecutive_failures": 5})
+    data["models"]["again"] = {"targets": [{"provider": "p", "model": "m"}]}
+    assert set(_compile(data).routes) == {"chat", "again"}
+
+
+def _two_origins(**keys: str) -> dict[str, Any]:
+    """Providers `openai` and `together` on different origins, `keys` as their api_key."""
+    section = {
+        "openai": {"kind": "openai", "base_url": "https://api.openai.com"},
+        "together": {"kind": "openai", "base_url": "https://api.together.xyz/v1"},
+    }
+    for name, key in keys.items():
+        section[name]["api_key"] = key
+    return {"providers": section}
+
+
+def test_an_alias_forwarding_client_keys_to_two_origins_is_refused() -> None:
+    """Failover from one vendor to another, neither with api_key, would hand the client's
+    key for the first to the second: refused at the target that adds the second origin."""
+    data = _two_origins() | {
+        "models": {
+            "m": {
+                "targets": [
+                    {"provider": "openai", "model": "gpt-4o-mini"},
+                    {"provider": "together", "model": "llama-3-70b"},
+                ]
+            }
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    message = str(info.value)
+    assert message.startswith(
+        "models.m.targets[1]: a request to 'm' could send the API key the client sent to "
+        "provider 'together' (https://api.together.xyz:443) as well as to provider 'openai' "
+        "(https://api.openai.com:443)"
+    )
+    assert "set providers.together.api_key" in message
+
+
+@pytest.mark.parametrize("key", ["fallbacks", "context_fallbacks"])
+def test_a_fallback_chain_forwarding_client_keys_to_two_origins_is_refused(key: str) -> None:
+    """The same holds through fallbacks, followed as far as failover follows them (here
+    via a keyed middle alias); the error names the first alias's fallback entry. An
+    empty api_key is no key: the client's is forwarded."""
+    data = _two_origins(openai="")
+    data["providers"]["keyed"] = {"kind": "openai", "base_url": "https://k.test", "api_key": "k"}
+    data |= {
+        "models": {
+            "chat": {"targets": [{"provider": "openai", "model": "a"}], key: ["mid"]},
+            "mid": {"targets": [{"provider": "keyed", "model": "b"}], "fallbacks": ["far"]},
+            "far": {"targets": [{"provider": "together", "model": "c"}]},
+        },
+    }
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(
+        f"models.chat.{key}[0]: through alias 'far', a request to 'chat' could send the "
+        "API key the client sent to provider 'together'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("keys", "second"),
+    [
+        ({"together": "sk-together"}, "together"),
+        ({"openai": "sk-openai"}, "together"),
+        ({"openai": "sk-openai", "together": "sk-together"}, "together"),
+        ({}, "openai-eu"),
+    ],
+    ids=["second-keyed", "first-keyed", "both-keyed", "same-origin"],
+)
+def test_client_keys_may_go_to_one_origin(keys: dict[str, str], second: str) -> None:
+    """Accepted: at most one origin gets the client's key, because the others send their
+    configured api_key, or because both providers are the same scheme, host and port."""
+    data = _two_origins(**keys)
+    data["providers"]["openai-eu"] = {"kind": "openai", "base_url": "https://api.openai.com/eu"}
+    data["models"] = {
+        "m": {
+            "targets": [{"provider": "openai", "model": "a"}],
+            "fallbacks": ["n"],
+        },
+        "n": {"targets": [{"provider": second, "model": "b"}]},
+    }
+    assert _compile(data).routes["m"].fallbacks == ("n",)

@@ -70,12 +70,16 @@ def start_fakes() -> Iterator[Fakes]:
 
 
 def providers(fakes: Fakes, **overrides: dict[str, Any]) -> dict[str, Any]:
-    """The `providers:` section: one provider per fake, `overrides` merged per name."""
+    """The `providers:` section: one provider per fake, `overrides` merged per name.
+
+    Each fake is its own origin, as distinct deployments are, so each has its own
+    `api_key`, as a real multi-deployment alias must: spangate refuses to forward the
+    client's key to more than one origin."""
     section: dict[str, Any] = {}
     for name in OPENAI_NAMES:
-        section[name] = {"kind": "openai", "base_url": fakes[name].url}
+        section[name] = {"kind": "openai", "base_url": fakes[name].url, "api_key": f"sk-{name}"}
     for name in ANTHROPIC_NAMES:
-        section[name] = {"kind": "anthropic", "base_url": fakes[name].url}
+        section[name] = {"kind": "anthropic", "base_url": fakes[name].url, "api_key": f"sk-{name}"}
     for name, extra in overrides.items():
         section[name] = {**section.get(name, {}), **extra}
     return section
