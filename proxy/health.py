@@ -4,7 +4,7 @@ Shared by every alias that names the same provider/model. Transitions take an
 explicit `now` so the state machine is tested without sleeping.
 
     closed ──(N consecutive failures, or error rate > R over the window)──► open
-    open ──(cooldown elapsed, ≥ the provider's Retry-After)──► half_open (one probe)
+    open ──(cooldown elapsed, ≥ the provider's Retry-After up to 300 s)──► half_open (one probe)
     half_open ──probe succeeds──► closed        half_open ──probe fails──► open
 """
 
@@ -30,8 +30,20 @@ _COUNTED: frozenset[FailureClass] = frozenset(
         "connection",
     }
 )
+#: The longest cooldown a provider's Retry-After can impose, unless the configured
+#: `cooldown_s` is longer still. Five minutes: long enough for any real rate-limit
+#: window, short enough that a bogus header (`Retry-After: 1e12`) cannot shut a target
+#: until restart. Same-target retries are unaffected (they wait only within the deadline).
+MAX_PROVIDER_COOLDOWN_S = 300.0
 _EWMA_ALPHA = 0.2
 _LATENCY_SAMPLES = 200
+
+
+def cooldown_for(configured_s: float, retry_after_s: float | None) -> float:
+    """The configured cooldown, lengthened by the provider's Retry-After up to a cap."""
+    if retry_after_s is None:
+        return configured_s
+    return max(configured_s, min(retry_after_s, MAX_PROVIDER_COOLDOWN_S))
 
 
 class TargetHealth:
@@ -116,7 +128,7 @@ class TargetHealth:
         return total >= self.circuit.min_requests and failures / total > self.circuit.error_rate
 
     def _open(self, now: float, retry_after_s: float | None) -> None:
-        cooldown = max(self.circuit.cooldown_s, retry_after_s or 0.0)
+        cooldown = cooldown_for(self.circuit.cooldown_s, retry_after_s)
         self.cooldown_until = now + cooldown
         self._move("open")
 

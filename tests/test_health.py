@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy.config import CircuitConfig
-from proxy.health import TargetHealth
+from proxy.health import MAX_PROVIDER_COOLDOWN_S, TargetHealth, cooldown_for
 
 CIRCUIT = CircuitConfig(consecutive_failures=3, error_rate=0.5, window_s=10, min_requests=4,
                         cooldown_s=5)  # fmt: skip
@@ -82,6 +82,26 @@ def test_retry_after_lengthens_the_cooldown() -> None:
         fail(health, float(t), cls="rate_limited", retry_after=30.0)
     assert not health.available(2 + 5.0 + 1)
     assert health.available(2 + 30.0)
+
+
+def test_a_huge_retry_after_lengthens_the_cooldown_only_up_to_the_cap() -> None:
+    """Retry-After 1e12 s opens the circuit for MAX_PROVIDER_COOLDOWN_S, not for ever: the
+    target is offered a half-open probe once the cap has passed."""
+    health = TargetHealth("p/m", CIRCUIT)
+    for t in range(3):
+        fail(health, float(t), cls="rate_limited", retry_after=1e12)
+    assert not health.available(2 + MAX_PROVIDER_COOLDOWN_S - 1)
+    assert health.available(2 + MAX_PROVIDER_COOLDOWN_S)
+    assert health.state == "half_open"
+
+
+def test_a_configured_cooldown_longer_than_the_cap_is_kept() -> None:
+    """The cap limits what a provider imposes, never the operator's own cooldown_s."""
+    long = CircuitConfig(consecutive_failures=1, cooldown_s=MAX_PROVIDER_COOLDOWN_S * 2)
+    assert cooldown_for(long.cooldown_s, 1e12) == MAX_PROVIDER_COOLDOWN_S * 2
+    assert cooldown_for(5.0, None) == 5.0
+    assert cooldown_for(5.0, 60.0) == 60.0
+    assert cooldown_for(5.0, 1.0) == 5.0
 
 
 def test_committed_attempts_stay_in_flight_until_released() -> None:
