@@ -24,7 +24,7 @@ from proxy import strategies
 from proxy.classify import Verdict, classify_exception, classify_response, classify_stream_error
 from proxy.config import RetryConfig, Timeouts
 from proxy.errors import SpangateError, Unavailable, UpstreamTimeout, UpstreamUnreachable
-from proxy.health import HealthRegistry, TargetHealth
+from proxy.health import HealthRegistry, Slot, TargetHealth
 from proxy.providers.base import Incoming, UpstreamRequest
 from proxy.routing import RoutePlan
 from proxy.runtime import Route, RuntimeConfig, Target
@@ -45,7 +45,8 @@ class Ready(msgspec.Struct):
     request: UpstreamRequest
     response: UpstreamResponse
     attempt: AttemptRecord
-    health: TargetHealth
+    #: The target's in-flight slot, held until the relay ends.
+    slot: Slot
     preface: bytes = b""
     body: bytes | None = None
 
@@ -161,11 +162,12 @@ async def _serve_route(ctx: _Context, route: Route) -> Ready | Failed | None:
     candidates = iter(_ordered(ctx, route))
     last: Failed | None = None
     while budget > 0 and ctx.remaining() > 0:
-        target = _next_available(ctx, route, candidates)
-        if target is None:
+        claimed = _next_available(ctx, route, candidates)
+        if claimed is None:
             break
+        target, slot = claimed
         try:
-            result, budget = await _serve_target(ctx, route, target, candidates, budget)
+            result, budget = await _serve_target(ctx, route, target, slot, candidates, budget)
         except BaseException:
             if last is not None:
                 last.discard()
@@ -183,12 +185,18 @@ async def _serve_route(ctx: _Context, route: Route) -> Ready | Failed | None:
 
 
 async def _serve_target(
-    ctx: _Context, route: Route, target: Target, candidates: Iterator[Target], budget: int
+    ctx: _Context,
+    route: Route,
+    target: Target,
+    slot: Slot,
+    candidates: Iterator[Target],
+    budget: int,
 ) -> tuple[Ready | Failed, int]:
-    """Attempts on one target (retries included), hedged when the route says so."""
+    """Attempts on one target (retries included), hedged when the route says so; `slot`
+    was claimed for the first of them."""
     retry, tries, backoff = route.retry, 0, 0.0
     while True:
-        result, used = await _maybe_hedged(ctx, route, target, candidates, backoff)
+        result, used = await _maybe_hedged(ctx, route, target, slot, candidates, backoff)
         budget -= used
         if isinstance(result, Ready) or budget <= 0:
             return result, budget
@@ -198,6 +206,8 @@ async def _serve_target(
         result.discard()
         await asyncio.sleep(wait)
         tries, backoff = tries + 1, wait
+        # A same-target retry goes without asking the circuit, as it always has.
+        slot = ctx.health.get(target.label, route.circuit).start()
 
 
 def _same_target_wait(
@@ -230,24 +240,36 @@ def _stats(health: TargetHealth, target: Target) -> strategies.TargetStats:
     )
 
 
-def _next_available(ctx: _Context, route: Route, candidates: Iterator[Target]) -> Target | None:
+def _next_available(
+    ctx: _Context, route: Route, candidates: Iterator[Target]
+) -> tuple[Target, Slot] | None:
+    """The next candidate that may take a request, with the slot claimed on it at once:
+    a check now and a claim a loop turn later (when a hedged attempt's task starts) would
+    let concurrent requests past max_inflight or a half-open circuit's single probe."""
     now = time.monotonic()
     for target in candidates:
         health = ctx.health.get(target.label, route.circuit)
-        full = target.max_inflight is not None and health.inflight >= target.max_inflight
-        if not full and health.available(now):
-            return target
+        if target.max_inflight is not None and health.inflight >= target.max_inflight:
+            continue
+        slot = health.claim(now)
+        if slot is not None:
+            return target, slot
     return None
 
 
 # --- hedging --------------------------------------------------------------------
 async def _maybe_hedged(
-    ctx: _Context, route: Route, target: Target, candidates: Iterator[Target], backoff: float
+    ctx: _Context,
+    route: Route,
+    target: Target,
+    slot: Slot,
+    candidates: Iterator[Target],
+    backoff: float,
 ) -> tuple[Ready | Failed, int]:
     threshold = _hedge_threshold(ctx, route, target)
     if threshold is None:
-        return await _attempt(ctx, route, target, backoff), 1
-    primary = asyncio.ensure_future(_attempt(ctx, route, target, backoff))
+        return await _attempt(ctx, route, target, slot, backoff), 1
+    primary = _launch(ctx, route, target, slot, backoff, "primary")
     second = None
     try:
         done, _ = await asyncio.wait({primary}, timeout=threshold)
@@ -262,8 +284,18 @@ async def _maybe_hedged(
     if second is None:
         return primary.result(), 1
     ctx.record.hedged = True
-    hedge = asyncio.ensure_future(_attempt(ctx, route, second, 0.0, role="hedge"))
+    hedge = _launch(ctx, route, *second, 0.0, "hedge")
     return await _race([primary, hedge]), 2
+
+
+def _launch(
+    ctx: _Context, route: Route, target: Target, slot: Slot, backoff: float, role: str
+) -> asyncio.Future[Ready | Failed]:
+    task = asyncio.ensure_future(_attempt(ctx, route, target, slot, backoff, role))
+    # A task cancelled before its first step never runs the attempt's own cleanup: the
+    # slot claimed for it (maybe a half-open probe) must not stay out for good.
+    task.add_done_callback(lambda done: slot.release() if done.cancelled() else None)
+    return task
 
 
 def _hedge_threshold(ctx: _Context, route: Route, target: Target) -> float | None:
@@ -325,42 +357,56 @@ def _abandon(task: asyncio.Future[Ready | Failed], *, raced: bool) -> None:
         _lose(result)
     else:
         result.response.close()
-        result.health.release()
+        result.slot.release()
         result.attempt.fail("cancelled")
 
 
 def _lose(result: Ready) -> None:
     """A committed attempt that lost the race: close it and give its slot back."""
     result.response.close()
-    result.health.release()
+    result.slot.release()
     result.attempt.fail("hedge_lost")
     result.attempt.hedge_outcome = "lost"
 
 
 # --- one attempt ----------------------------------------------------------------
 async def _attempt(
-    ctx: _Context, route: Route, target: Target, backoff: float, role: str = "primary"
+    ctx: _Context,
+    route: Route,
+    target: Target,
+    slot: Slot,
+    backoff: float,
+    role: str = "primary",
 ) -> Ready | Failed:
-    provider = target.provider
-    request = provider.adapter.build_request(ctx.incoming, provider.settings, target.model)
-    attempt = _record(ctx, target, backoff, role if route.hedge is not None else None)
-    _propagate(ctx.telemetry, ctx.record, attempt, request, provider.propagate_trace)
-    attempt.usage_injected = request.usage_injected
-    health = ctx.health.get(target.label, route.circuit)
-    health.start()
     try:
-        return await _exchange(ctx, target, request, attempt, health)
+        request, attempt = _prepare(ctx, route, target, backoff, role)
+    except BaseException:
+        slot.release()  # a bug in an adapter must not keep the slot (or the probe)
+        raise
+    try:
+        return await _exchange(ctx, target, request, attempt, slot)
     except asyncio.CancelledError:
         attempt.fail("hedge_lost" if role == "hedge" or ctx.record.hedged else "cancelled")
         attempt.hedge_outcome = "lost" if ctx.record.hedged else None
-        health.abandoned()
+        slot.release()
         raise
     except BaseException:
         # A bug, reported as a 500 by front_door; the target must not keep the slot
         # (or a half-open circuit its probe) for good.
         attempt.fail("spangate_error")
-        health.abandoned()
+        slot.release()
         raise
+
+
+def _prepare(
+    ctx: _Context, route: Route, target: Target, backoff: float, role: str
+) -> tuple[UpstreamRequest, AttemptRecord]:
+    provider = target.provider
+    request = provider.adapter.build_request(ctx.incoming, provider.settings, target.model)
+    attempt = _record(ctx, target, backoff, role if route.hedge is not None else None)
+    _propagate(ctx.telemetry, ctx.record, attempt, request, provider.propagate_trace)
+    attempt.usage_injected = request.usage_injected
+    return request, attempt
 
 
 async def _exchange(
@@ -368,7 +414,7 @@ async def _exchange(
     target: Target,
     request: UpstreamRequest,
     attempt: AttemptRecord,
-    health: TargetHealth,
+    slot: Slot,
 ) -> Ready | Failed:
     timeouts = _within(target.effective_timeouts(), ctx.remaining())
     waits = WaitTimer()  # one timer for the attempt's waits: headers, then body
@@ -376,15 +422,15 @@ async def _exchange(
         try:
             response = await ctx.upstream.send(request, timeouts, target.provider.name, waits)
         except SpangateError as exc:
-            return _failed(target, attempt, health, classify_exception(exc.kind), error=exc)
+            return _failed(target, attempt, slot, classify_exception(exc.kind), error=exc)
         attempt.on_response(response.status, response.headers)
         try:
-            return await _commit(target, request, response, attempt, health, timeouts, waits)
+            return await _commit(target, request, response, attempt, slot, timeouts, waits)
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             response.close()
             kind = "upstream_timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
             error = UpstreamTimeout(_timeout_text(target)) if kind == "upstream_timeout" else None
-            return _failed(target, attempt, health, classify_exception(kind), error=error)
+            return _failed(target, attempt, slot, classify_exception(kind), error=error)
         except BaseException:
             response.close()
             raise
@@ -404,7 +450,7 @@ async def _commit(
     request: UpstreamRequest,
     response: UpstreamResponse,
     attempt: AttemptRecord,
-    health: TargetHealth,
+    slot: Slot,
     timeouts: Timeouts,
     waits: WaitTimer,
 ) -> Ready | Failed:
@@ -413,9 +459,9 @@ async def _commit(
             error_body = await response.read()
         attempt.on_body(error_body)
         verdict = classify_response(response.status, response.headers, error_body)
-        return _failed(target, attempt, health, verdict, response=response, body=error_body)
+        return _failed(target, attempt, slot, verdict, response=response, body=error_body)
     if is_event_stream(response) and "Content-Encoding" not in response.headers:
-        return await _commit_stream(target, request, response, attempt, health, timeouts, waits)
+        return await _commit_stream(target, request, response, attempt, slot, timeouts, waits)
     body: bytes | None = None
     if _read_before_commit(response):
         with waits.limit(timeouts.idle_s):
@@ -423,9 +469,9 @@ async def _commit(
         if not _valid_json(response, body):
             attempt.on_body(body)
             verdict = classify_exception("malformed_response")
-            return _failed(target, attempt, health, verdict, response=response, body=body)
-    health.succeeded(time.monotonic(), _first_byte_s(attempt))
-    return Ready(target, request, response, attempt, health, body=body)
+            return _failed(target, attempt, slot, verdict, response=response, body=body)
+    slot.succeeded(time.monotonic(), _first_byte_s(attempt))
+    return Ready(target, request, response, attempt, slot, body=body)
 
 
 async def _commit_stream(
@@ -433,7 +479,7 @@ async def _commit_stream(
     request: UpstreamRequest,
     response: UpstreamResponse,
     attempt: AttemptRecord,
-    health: TargetHealth,
+    slot: Slot,
     timeouts: Timeouts,
     waits: WaitTimer,
 ) -> Ready | Failed:
@@ -448,16 +494,14 @@ async def _commit_stream(
                     attempt.on_events(preface)
                     attempt.on_end("stream_error")
                     verdict = classify_stream_error(event.data.encode())
-                    return _failed(
-                        target, attempt, health, verdict, response=response, body=preface
-                    )
+                    return _failed(target, attempt, slot, verdict, response=response, body=preface)
                 if kind == "content":
-                    health.succeeded(time.monotonic(), _first_byte_s(attempt))
-                    return Ready(target, request, response, attempt, health, preface=preface)
+                    slot.succeeded(time.monotonic(), _first_byte_s(attempt))
+                    return Ready(target, request, response, attempt, slot, preface=preface)
     if adapter.stream_finished(preface):
         # A complete stream without content (e.g. max_tokens 0): relay it as it is.
-        health.succeeded(time.monotonic(), _first_byte_s(attempt))
-        return Ready(target, request, response, attempt, health, preface=preface)
+        slot.succeeded(time.monotonic(), _first_byte_s(attempt))
+        return Ready(target, request, response, attempt, slot, preface=preface)
     # The upstream hung up before any content and before its terminal event.
     attempt.on_events(preface)
     attempt.on_end("stream_interrupted")
@@ -465,7 +509,7 @@ async def _commit_stream(
     error = UpstreamUnreachable(
         f"provider {target.provider.name!r} ended the stream before sending any content"
     )
-    return _failed(target, attempt, health, classify_exception("stream_interrupted"), error=error)
+    return _failed(target, attempt, slot, classify_exception("stream_interrupted"), error=error)
 
 
 def _read_before_commit(response: UpstreamResponse) -> bool:
@@ -499,7 +543,7 @@ def _valid_json(response: UpstreamResponse, body: bytes) -> bool:
 def _failed(
     target: Target,
     attempt: AttemptRecord,
-    health: TargetHealth,
+    slot: Slot,
     verdict: Verdict,
     *,
     response: UpstreamResponse | None = None,
@@ -508,7 +552,7 @@ def _failed(
 ) -> Failed:
     attempt.failure_class = verdict.cls
     attempt.fail(verdict.reason if error is None else error.kind)
-    health.failed(time.monotonic(), verdict.cls, verdict.retry_after_s)
+    slot.failed(time.monotonic(), verdict.cls, verdict.retry_after_s)
     return Failed(target, attempt, verdict, response, body, error)
 
 

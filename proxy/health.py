@@ -54,7 +54,8 @@ class TargetHealth:
         self.inflight = 0
         self.consecutive_failures = 0
         self.cooldown_until = 0.0
-        self.probe_out = False
+        #: The slot of the half-open probe in flight: only its own end frees it.
+        self.probe: Slot | None = None
         self.ewma_first_byte_s: float | None = None
         self.last_observed = 0.0
         self.first_byte_samples: collections.deque[float] = collections.deque(
@@ -71,25 +72,31 @@ class TargetHealth:
             return True
         if self.state == "open" and now >= self.cooldown_until:
             self._move("half_open")
-        return self.state == "half_open" and not self.probe_out
+        return self.state == "half_open" and self.probe is None
 
-    def start(self) -> None:
+    def claim(self, now: float) -> Slot | None:
+        """A slot if a request may be sent now, else None. Taken in the same step as the
+        check, so requests choosing targets concurrently (a hedged attempt starts a loop
+        turn later) cannot all pass a half-open circuit before its probe is marked."""
+        return self.start() if self.available(now) else None
+
+    def start(self) -> Slot:
+        """A slot without asking the circuit (a same-target retry goes where it went)."""
         self.inflight += 1
-        if self.state == "half_open":
-            self.probe_out = True
+        slot = Slot(self)
+        if self.state == "half_open" and self.probe is None:
+            self.probe = slot
+        return slot
 
-    # --- outcomes -----------------------------------------------------------
-    def succeeded(self, now: float, first_byte_s: float | None) -> None:
-        """The attempt committed; it stays in flight until `release()` (end of relay)."""
+    # --- verdicts (given through an attempt's Slot) -------------------------
+    def succeeded(self, now: float) -> None:
         self._record(now, ok=True)
         self.consecutive_failures = 0
-        if first_byte_s is not None:
-            self._observe(now, first_byte_s)
         if self.state != "closed":
             self._move("closed")
 
     def failed(self, now: float, cls: FailureClass, retry_after_s: float | None) -> None:
-        self._finish(now, ok=cls not in _COUNTED)
+        self._record(now, ok=cls not in _COUNTED)
         if cls not in _COUNTED:
             return
         self.recent_errors.append((time.time(), cls))
@@ -97,22 +104,22 @@ class TargetHealth:
         if self.state == "half_open" or self._should_open(now):
             self._open(now, retry_after_s)
 
-    def abandoned(self) -> None:
-        """The attempt ended without a verdict (a lost hedge, a cancelled request)."""
-        self.inflight = max(self.inflight - 1, 0)
-        self.probe_out = False
+    def observe(self, now: float, first_byte_s: float) -> None:
+        self.last_observed = now
+        self.first_byte_samples.append(first_byte_s)
+        previous = self.ewma_first_byte_s
+        self.ewma_first_byte_s = (
+            first_byte_s if previous is None else previous + _EWMA_ALPHA * (first_byte_s - previous)
+        )
 
-    def release(self) -> None:
-        """A committed attempt's response has been relayed (or abandoned by the client)."""
+    def leave(self, slot: Slot) -> None:
+        """`slot` is given back; the probe is freed only when the probe itself ends."""
         self.inflight = max(self.inflight - 1, 0)
+        if self.probe is slot:
+            self.probe = None
 
     # --- internals ----------------------------------------------------------
-    def _finish(self, now: float, ok: bool) -> None:
-        self.inflight = max(self.inflight - 1, 0)
-        self._record(now, ok)
-
     def _record(self, now: float, ok: bool) -> None:
-        self.probe_out = False
         self._window.append((now, ok))
         horizon = now - self.circuit.window_s
         while self._window and self._window[0][0] < horizon:
@@ -136,14 +143,9 @@ class TargetHealth:
         if state != self.state:
             self.transitions[state] += 1
             self.state = state
-
-    def _observe(self, now: float, first_byte_s: float) -> None:
-        self.last_observed = now
-        self.first_byte_samples.append(first_byte_s)
-        previous = self.ewma_first_byte_s
-        self.ewma_first_byte_s = (
-            first_byte_s if previous is None else previous + _EWMA_ALPHA * (first_byte_s - previous)
-        )
+        if state == "closed":
+            # The probe's question is answered: it is an ordinary request from here on.
+            self.probe = None
 
     def percentile(self, fraction: float) -> float | None:
         if not self.first_byte_samples:
@@ -164,6 +166,42 @@ class TargetHealth:
             "recent_errors": [{"at": at, "class": cls} for at, cls in self.recent_errors],
             "transitions": dict(self.transitions),
         }
+
+
+class Slot:
+    """One attempt's hold on its target: an in-flight unit and, if it was taken while the
+    circuit was half-open with no probe out, the probe. An attempt ends its slot once
+    (`failed` or `release`); later calls are no-ops, so cleanup paths that overlap (a
+    cancelled attempt, then the race that cancelled it) cannot give back more than was
+    taken."""
+
+    __slots__ = ("_held", "health")
+
+    def __init__(self, health: TargetHealth) -> None:
+        self.health = health
+        self._held = True
+
+    @property
+    def is_probe(self) -> bool:
+        return self.health.probe is self
+
+    def succeeded(self, now: float, first_byte_s: float | None) -> None:
+        """The attempt committed; it stays in flight until `release()` (end of relay)."""
+        if first_byte_s is not None:
+            self.health.observe(now, first_byte_s)
+        self.health.succeeded(now)
+
+    def failed(self, now: float, cls: FailureClass, retry_after_s: float | None) -> None:
+        if self._held:
+            self.health.failed(now, cls, retry_after_s)
+        self.release()
+
+    def release(self) -> None:
+        """Give the slot back with no (further) verdict: the response was relayed, or the
+        attempt was cancelled (a lost hedge, a client that left)."""
+        if self._held:
+            self._held = False
+            self.health.leave(self)
 
 
 class HealthRegistry:

@@ -311,16 +311,15 @@ class _StubResponse:
 def _ready(name: str, number: int) -> tuple[failover.Ready, _StubResponse]:
     runtime = runtime_for({"providers": {name: {"kind": "openai", "base_url": "http://h"}}})
     target = Target(runtime.providers[name], GPT)
-    health = TargetHealth(target.label, CircuitConfig())
-    health.start()
-    health.succeeded(0.0, 0.01)  # committed: in flight until released
+    slot = TargetHealth(target.label, CircuitConfig()).start()
+    slot.succeeded(0.0, 0.01)  # committed: in flight until released
     attempt = AttemptRecord(
         number, number, provider=name, system="openai", host="h", port=80, target=target.label,
         model=GPT,
     )  # fmt: skip
     response = _StubResponse()
     stub: Any = response
-    return failover.Ready(target, stub, stub, attempt, health), response
+    return failover.Ready(target, stub, stub, attempt, slot), response
 
 
 async def test_race_releases_a_second_winner_that_committed_at_the_same_time() -> None:
@@ -341,5 +340,5 @@ async def test_race_releases_a_second_winner_that_committed_at_the_same_time() -
     )
     assert winner.attempt.hedge_outcome == "won"
     assert loser_response.closed, "the losing response was left open"
-    assert loser.health.inflight == 0, "the losing target keeps an in-flight slot"
+    assert loser.slot.health.inflight == 0, "the losing target keeps an in-flight slot"
     assert loser.attempt.hedge_outcome == "lost"
