@@ -10,9 +10,11 @@ back). Until then any failure can still go elsewhere.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import aiohttp
 import msgspec
@@ -258,6 +260,15 @@ def _next_available(
 
 
 # --- hedging --------------------------------------------------------------------
+class _Launch(NamedTuple):
+    """An attempt running in a task of its own. Its record and slot exist from the
+    launch, so whoever cancels it can say why it ended and give back what it held."""
+
+    task: asyncio.Future[Ready | Failed]
+    attempt: AttemptRecord
+    slot: Slot
+
+
 async def _maybe_hedged(
     ctx: _Context,
     route: Route,
@@ -272,17 +283,17 @@ async def _maybe_hedged(
     primary = _launch(ctx, route, target, slot, backoff, "primary")
     second = None
     try:
-        done, _ = await asyncio.wait({primary}, timeout=threshold)
+        done, _ = await asyncio.wait({primary.task}, timeout=threshold)
         if not done:
             second = _next_available(ctx, route, candidates)
             if second is None:  # no target to hedge with: wait the primary out
-                await asyncio.wait({primary})
+                await asyncio.wait({primary.task})
     except asyncio.CancelledError:
         # asyncio.wait does not cancel what it waits for: the client left, so must we.
-        await _give_up({primary}, raced=False)
+        await _give_up([primary], lost=False)
         raise
     if second is None:
-        return primary.result(), 1
+        return primary.task.result(), 1
     ctx.record.hedged = True
     hedge = _launch(ctx, route, *second, 0.0, "hedge")
     return await _race([primary, hedge]), 2
@@ -290,12 +301,14 @@ async def _maybe_hedged(
 
 def _launch(
     ctx: _Context, route: Route, target: Target, slot: Slot, backoff: float, role: str
-) -> asyncio.Future[Ready | Failed]:
-    task = asyncio.ensure_future(_attempt(ctx, route, target, slot, backoff, role))
-    # A task cancelled before its first step never runs the attempt's own cleanup: the
-    # slot claimed for it (maybe a half-open probe) must not stay out for good.
-    task.add_done_callback(lambda done: slot.release() if done.cancelled() else None)
-    return task
+) -> _Launch:
+    try:
+        request, attempt = _prepare(ctx, route, target, backoff, role)
+    except BaseException:
+        slot.release()  # a bug in an adapter must not keep the slot (or the probe)
+        raise
+    task = asyncio.ensure_future(_run(ctx, target, request, attempt, slot))
+    return _Launch(task, attempt, slot)
 
 
 def _hedge_threshold(ctx: _Context, route: Route, target: Target) -> float | None:
@@ -308,65 +321,99 @@ def _hedge_threshold(ctx: _Context, route: Route, target: Target) -> float | Non
     return hedge.after_s
 
 
-async def _race(tasks: list[asyncio.Future[Ready | Failed]]) -> Ready | Failed:
-    """First attempt to commit wins; the others are cancelled (their upstream closed)."""
-    pending = set(tasks)
+async def _race(launches: list[_Launch]) -> Ready | Failed:
+    """First attempt to commit wins; the others lose the race and are cancelled (their
+    upstream closed). If the request itself is cancelled (the client left), every racer
+    ends as a client disconnect: nobody lost a race."""
+    pending = {launch.task: launch for launch in launches}
     failures: list[Failed] = []
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            ready = [r for r in (t.result() for t in done) if isinstance(r, Ready)]
-            failures += [r for r in (t.result() for t in done) if isinstance(r, Failed)]
-            if ready:
-                for extra in ready[1:]:  # committed in the same wakeup: too late, close it
-                    _lose(extra)
-                ready[0].attempt.hedge_outcome = "won"
-                return ready[0]
-    except asyncio.CancelledError:
+        winner = await _first_ready(pending, failures)
+    except BaseException:
         for failure in failures:
             failure.discard()
+        await _give_up(list(pending.values()), lost=False)
         raise
-    finally:
-        if pending:
-            await _give_up(pending, raced=True)
-    for failure in failures[:-1]:
+    if winner is None:
+        for failure in failures[:-1]:
+            failure.discard()
+        return failures[-1]
+    for failure in failures:  # a racer that failed before the winner committed
         failure.discard()
-    return failures[-1]
+    try:
+        await _give_up(list(pending.values()), lost=True)
+    except BaseException:
+        _drop(winner)  # the client left while the losers were being closed
+        raise
+    return winner
 
 
-async def _give_up(tasks: set[asyncio.Future[Ready | Failed]], *, raced: bool) -> None:
-    """Cancel attempts whose results are no longer wanted, wait for them to end, and give
-    back what any of them finished with before the cancel could reach it."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.wait(tasks)
-    for task in tasks:
-        _abandon(task, raced=raced)
+async def _first_ready(
+    pending: dict[asyncio.Future[Ready | Failed], _Launch], failures: list[Failed]
+) -> Ready | None:
+    """Wait for the first racer to commit (None: all failed); removes ended racers from
+    `pending` and adds the failed ones to `failures`."""
+    while pending:
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        results = [pending.pop(task).task.result() for task in done]
+        ready = [r for r in results if isinstance(r, Ready)]
+        failures += [r for r in results if isinstance(r, Failed)]
+        if ready:
+            for extra in ready[1:]:  # committed in the same wakeup: too late, close it
+                _lose(extra)
+            ready[0].attempt.hedge_outcome = "won"
+            return ready[0]
+    return None
 
 
-def _abandon(task: asyncio.Future[Ready | Failed], *, raced: bool) -> None:
-    """An attempt that finished in the same step it was cancelled, its result never
-    used: its response still holds a pool connection (and, if committed, its target
-    an in-flight slot). `raced`: it lost a hedge race."""
-    if task.cancelled() or task.exception() is not None:
+async def _give_up(launches: list[_Launch], *, lost: bool) -> None:
+    """Cancel attempts whose results are no longer wanted and wait for them to end. Each
+    is settled as it ends (a done callback, so even if this wait is itself cancelled).
+    `lost`: they lost a hedge race; otherwise the request they served was cancelled."""
+    if not launches:
         return
-    result = task.result()
+    for launch in launches:
+        launch.task.add_done_callback(functools.partial(_settle, launch, lost))
+        launch.task.cancel()
+    await asyncio.wait([launch.task for launch in launches])
+
+
+def _settle(launch: _Launch, lost: bool, task: asyncio.Future[Ready | Failed]) -> None:
+    """A given-up attempt has ended: record why, and give back what it still holds — a
+    response it committed in the same step the cancel reached it, and its slot (which
+    its own cleanup gave back unless the task was cancelled before its first step)."""
+    if not task.cancelled() and task.exception() is not None:
+        return  # a bug: the attempt recorded it and gave its slot back itself
+    result = None if task.cancelled() else task.result()
     if isinstance(result, Failed):
-        result.discard()
-    elif raced:
-        _lose(result)
-    else:
+        result.discard()  # it failed on its own before the cancel: that verdict stands
+        return
+    if isinstance(result, Ready):
         result.response.close()
-        result.slot.release()
-        result.attempt.fail("cancelled")
+    launch.slot.release()
+    if lost:
+        _mark_lost(launch.attempt)
+    else:
+        launch.attempt.fail("client_disconnected")
 
 
 def _lose(result: Ready) -> None:
     """A committed attempt that lost the race: close it and give its slot back."""
     result.response.close()
     result.slot.release()
-    result.attempt.fail("hedge_lost")
-    result.attempt.hedge_outcome = "lost"
+    _mark_lost(result.attempt)
+
+
+def _drop(result: Ready) -> None:
+    """A committed attempt whose request was cancelled before it could be relayed."""
+    result.response.close()
+    result.slot.release()
+    result.attempt.fail("client_disconnected")
+
+
+def _mark_lost(attempt: AttemptRecord) -> None:
+    attempt.fail("hedge_lost")
+    attempt.hedge_outcome = "lost"
 
 
 # --- one attempt ----------------------------------------------------------------
@@ -383,11 +430,18 @@ async def _attempt(
     except BaseException:
         slot.release()  # a bug in an adapter must not keep the slot (or the probe)
         raise
+    return await _run(ctx, target, request, attempt, slot)
+
+
+async def _run(
+    ctx: _Context, target: Target, request: UpstreamRequest, attempt: AttemptRecord, slot: Slot
+) -> Ready | Failed:
     try:
         return await _exchange(ctx, target, request, attempt, slot)
     except asyncio.CancelledError:
-        attempt.fail("hedge_lost" if role == "hedge" or ctx.record.hedged else "cancelled")
-        attempt.hedge_outcome = "lost" if ctx.record.hedged else None
+        # The request was cancelled: its client left. (A hedge race that cancels its
+        # loser says so itself, in _settle.)
+        attempt.fail("client_disconnected")
         slot.release()
         raise
     except BaseException:
