@@ -124,6 +124,8 @@ _EXCEPTION_CLASSES: dict[str, FailureClass] = {
     "stream_interrupted": "connection",
     "stream_idle_timeout": "timeout",
     "stream_total_timeout": "timeout",
+    # Closed cleanly after content but before the terminal event: cut short upstream.
+    "stream_truncated": "connection",
     "malformed_response": "transient",
 }
 

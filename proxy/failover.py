@@ -14,7 +14,7 @@ import functools
 import random
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import aiohttp
 import msgspec
@@ -24,7 +24,7 @@ from instrumentation.setup import Telemetry
 from instrumentation.tracecontext import new_span_id
 from proxy import strategies
 from proxy.classify import Verdict, classify_exception, classify_response, classify_stream_error
-from proxy.config import RetryConfig, Timeouts
+from proxy.config import FailureClass, RetryConfig, Timeouts
 from proxy.errors import SpangateError, Unavailable, UpstreamTimeout, UpstreamUnreachable
 from proxy.health import HealthRegistry, Slot, TargetHealth
 from proxy.providers.base import Incoming, UpstreamRequest
@@ -524,7 +524,9 @@ async def _commit(
             attempt.on_body(body)
             verdict = classify_exception("malformed_response")
             return _failed(target, attempt, slot, verdict, response=response, body=body)
-    slot.succeeded(time.monotonic(), _first_byte_s(attempt))
+        slot.succeeded(time.monotonic(), _first_byte_s(attempt))
+    else:
+        slot.committed(time.monotonic(), _first_byte_s(attempt))  # the rest may yet break
     return Ready(target, request, response, attempt, slot, body=body)
 
 
@@ -550,7 +552,7 @@ async def _commit_stream(
                     verdict = classify_stream_error(event.data.encode())
                     return _failed(target, attempt, slot, verdict, response=response, body=preface)
                 if kind == "content":
-                    slot.succeeded(time.monotonic(), _first_byte_s(attempt))
+                    slot.committed(time.monotonic(), _first_byte_s(attempt))
                     return Ready(target, request, response, attempt, slot, preface=preface)
     if adapter.stream_finished(preface):
         # A complete stream without content (e.g. max_tokens 0): relay it as it is.
@@ -564,6 +566,37 @@ async def _commit_stream(
         f"provider {target.provider.name!r} ended the stream before sending any content"
     )
     return _failed(target, attempt, slot, classify_exception("stream_interrupted"), error=error)
+
+
+def relayed(ready: Ready) -> None:
+    """The relay of a committed attempt ended (or the client left): free its slot, with the
+    verdict a streamed response could not have at its commit."""
+    verdict = relay_verdict(ready.attempt)
+    now = time.monotonic()
+    if verdict == "ok":
+        ready.slot.completed(now)
+    elif verdict is not None:
+        ready.slot.failed(now, verdict, None)
+    else:
+        ready.slot.release()
+
+
+def relay_verdict(attempt: AttemptRecord) -> FailureClass | Literal["ok"] | None:
+    """How a relay ended, for the circuit: "ok" (whole), the class of an upstream fault
+    after the commit (reset, idle or total timeout, truncation), or None when the client
+    left first — which says nothing about the target."""
+    outcome = attempt.stream_outcome
+    if outcome in _BROKEN_AFTER_COMMIT:
+        return classify_exception(outcome).cls
+    if attempt.end_ns and attempt.error_type is None:
+        return "ok"
+    return None
+
+
+#: Relay outcomes (proxy/streaming.py) that are the upstream's doing.
+_BROKEN_AFTER_COMMIT = frozenset(
+    {"stream_interrupted", "stream_idle_timeout", "stream_total_timeout", "stream_truncated"}
+)
 
 
 def _read_before_commit(response: UpstreamResponse) -> bool:

@@ -171,29 +171,42 @@ class TargetHealth:
 class Slot:
     """One attempt's hold on its target: an in-flight unit and, if it was taken while the
     circuit was half-open with no probe out, the probe. An attempt ends its slot once
-    (`failed` or `release`); later calls are no-ops, so cleanup paths that overlap (a
-    cancelled attempt, then the race that cancelled it) cannot give back more than was
-    taken."""
+    (`failed`, `completed` or `release`); later calls are no-ops, so cleanup paths that
+    overlap (a cancelled attempt, then the race that cancelled it) cannot give back more
+    than was taken. It gives the circuit at most one verdict."""
 
-    __slots__ = ("_held", "health")
+    __slots__ = ("_held", "_judged", "health")
 
     def __init__(self, health: TargetHealth) -> None:
         self.health = health
         self._held = True
+        self._judged = False
 
     @property
     def is_probe(self) -> bool:
         return self.health.probe is self
 
     def succeeded(self, now: float, first_byte_s: float | None) -> None:
-        """The attempt committed; it stays in flight until `release()` (end of relay)."""
+        """Committed with the whole response in hand: a success now. The slot stays in
+        flight until `release()` (end of relay)."""
+        self.committed(now, first_byte_s)
+        self._judge(now, None)
+
+    def committed(self, now: float, first_byte_s: float | None) -> None:
+        """Committed with the rest still to come (a stream): the verdict waits for the
+        end of the relay (`completed` or `failed`), so a target that breaks its streams
+        after the first content counts as failing, and a half-open probe is only judged
+        once its answer is whole — as a JSON probe is."""
         if first_byte_s is not None:
             self.health.observe(now, first_byte_s)
-        self.health.succeeded(now)
+
+    def completed(self, now: float) -> None:
+        """The relay ended with the whole response: a success, unless already judged."""
+        self._judge(now, None)
+        self.release()
 
     def failed(self, now: float, cls: FailureClass, retry_after_s: float | None) -> None:
-        if self._held:
-            self.health.failed(now, cls, retry_after_s)
+        self._judge(now, cls, retry_after_s)
         self.release()
 
     def release(self) -> None:
@@ -202,6 +215,17 @@ class Slot:
         if self._held:
             self._held = False
             self.health.leave(self)
+
+    def _judge(
+        self, now: float, cls: FailureClass | None, retry_after_s: float | None = None
+    ) -> None:
+        if self._judged or not self._held:
+            return
+        self._judged = True
+        if cls is None:
+            self.health.succeeded(now)
+        else:
+            self.health.failed(now, cls, retry_after_s)
 
 
 class HealthRegistry:

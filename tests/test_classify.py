@@ -153,6 +153,8 @@ def test_retry_after_is_carried_on_the_verdict() -> None:
         ("upstream_unreachable", "connection"),
         ("upstream_timeout", "timeout"),
         ("stream_interrupted", "connection"),
+        ("stream_idle_timeout", "timeout"),
+        ("stream_truncated", "connection"),
         ("malformed_response", "transient"),
         ("something_else", "unknown"),
     ],

@@ -179,3 +179,29 @@ def test_a_failed_probe_frees_the_next_half_open_period() -> None:
     again = health.claim(12.1)
     assert again is not None
     assert again.is_probe
+
+
+def test_a_committed_stream_is_judged_when_it_ends() -> None:
+    """committed() gives no verdict: streams that break after content (failed at the end
+    of the relay) reach consecutive_failures though each had committed; one that
+    completes is a success; one the client abandons (release) counts for nothing."""
+    health = TargetHealth("p/m", CIRCUIT)
+    abandoned = health.start()
+    abandoned.committed(0.5, 0.05)
+    abandoned.release()
+    assert (health.consecutive_failures, health.inflight) == (0, 0)
+    for t in range(3):
+        stream = health.start()
+        stream.committed(float(t), 0.05)
+        assert health.state == "closed"
+        stream.failed(t + 0.5, "connection", None)
+        stream.completed(t + 0.6)  # already judged: no second verdict
+    assert health.state == "open"
+    assert health.consecutive_failures == 3
+    probe = health.claim(8.0)
+    assert probe is not None
+    probe.committed(8.1, 0.05)
+    state: str = health.state  # a plain str: mypy narrowed it to "open" above
+    assert state == "half_open", "a probe is judged when its answer is whole"
+    probe.completed(9.0)
+    assert (health.state, health.consecutive_failures, health.inflight) == ("closed", 0, 0)
