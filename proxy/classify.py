@@ -9,6 +9,7 @@ error body — never from free-text messages, with one documented exception
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 
@@ -123,6 +124,8 @@ _EXCEPTION_CLASSES: dict[str, FailureClass] = {
     "stream_interrupted": "connection",
     "stream_idle_timeout": "timeout",
     "stream_total_timeout": "timeout",
+    # Closed cleanly after content but before the terminal event: cut short upstream.
+    "stream_truncated": "connection",
     "malformed_response": "transient",
 }
 
@@ -160,22 +163,34 @@ _STREAM_ERROR_STATUS = {
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """`retry-after-ms` (OpenAI, Azure) wins over `Retry-After` (seconds or an HTTP date)."""
-    millis = headers.get("retry-after-ms")
+    """`retry-after-ms` (OpenAI, Azure) wins over `Retry-After` (seconds or an HTTP date).
+
+    A value that is not a finite, non-negative number (`inf`, `nan`, `-5`) is ignored as
+    if absent: a provider's bad header must not decide how long a target stays shut.
+    Huge finite values pass through; the circuit caps what it takes from them.
+    """
+    millis = _seconds(headers.get("retry-after-ms"))
     if millis is not None:
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
+        return millis / 1000
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
     return max(when - (time.time() if now is None else now), 0.0)
+
+
+def _seconds(value: str | None) -> float | None:
+    """A finite, non-negative number, else None."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None

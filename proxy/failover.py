@@ -10,9 +10,11 @@ back). Until then any failure can still go elsewhere.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Iterator
+from typing import Literal, NamedTuple
 
 import aiohttp
 import msgspec
@@ -22,9 +24,9 @@ from instrumentation.setup import Telemetry
 from instrumentation.tracecontext import new_span_id
 from proxy import strategies
 from proxy.classify import Verdict, classify_exception, classify_response, classify_stream_error
-from proxy.config import RetryConfig, Timeouts
+from proxy.config import FailureClass, RetryConfig, Timeouts
 from proxy.errors import SpangateError, Unavailable, UpstreamTimeout, UpstreamUnreachable
-from proxy.health import HealthRegistry, TargetHealth
+from proxy.health import HealthRegistry, Slot, TargetHealth
 from proxy.providers.base import Incoming, UpstreamRequest
 from proxy.routing import RoutePlan
 from proxy.runtime import Route, RuntimeConfig, Target
@@ -45,7 +47,8 @@ class Ready(msgspec.Struct):
     request: UpstreamRequest
     response: UpstreamResponse
     attempt: AttemptRecord
-    health: TargetHealth
+    #: The target's in-flight slot, held until the relay ends.
+    slot: Slot
     preface: bytes = b""
     body: bytes | None = None
 
@@ -161,11 +164,12 @@ async def _serve_route(ctx: _Context, route: Route) -> Ready | Failed | None:
     candidates = iter(_ordered(ctx, route))
     last: Failed | None = None
     while budget > 0 and ctx.remaining() > 0:
-        target = _next_available(ctx, route, candidates)
-        if target is None:
+        claimed = _next_available(ctx, route, candidates)
+        if claimed is None:
             break
+        target, slot = claimed
         try:
-            result, budget = await _serve_target(ctx, route, target, candidates, budget)
+            result, budget = await _serve_target(ctx, route, target, slot, candidates, budget)
         except BaseException:
             if last is not None:
                 last.discard()
@@ -183,12 +187,18 @@ async def _serve_route(ctx: _Context, route: Route) -> Ready | Failed | None:
 
 
 async def _serve_target(
-    ctx: _Context, route: Route, target: Target, candidates: Iterator[Target], budget: int
+    ctx: _Context,
+    route: Route,
+    target: Target,
+    slot: Slot,
+    candidates: Iterator[Target],
+    budget: int,
 ) -> tuple[Ready | Failed, int]:
-    """Attempts on one target (retries included), hedged when the route says so."""
+    """Attempts on one target (retries included), hedged when the route says so; `slot`
+    was claimed for the first of them."""
     retry, tries, backoff = route.retry, 0, 0.0
     while True:
-        result, used = await _maybe_hedged(ctx, route, target, candidates, backoff)
+        result, used = await _maybe_hedged(ctx, route, target, slot, candidates, backoff)
         budget -= used
         if isinstance(result, Ready) or budget <= 0:
             return result, budget
@@ -198,6 +208,8 @@ async def _serve_target(
         result.discard()
         await asyncio.sleep(wait)
         tries, backoff = tries + 1, wait
+        # A same-target retry goes without asking the circuit, as it always has.
+        slot = ctx.health.get(target.label, route.circuit).start()
 
 
 def _same_target_wait(
@@ -230,40 +242,73 @@ def _stats(health: TargetHealth, target: Target) -> strategies.TargetStats:
     )
 
 
-def _next_available(ctx: _Context, route: Route, candidates: Iterator[Target]) -> Target | None:
+def _next_available(
+    ctx: _Context, route: Route, candidates: Iterator[Target]
+) -> tuple[Target, Slot] | None:
+    """The next candidate that may take a request, with the slot claimed on it at once:
+    a check now and a claim a loop turn later (when a hedged attempt's task starts) would
+    let concurrent requests past max_inflight or a half-open circuit's single probe."""
     now = time.monotonic()
     for target in candidates:
         health = ctx.health.get(target.label, route.circuit)
-        full = target.max_inflight is not None and health.inflight >= target.max_inflight
-        if not full and health.available(now):
-            return target
+        if target.max_inflight is not None and health.inflight >= target.max_inflight:
+            continue
+        slot = health.claim(now)
+        if slot is not None:
+            return target, slot
     return None
 
 
 # --- hedging --------------------------------------------------------------------
+class _Launch(NamedTuple):
+    """An attempt running in a task of its own. Its record and slot exist from the
+    launch, so whoever cancels it can say why it ended and give back what it held."""
+
+    task: asyncio.Future[Ready | Failed]
+    attempt: AttemptRecord
+    slot: Slot
+
+
 async def _maybe_hedged(
-    ctx: _Context, route: Route, target: Target, candidates: Iterator[Target], backoff: float
+    ctx: _Context,
+    route: Route,
+    target: Target,
+    slot: Slot,
+    candidates: Iterator[Target],
+    backoff: float,
 ) -> tuple[Ready | Failed, int]:
     threshold = _hedge_threshold(ctx, route, target)
     if threshold is None:
-        return await _attempt(ctx, route, target, backoff), 1
-    primary = asyncio.ensure_future(_attempt(ctx, route, target, backoff))
+        return await _attempt(ctx, route, target, slot, backoff), 1
+    primary = _launch(ctx, route, target, slot, backoff, "primary")
     second = None
     try:
-        done, _ = await asyncio.wait({primary}, timeout=threshold)
+        done, _ = await asyncio.wait({primary.task}, timeout=threshold)
         if not done:
             second = _next_available(ctx, route, candidates)
             if second is None:  # no target to hedge with: wait the primary out
-                await asyncio.wait({primary})
+                await asyncio.wait({primary.task})
     except asyncio.CancelledError:
         # asyncio.wait does not cancel what it waits for: the client left, so must we.
-        await _give_up({primary}, raced=False)
+        await _give_up([primary], lost=False)
         raise
     if second is None:
-        return primary.result(), 1
+        return primary.task.result(), 1
     ctx.record.hedged = True
-    hedge = asyncio.ensure_future(_attempt(ctx, route, second, 0.0, role="hedge"))
+    hedge = _launch(ctx, route, *second, 0.0, "hedge")
     return await _race([primary, hedge]), 2
+
+
+def _launch(
+    ctx: _Context, route: Route, target: Target, slot: Slot, backoff: float, role: str
+) -> _Launch:
+    try:
+        request, attempt = _prepare(ctx, route, target, backoff, role)
+    except BaseException:
+        slot.release()  # a bug in an adapter must not keep the slot (or the probe)
+        raise
+    task = asyncio.ensure_future(_run(ctx, target, request, attempt, slot))
+    return _Launch(task, attempt, slot)
 
 
 def _hedge_threshold(ctx: _Context, route: Route, target: Target) -> float | None:
@@ -276,91 +321,146 @@ def _hedge_threshold(ctx: _Context, route: Route, target: Target) -> float | Non
     return hedge.after_s
 
 
-async def _race(tasks: list[asyncio.Future[Ready | Failed]]) -> Ready | Failed:
-    """First attempt to commit wins; the others are cancelled (their upstream closed)."""
-    pending = set(tasks)
+async def _race(launches: list[_Launch]) -> Ready | Failed:
+    """First attempt to commit wins; the others lose the race and are cancelled (their
+    upstream closed). If the request itself is cancelled (the client left), every racer
+    ends as a client disconnect: nobody lost a race."""
+    pending = {launch.task: launch for launch in launches}
     failures: list[Failed] = []
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            ready = [r for r in (t.result() for t in done) if isinstance(r, Ready)]
-            failures += [r for r in (t.result() for t in done) if isinstance(r, Failed)]
-            if ready:
-                for extra in ready[1:]:  # committed in the same wakeup: too late, close it
-                    _lose(extra)
-                ready[0].attempt.hedge_outcome = "won"
-                return ready[0]
-    except asyncio.CancelledError:
+        winner = await _first_ready(pending, failures)
+    except BaseException:
         for failure in failures:
             failure.discard()
+        await _give_up(list(pending.values()), lost=False)
         raise
-    finally:
-        if pending:
-            await _give_up(pending, raced=True)
-    for failure in failures[:-1]:
+    if winner is None:
+        for failure in failures[:-1]:
+            failure.discard()
+        return failures[-1]
+    for failure in failures:  # a racer that failed before the winner committed
         failure.discard()
-    return failures[-1]
+    try:
+        await _give_up(list(pending.values()), lost=True)
+    except BaseException:
+        _drop(winner)  # the client left while the losers were being closed
+        raise
+    return winner
 
 
-async def _give_up(tasks: set[asyncio.Future[Ready | Failed]], *, raced: bool) -> None:
-    """Cancel attempts whose results are no longer wanted, wait for them to end, and give
-    back what any of them finished with before the cancel could reach it."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.wait(tasks)
-    for task in tasks:
-        _abandon(task, raced=raced)
+async def _first_ready(
+    pending: dict[asyncio.Future[Ready | Failed], _Launch], failures: list[Failed]
+) -> Ready | None:
+    """Wait for the first racer to commit (None: all failed); removes ended racers from
+    `pending` and adds the failed ones to `failures`."""
+    while pending:
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        results = [pending.pop(task).task.result() for task in done]
+        ready = [r for r in results if isinstance(r, Ready)]
+        failures += [r for r in results if isinstance(r, Failed)]
+        if ready:
+            for extra in ready[1:]:  # committed in the same wakeup: too late, close it
+                _lose(extra)
+            ready[0].attempt.hedge_outcome = "won"
+            return ready[0]
+    return None
 
 
-def _abandon(task: asyncio.Future[Ready | Failed], *, raced: bool) -> None:
-    """An attempt that finished in the same step it was cancelled, its result never
-    used: its response still holds a pool connection (and, if committed, its target
-    an in-flight slot). `raced`: it lost a hedge race."""
-    if task.cancelled() or task.exception() is not None:
+async def _give_up(launches: list[_Launch], *, lost: bool) -> None:
+    """Cancel attempts whose results are no longer wanted and wait for them to end. Each
+    is settled as it ends (a done callback, so even if this wait is itself cancelled).
+    `lost`: they lost a hedge race; otherwise the request they served was cancelled."""
+    if not launches:
         return
-    result = task.result()
+    for launch in launches:
+        launch.task.add_done_callback(functools.partial(_settle, launch, lost))
+        launch.task.cancel()
+    await asyncio.wait([launch.task for launch in launches])
+
+
+def _settle(launch: _Launch, lost: bool, task: asyncio.Future[Ready | Failed]) -> None:
+    """A given-up attempt has ended: record why, and give back what it still holds — a
+    response it committed in the same step the cancel reached it, and its slot (which
+    its own cleanup gave back unless the task was cancelled before its first step)."""
+    if not task.cancelled() and task.exception() is not None:
+        return  # a bug: the attempt recorded it and gave its slot back itself
+    result = None if task.cancelled() else task.result()
     if isinstance(result, Failed):
-        result.discard()
-    elif raced:
-        _lose(result)
-    else:
+        result.discard()  # it failed on its own before the cancel: that verdict stands
+        return
+    if isinstance(result, Ready):
         result.response.close()
-        result.health.release()
-        result.attempt.fail("cancelled")
+    launch.slot.release()
+    if lost:
+        _mark_lost(launch.attempt)
+    else:
+        launch.attempt.fail("client_disconnected")
 
 
 def _lose(result: Ready) -> None:
     """A committed attempt that lost the race: close it and give its slot back."""
     result.response.close()
-    result.health.release()
-    result.attempt.fail("hedge_lost")
-    result.attempt.hedge_outcome = "lost"
+    result.slot.release()
+    _mark_lost(result.attempt)
+
+
+def _drop(result: Ready) -> None:
+    """A committed attempt whose request was cancelled before it could be relayed."""
+    result.response.close()
+    result.slot.release()
+    result.attempt.fail("client_disconnected")
+
+
+def _mark_lost(attempt: AttemptRecord) -> None:
+    attempt.fail("hedge_lost")
+    attempt.hedge_outcome = "lost"
 
 
 # --- one attempt ----------------------------------------------------------------
 async def _attempt(
-    ctx: _Context, route: Route, target: Target, backoff: float, role: str = "primary"
+    ctx: _Context,
+    route: Route,
+    target: Target,
+    slot: Slot,
+    backoff: float,
+    role: str = "primary",
 ) -> Ready | Failed:
-    provider = target.provider
-    request = provider.adapter.build_request(ctx.incoming, provider.settings, target.model)
-    attempt = _record(ctx, target, backoff, role if route.hedge is not None else None)
-    _propagate(ctx.telemetry, ctx.record, attempt, request, provider.propagate_trace)
-    attempt.usage_injected = request.usage_injected
-    health = ctx.health.get(target.label, route.circuit)
-    health.start()
     try:
-        return await _exchange(ctx, target, request, attempt, health)
+        request, attempt = _prepare(ctx, route, target, backoff, role)
+    except BaseException:
+        slot.release()  # a bug in an adapter must not keep the slot (or the probe)
+        raise
+    return await _run(ctx, target, request, attempt, slot)
+
+
+async def _run(
+    ctx: _Context, target: Target, request: UpstreamRequest, attempt: AttemptRecord, slot: Slot
+) -> Ready | Failed:
+    try:
+        return await _exchange(ctx, target, request, attempt, slot)
     except asyncio.CancelledError:
-        attempt.fail("hedge_lost" if role == "hedge" or ctx.record.hedged else "cancelled")
-        attempt.hedge_outcome = "lost" if ctx.record.hedged else None
-        health.abandoned()
+        # The request was cancelled: its client left. (A hedge race that cancels its
+        # loser says so itself, in _settle.)
+        attempt.fail("client_disconnected")
+        slot.release()
         raise
     except BaseException:
         # A bug, reported as a 500 by front_door; the target must not keep the slot
         # (or a half-open circuit its probe) for good.
         attempt.fail("spangate_error")
-        health.abandoned()
+        slot.release()
         raise
+
+
+def _prepare(
+    ctx: _Context, route: Route, target: Target, backoff: float, role: str
+) -> tuple[UpstreamRequest, AttemptRecord]:
+    provider = target.provider
+    request = provider.adapter.build_request(ctx.incoming, provider.settings, target.model)
+    attempt = _record(ctx, target, backoff, role if route.hedge is not None else None)
+    _propagate(ctx.telemetry, ctx.record, attempt, request, provider.propagate_trace)
+    attempt.usage_injected = request.usage_injected
+    return request, attempt
 
 
 async def _exchange(
@@ -368,7 +468,7 @@ async def _exchange(
     target: Target,
     request: UpstreamRequest,
     attempt: AttemptRecord,
-    health: TargetHealth,
+    slot: Slot,
 ) -> Ready | Failed:
     timeouts = _within(target.effective_timeouts(), ctx.remaining())
     waits = WaitTimer()  # one timer for the attempt's waits: headers, then body
@@ -376,15 +476,15 @@ async def _exchange(
         try:
             response = await ctx.upstream.send(request, timeouts, target.provider.name, waits)
         except SpangateError as exc:
-            return _failed(target, attempt, health, classify_exception(exc.kind), error=exc)
+            return _failed(target, attempt, slot, classify_exception(exc.kind), error=exc)
         attempt.on_response(response.status, response.headers)
         try:
-            return await _commit(target, request, response, attempt, health, timeouts, waits)
+            return await _commit(target, request, response, attempt, slot, timeouts, waits)
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             response.close()
             kind = "upstream_timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
             error = UpstreamTimeout(_timeout_text(target)) if kind == "upstream_timeout" else None
-            return _failed(target, attempt, health, classify_exception(kind), error=error)
+            return _failed(target, attempt, slot, classify_exception(kind), error=error)
         except BaseException:
             response.close()
             raise
@@ -404,7 +504,7 @@ async def _commit(
     request: UpstreamRequest,
     response: UpstreamResponse,
     attempt: AttemptRecord,
-    health: TargetHealth,
+    slot: Slot,
     timeouts: Timeouts,
     waits: WaitTimer,
 ) -> Ready | Failed:
@@ -413,9 +513,9 @@ async def _commit(
             error_body = await response.read()
         attempt.on_body(error_body)
         verdict = classify_response(response.status, response.headers, error_body)
-        return _failed(target, attempt, health, verdict, response=response, body=error_body)
+        return _failed(target, attempt, slot, verdict, response=response, body=error_body)
     if is_event_stream(response) and "Content-Encoding" not in response.headers:
-        return await _commit_stream(target, request, response, attempt, health, timeouts, waits)
+        return await _commit_stream(target, request, response, attempt, slot, timeouts, waits)
     body: bytes | None = None
     if _read_before_commit(response):
         with waits.limit(timeouts.idle_s):
@@ -423,9 +523,11 @@ async def _commit(
         if not _valid_json(response, body):
             attempt.on_body(body)
             verdict = classify_exception("malformed_response")
-            return _failed(target, attempt, health, verdict, response=response, body=body)
-    health.succeeded(time.monotonic(), _first_byte_s(attempt))
-    return Ready(target, request, response, attempt, health, body=body)
+            return _failed(target, attempt, slot, verdict, response=response, body=body)
+        slot.succeeded(time.monotonic(), _first_byte_s(attempt))
+    else:
+        slot.committed(time.monotonic(), _first_byte_s(attempt))  # the rest may yet break
+    return Ready(target, request, response, attempt, slot, body=body)
 
 
 async def _commit_stream(
@@ -433,7 +535,7 @@ async def _commit_stream(
     request: UpstreamRequest,
     response: UpstreamResponse,
     attempt: AttemptRecord,
-    health: TargetHealth,
+    slot: Slot,
     timeouts: Timeouts,
     waits: WaitTimer,
 ) -> Ready | Failed:
@@ -448,16 +550,14 @@ async def _commit_stream(
                     attempt.on_events(preface)
                     attempt.on_end("stream_error")
                     verdict = classify_stream_error(event.data.encode())
-                    return _failed(
-                        target, attempt, health, verdict, response=response, body=preface
-                    )
+                    return _failed(target, attempt, slot, verdict, response=response, body=preface)
                 if kind == "content":
-                    health.succeeded(time.monotonic(), _first_byte_s(attempt))
-                    return Ready(target, request, response, attempt, health, preface=preface)
+                    slot.committed(time.monotonic(), _first_byte_s(attempt))
+                    return Ready(target, request, response, attempt, slot, preface=preface)
     if adapter.stream_finished(preface):
         # A complete stream without content (e.g. max_tokens 0): relay it as it is.
-        health.succeeded(time.monotonic(), _first_byte_s(attempt))
-        return Ready(target, request, response, attempt, health, preface=preface)
+        slot.succeeded(time.monotonic(), _first_byte_s(attempt))
+        return Ready(target, request, response, attempt, slot, preface=preface)
     # The upstream hung up before any content and before its terminal event.
     attempt.on_events(preface)
     attempt.on_end("stream_interrupted")
@@ -465,7 +565,38 @@ async def _commit_stream(
     error = UpstreamUnreachable(
         f"provider {target.provider.name!r} ended the stream before sending any content"
     )
-    return _failed(target, attempt, health, classify_exception("stream_interrupted"), error=error)
+    return _failed(target, attempt, slot, classify_exception("stream_interrupted"), error=error)
+
+
+def relayed(ready: Ready) -> None:
+    """The relay of a committed attempt ended (or the client left): free its slot, with the
+    verdict a streamed response could not have at its commit."""
+    verdict = relay_verdict(ready.attempt)
+    now = time.monotonic()
+    if verdict == "ok":
+        ready.slot.completed(now)
+    elif verdict is not None:
+        ready.slot.failed(now, verdict, None)
+    else:
+        ready.slot.release()
+
+
+def relay_verdict(attempt: AttemptRecord) -> FailureClass | Literal["ok"] | None:
+    """How a relay ended, for the circuit: "ok" (whole), the class of an upstream fault
+    after the commit (reset, idle or total timeout, truncation), or None when the client
+    left first — which says nothing about the target."""
+    outcome = attempt.stream_outcome
+    if outcome in _BROKEN_AFTER_COMMIT:
+        return classify_exception(outcome).cls
+    if attempt.end_ns and attempt.error_type is None:
+        return "ok"
+    return None
+
+
+#: Relay outcomes (proxy/streaming.py) that are the upstream's doing.
+_BROKEN_AFTER_COMMIT = frozenset(
+    {"stream_interrupted", "stream_idle_timeout", "stream_total_timeout", "stream_truncated"}
+)
 
 
 def _read_before_commit(response: UpstreamResponse) -> bool:
@@ -499,7 +630,7 @@ def _valid_json(response: UpstreamResponse, body: bytes) -> bool:
 def _failed(
     target: Target,
     attempt: AttemptRecord,
-    health: TargetHealth,
+    slot: Slot,
     verdict: Verdict,
     *,
     response: UpstreamResponse | None = None,
@@ -508,7 +639,7 @@ def _failed(
 ) -> Failed:
     attempt.failure_class = verdict.cls
     attempt.fail(verdict.reason if error is None else error.kind)
-    health.failed(time.monotonic(), verdict.cls, verdict.retry_after_s)
+    slot.failed(time.monotonic(), verdict.cls, verdict.retry_after_s)
     return Failed(target, attempt, verdict, response, body, error)
 
 

@@ -164,7 +164,7 @@ async def _forward(
         # Returns a fully read connection to the pool, closes an unfinished one
         # (which is how a client disconnect cancels the upstream request).
         result.response.release()
-        result.health.release()
+        failover.relayed(result)  # a stream's verdict for the circuit is known only now
         _overhead(record, result.attempt)
 
 

@@ -4,7 +4,7 @@ Shared by every alias that names the same provider/model. Transitions take an
 explicit `now` so the state machine is tested without sleeping.
 
     closed ──(N consecutive failures, or error rate > R over the window)──► open
-    open ──(cooldown elapsed, ≥ the provider's Retry-After)──► half_open (one probe)
+    open ──(cooldown elapsed, ≥ the provider's Retry-After up to 300 s)──► half_open (one probe)
     half_open ──probe succeeds──► closed        half_open ──probe fails──► open
 """
 
@@ -30,8 +30,20 @@ _COUNTED: frozenset[FailureClass] = frozenset(
         "connection",
     }
 )
+#: The longest cooldown a provider's Retry-After can impose, unless the configured
+#: `cooldown_s` is longer still. Five minutes: long enough for any real rate-limit
+#: window, short enough that a bogus header (`Retry-After: 1e12`) cannot shut a target
+#: until restart. Same-target retries are unaffected (they wait only within the deadline).
+MAX_PROVIDER_COOLDOWN_S = 300.0
 _EWMA_ALPHA = 0.2
 _LATENCY_SAMPLES = 200
+
+
+def cooldown_for(configured_s: float, retry_after_s: float | None) -> float:
+    """The configured cooldown, lengthened by the provider's Retry-After up to a cap."""
+    if retry_after_s is None:
+        return configured_s
+    return max(configured_s, min(retry_after_s, MAX_PROVIDER_COOLDOWN_S))
 
 
 class TargetHealth:
@@ -42,7 +54,8 @@ class TargetHealth:
         self.inflight = 0
         self.consecutive_failures = 0
         self.cooldown_until = 0.0
-        self.probe_out = False
+        #: The slot of the half-open probe in flight: only its own end frees it.
+        self.probe: Slot | None = None
         self.ewma_first_byte_s: float | None = None
         self.last_observed = 0.0
         self.first_byte_samples: collections.deque[float] = collections.deque(
@@ -59,25 +72,31 @@ class TargetHealth:
             return True
         if self.state == "open" and now >= self.cooldown_until:
             self._move("half_open")
-        return self.state == "half_open" and not self.probe_out
+        return self.state == "half_open" and self.probe is None
 
-    def start(self) -> None:
+    def claim(self, now: float) -> Slot | None:
+        """A slot if a request may be sent now, else None. Taken in the same step as the
+        check, so requests choosing targets concurrently (a hedged attempt starts a loop
+        turn later) cannot all pass a half-open circuit before its probe is marked."""
+        return self.start() if self.available(now) else None
+
+    def start(self) -> Slot:
+        """A slot without asking the circuit (a same-target retry goes where it went)."""
         self.inflight += 1
-        if self.state == "half_open":
-            self.probe_out = True
+        slot = Slot(self)
+        if self.state == "half_open" and self.probe is None:
+            self.probe = slot
+        return slot
 
-    # --- outcomes -----------------------------------------------------------
-    def succeeded(self, now: float, first_byte_s: float | None) -> None:
-        """The attempt committed; it stays in flight until `release()` (end of relay)."""
+    # --- verdicts (given through an attempt's Slot) -------------------------
+    def succeeded(self, now: float) -> None:
         self._record(now, ok=True)
         self.consecutive_failures = 0
-        if first_byte_s is not None:
-            self._observe(now, first_byte_s)
         if self.state != "closed":
             self._move("closed")
 
     def failed(self, now: float, cls: FailureClass, retry_after_s: float | None) -> None:
-        self._finish(now, ok=cls not in _COUNTED)
+        self._record(now, ok=cls not in _COUNTED)
         if cls not in _COUNTED:
             return
         self.recent_errors.append((time.time(), cls))
@@ -85,22 +104,22 @@ class TargetHealth:
         if self.state == "half_open" or self._should_open(now):
             self._open(now, retry_after_s)
 
-    def abandoned(self) -> None:
-        """The attempt ended without a verdict (a lost hedge, a cancelled request)."""
-        self.inflight = max(self.inflight - 1, 0)
-        self.probe_out = False
+    def observe(self, now: float, first_byte_s: float) -> None:
+        self.last_observed = now
+        self.first_byte_samples.append(first_byte_s)
+        previous = self.ewma_first_byte_s
+        self.ewma_first_byte_s = (
+            first_byte_s if previous is None else previous + _EWMA_ALPHA * (first_byte_s - previous)
+        )
 
-    def release(self) -> None:
-        """A committed attempt's response has been relayed (or abandoned by the client)."""
+    def leave(self, slot: Slot) -> None:
+        """`slot` is given back; the probe is freed only when the probe itself ends."""
         self.inflight = max(self.inflight - 1, 0)
+        if self.probe is slot:
+            self.probe = None
 
     # --- internals ----------------------------------------------------------
-    def _finish(self, now: float, ok: bool) -> None:
-        self.inflight = max(self.inflight - 1, 0)
-        self._record(now, ok)
-
     def _record(self, now: float, ok: bool) -> None:
-        self.probe_out = False
         self._window.append((now, ok))
         horizon = now - self.circuit.window_s
         while self._window and self._window[0][0] < horizon:
@@ -116,7 +135,7 @@ class TargetHealth:
         return total >= self.circuit.min_requests and failures / total > self.circuit.error_rate
 
     def _open(self, now: float, retry_after_s: float | None) -> None:
-        cooldown = max(self.circuit.cooldown_s, retry_after_s or 0.0)
+        cooldown = cooldown_for(self.circuit.cooldown_s, retry_after_s)
         self.cooldown_until = now + cooldown
         self._move("open")
 
@@ -124,14 +143,9 @@ class TargetHealth:
         if state != self.state:
             self.transitions[state] += 1
             self.state = state
-
-    def _observe(self, now: float, first_byte_s: float) -> None:
-        self.last_observed = now
-        self.first_byte_samples.append(first_byte_s)
-        previous = self.ewma_first_byte_s
-        self.ewma_first_byte_s = (
-            first_byte_s if previous is None else previous + _EWMA_ALPHA * (first_byte_s - previous)
-        )
+        if state == "closed":
+            # The probe's question is answered: it is an ordinary request from here on.
+            self.probe = None
 
     def percentile(self, fraction: float) -> float | None:
         if not self.first_byte_samples:
@@ -152,6 +166,66 @@ class TargetHealth:
             "recent_errors": [{"at": at, "class": cls} for at, cls in self.recent_errors],
             "transitions": dict(self.transitions),
         }
+
+
+class Slot:
+    """One attempt's hold on its target: an in-flight unit and, if it was taken while the
+    circuit was half-open with no probe out, the probe. An attempt ends its slot once
+    (`failed`, `completed` or `release`); later calls are no-ops, so cleanup paths that
+    overlap (a cancelled attempt, then the race that cancelled it) cannot give back more
+    than was taken. It gives the circuit at most one verdict."""
+
+    __slots__ = ("_held", "_judged", "health")
+
+    def __init__(self, health: TargetHealth) -> None:
+        self.health = health
+        self._held = True
+        self._judged = False
+
+    @property
+    def is_probe(self) -> bool:
+        return self.health.probe is self
+
+    def succeeded(self, now: float, first_byte_s: float | None) -> None:
+        """Committed with the whole response in hand: a success now. The slot stays in
+        flight until `release()` (end of relay)."""
+        self.committed(now, first_byte_s)
+        self._judge(now, None)
+
+    def committed(self, now: float, first_byte_s: float | None) -> None:
+        """Committed with the rest still to come (a stream): the verdict waits for the
+        end of the relay (`completed` or `failed`), so a target that breaks its streams
+        after the first content counts as failing, and a half-open probe is only judged
+        once its answer is whole — as a JSON probe is."""
+        if first_byte_s is not None:
+            self.health.observe(now, first_byte_s)
+
+    def completed(self, now: float) -> None:
+        """The relay ended with the whole response: a success, unless already judged."""
+        self._judge(now, None)
+        self.release()
+
+    def failed(self, now: float, cls: FailureClass, retry_after_s: float | None) -> None:
+        self._judge(now, cls, retry_after_s)
+        self.release()
+
+    def release(self) -> None:
+        """Give the slot back with no (further) verdict: the response was relayed, or the
+        attempt was cancelled (a lost hedge, a client that left)."""
+        if self._held:
+            self._held = False
+            self.health.leave(self)
+
+    def _judge(
+        self, now: float, cls: FailureClass | None, retry_after_s: float | None = None
+    ) -> None:
+        if self._judged or not self._held:
+            return
+        self._judged = True
+        if cls is None:
+            self.health.succeeded(now)
+        else:
+            self.health.failed(now, cls, retry_after_s)
 
 
 class HealthRegistry:

@@ -120,10 +120,23 @@ def test_context_window_errors_are_flagged_for_context_fallbacks() -> None:
         ({"retry-after": "Wed, 25 Nov 2026 10:00:10 GMT"}, 10.0),
         ({"retry-after": "soon"}, None),
         ({}, None),
+        # Not a finite, non-negative number: ignored as if absent (never an endless wait).
+        ({"retry-after-ms": "inf"}, None),
+        ({"retry-after-ms": "nan"}, None),
+        ({"retry-after-ms": "-100"}, None),
+        ({"retry-after": "Infinity"}, None),
+        ({"retry-after": "-5"}, None),
+        ({"retry-after": "1e400"}, None),
+        # A bad retry-after-ms leaves the standard header to speak.
+        ({"retry-after-ms": "inf", "retry-after": "4"}, 4.0),
+        # Huge but finite passes: the circuit caps what it takes from it.
+        ({"retry-after": "1e12"}, 1e12),
+        ({"retry-after": "Wed, 25 Nov 2026 09:59:00 GMT"}, 0.0),
     ],
 )
 def test_retry_after_headers(headers: dict[str, str], expected: float | None) -> None:
-    """retry-after-ms wins; Retry-After may be seconds or an HTTP date."""
+    """retry-after-ms wins; Retry-After may be seconds or an HTTP date (one in the past is
+    0); infinite, NaN and negative values are ignored."""
     now = 1_795_600_800.0  # 2026-11-25T10:00:00Z
     assert retry_after_seconds(headers, now=now) == expected
 
@@ -140,6 +153,8 @@ def test_retry_after_is_carried_on_the_verdict() -> None:
         ("upstream_unreachable", "connection"),
         ("upstream_timeout", "timeout"),
         ("stream_interrupted", "connection"),
+        ("stream_idle_timeout", "timeout"),
+        ("stream_truncated", "connection"),
         ("malformed_response", "transient"),
         ("something_else", "unknown"),
     ],

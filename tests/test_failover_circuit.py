@@ -10,15 +10,17 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
 from conftest import Running
-from fakeprovider import anthropic_error, default, delay, openai_error
+from fakeprovider import anthropic_error, default, delay, openai_error, reset_after, stall
 from test_failover_support import (
     HELLO,
     Fakes,
     attrs,
+    chat,
     client_spans,
     config,
     get_status,
@@ -308,3 +310,81 @@ async def test_disabled_circuit_never_opens(fakes: Fakes, spangate_for: Start) -
         await ask(running)
     assert len(fakes.a.received) == 3
     assert (await target_state(running, "a"))["state"] == "closed"
+
+
+# --------------------------------------------------------------------------- streams after commit
+
+
+async def stream_text(running: Running) -> str:
+    """Stream a chat completion; raises the SDK's APIError when the stream broke off."""
+    async with aoai(running) as client:
+        stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+
+async def until_idle(running: Running, name: str, within: float = 5.0) -> dict[str, Any]:
+    """Poll the status endpoint until `name` has nothing in flight; its last state."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        state = await target_state(running, name)
+        if state["inflight"] == 0:
+            return state
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} still has requests in flight after {within} s")
+
+
+async def test_streams_breaking_after_content_open_the_circuit(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """a always resets its streams after the first content: those requests cannot fail
+    over (content reached the client), but each counts against a's circuit, which opens
+    after 2, so the next stream goes to b and arrives whole."""
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b"), "circuit": CIRCUIT}}))
+    fakes.a.script(reset_after(events=3), reset_after(events=3))
+    for _ in range(2):
+        with pytest.raises(openai.APIError):
+            await stream_text(running)
+    state = await until_idle(running, "a")
+    assert state["state"] == "open"
+    assert [e["class"] for e in state["recent_errors"]] == ["connection", "connection"]
+    assert await stream_text(running) == "Hello from gpt-4o-mini: hi there"
+    assert (len(fakes.a.received), len(fakes.b.received)) == (2, 1)
+
+
+async def test_a_half_open_probe_whose_stream_breaks_reopens_the_circuit(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """A streamed probe is judged when its stream ends, not at its first content: one that
+    breaks after content sends the circuit back to open (it never closed in between)."""
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b"), "circuit": CIRCUIT}}))
+    await open_circuit_of_a(fakes, running)
+    await wait_for_cooldown(running, "a")
+    fakes.a.script(reset_after(events=3))
+    with pytest.raises(openai.APIError):
+        await stream_text(running)
+    state = await until_idle(running, "a")
+    assert state["state"] == "open"
+    assert state["transitions"] == {"open": 2, "half_open": 1}
+
+
+async def test_a_client_leaving_mid_stream_does_not_count_against_the_target(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Clients that hang up after the first content (twice, the circuit's threshold) say
+    nothing about the target: a's circuit stays closed with no failure counted."""
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b"), "circuit": CIRCUIT}}))
+    fakes.a.script(stall(after=2, seconds=3), stall(after=2, seconds=3))
+    for _ in range(2):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                running.openai_base_url + "/chat/completions", json=chat(stream=True)
+            ) as resp,
+        ):
+            assert resp.status == 200
+            assert await resp.content.readline()  # content reached us; now hang up
+    assert await fakes.a.await_disconnects(2)
+    state = await until_idle(running, "a")
+    assert (state["state"], state["consecutive_failures"]) == ("closed", 0)
+    assert state["recent_errors"] == []

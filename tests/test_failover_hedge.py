@@ -284,6 +284,29 @@ async def test_client_giving_up_during_a_race_cancels_both_racers(
     assert [s["inflight"] for s in state.values()] == [0, 0]
 
 
+async def test_client_leaving_during_a_race_is_a_disconnect_not_two_lost_hedges(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Nobody lost a race when the client hangs up mid-race: both CLIENT spans say
+    error.type client_disconnected with no hedge outcome, spangate.hedges counts nothing,
+    exactly as for an unhedged attempt the client abandoned."""
+    fakes.a.script(delay(3))
+    fakes.b.script(delay(3))
+    running = spangate_for(hedged(fakes, "a", "b"))
+    await give_up_after(running, 0.6)
+    assert await fakes.b.await_disconnects(1)
+    await wait_until_idle(running)
+    running.flush()
+    primary, hedge = client_spans(running)
+    for span, role in ((primary, "primary"), (hedge, "hedge")):
+        assert attrs(span)["spangate.hedge.role"] == role
+        assert attrs(span)["error.type"] == "client_disconnected"
+        assert "spangate.hedge.outcome" not in attrs(span)
+    server = attrs(only_server_span(running))
+    assert (server["error.type"], server["spangate.hedged"]) == ("client_disconnected", True)
+    assert hedges(running, "lost") == hedges(running, "won") == 0
+
+
 async def test_client_giving_up_cancels_an_unhedged_attempt(
     fakes: Fakes, spangate_for: Start
 ) -> None:
@@ -293,6 +316,9 @@ async def test_client_giving_up_cancels_an_unhedged_attempt(
     await give_up_after(running, 0.3)
     assert await fakes.a.await_disconnects(1)
     assert (await wait_until_idle(running))[label("a")]["inflight"] == 0
+    running.flush()
+    (attempt,) = client_spans(running)
+    assert attrs(attempt)["error.type"] == "client_disconnected"
 
 
 async def test_client_giving_up_before_the_hedge_threshold_cancels_the_primary(
@@ -323,16 +349,15 @@ class _StubResponse:
 def _ready(name: str, number: int) -> tuple[failover.Ready, _StubResponse]:
     runtime = runtime_for({"providers": {name: {"kind": "openai", "base_url": "http://h"}}})
     target = Target(runtime.providers[name], GPT)
-    health = TargetHealth(target.label, CircuitConfig())
-    health.start()
-    health.succeeded(0.0, 0.01)  # committed: in flight until released
+    slot = TargetHealth(target.label, CircuitConfig()).start()
+    slot.succeeded(0.0, 0.01)  # committed: in flight until released
     attempt = AttemptRecord(
         number, number, provider=name, system="openai", host="h", port=80, target=target.label,
         model=GPT,
     )  # fmt: skip
     response = _StubResponse()
     stub: Any = response
-    return failover.Ready(target, stub, stub, attempt, health), response
+    return failover.Ready(target, stub, stub, attempt, slot), response
 
 
 async def test_race_releases_a_second_winner_that_committed_at_the_same_time() -> None:
@@ -341,17 +366,17 @@ async def test_race_releases_a_second_winner_that_committed_at_the_same_time() -
     first, first_response = _ready("a", 1)
     second, second_response = _ready("b", 2)
     loop = asyncio.get_running_loop()
-    futures: list[asyncio.Future[failover.Ready | failover.Failed]] = []
+    launches: list[failover._Launch] = []
     for ready in (first, second):
         future: asyncio.Future[failover.Ready | failover.Failed] = loop.create_future()
         future.set_result(ready)
-        futures.append(future)
-    winner = await failover._race(futures)
+        launches.append(failover._Launch(future, ready.attempt, ready.slot))
+    winner = await failover._race(launches)
     assert isinstance(winner, failover.Ready)
     loser, loser_response = (
         (second, second_response) if winner is first else (first, first_response)
     )
     assert winner.attempt.hedge_outcome == "won"
     assert loser_response.closed, "the losing response was left open"
-    assert loser.health.inflight == 0, "the losing target keeps an in-flight slot"
+    assert loser.slot.health.inflight == 0, "the losing target keeps an in-flight slot"
     assert loser.attempt.hedge_outcome == "lost"
