@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakeprovider import FakeProvider
+from fakeprovider import FakeProvider, stall
 from harness import SpangateProcess
 from test_integration_support import (
     ALIAS,
@@ -310,10 +310,16 @@ def test_the_serving_processs_live_state_reaches_the_child_metrics(fake: FakePro
     """In-flight count and circuit states live in the serving process; the scrape shows them."""
     with started(PROCESS(fake), NO_OTLP) as proc:
         openai_client(proc).chat.completions.create(model=ALIAS, messages=HELLO)
+        fake.script(stall(after=2, seconds=30))
+        stream = openai_client(proc).chat.completions.create(
+            model=ALIAS, messages=HELLO, stream=True
+        )
+        next(iter(stream))  # one stream held open: the one request in flight
         status, text = http_get(proc.url + "/metrics")
+        stream.close()
         assert status == 200
         assert sample_sum(text, "spangate_requests_total") == 1
-        # The scrape itself is the one request in flight.
+        # Counted by the serving process; the scrape, spangate's own, is not counted.
         assert sample_sum(text, "spangate_requests_inflight") == 1
         assert "spangate_circuit_open{" in text and 'spangate_target="openai/gpt-4o-mini"' in text
 
