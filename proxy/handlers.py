@@ -254,7 +254,9 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         refusal = _refusal(request)
         if refusal is not None:
             return error_response(guess_format(request), refusal)
-        state.enter()
+        # The connection's task, the one aiohttp cancels when the client hangs up: the
+        # drain cancels it the same way when server.drain_timeout_s runs out.
+        state.enter(request.task)
         counted = True
         return await handler(request)
     except web.HTTPException:
@@ -265,7 +267,7 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         return error_response(guess_format(request), err)
     finally:
         if counted:
-            state.leave()
+            state.leave(request.task)
 
 
 def _refusal(request: web.Request) -> SpangateError | None:
