@@ -14,7 +14,7 @@ from proxy.appkeys import HEALTH, RUNTIME, STATE, TELEMETRY, UPSTREAM
 from proxy.health import HealthRegistry
 from proxy.http1 import target_of
 from proxy.runtime import RuntimeConfig
-from proxy.state import ServerState
+from proxy.state import TELEMETRY_FLUSH_S, ServerState
 from proxy.upstream import Upstream
 
 
@@ -45,5 +45,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     await app[UPSTREAM].start(tls=any(target_of(p.settings.base_url).origin.tls for p in providers))
     yield
     await app[UPSTREAM].close()
-    # Shutdown flushes all pending telemetry (blocking: run off the loop).
-    await asyncio.get_running_loop().run_in_executor(None, app[TELEMETRY].shutdown)
+    # Shutdown flushes all pending telemetry (blocking: run off the loop), within the
+    # time the supervisor allows for it (proxy/state.py stop_bound_s).
+    flush = app[TELEMETRY].shutdown
+    await asyncio.get_running_loop().run_in_executor(None, flush, TELEMETRY_FLUSH_S)

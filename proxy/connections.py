@@ -19,7 +19,10 @@ import time
 
 import aiohappyeyeballs
 import structlog
+from aiohttp import ClientPayloadError
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import _EXC_SENTINEL, set_exception
+from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.http1 import Origin
 
@@ -271,7 +274,8 @@ class ConnectionPool:
 
 
 class _Handler(ResponseHandler):
-    """aiohttp's protocol, noting when the connection closed (for ConnectionPool._learn)."""
+    """aiohttp's protocol, noting when the connection closed (for ConnectionPool._learn),
+    and failing the body being read when the provider's framing breaks."""
 
     __slots__ = ("lost_at",)
 
@@ -282,6 +286,31 @@ class _Handler(ResponseHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost_at = time.monotonic()
         super().connection_lost(exc)
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
+        """aiohttp (3.14) puts a parse error met in the middle of a body (a bad
+        chunk-size line, a chunk longer or shorter than its data) on the protocol only:
+        its parser forgets the body first, so neither this call nor the close after it
+        ever ends the body, and a reader waits for bytes that will not come until the
+        idle timeout, a broken response reported as a slow one. The body gets the error
+        too, so its reader fails at once, as with a cut-off body."""
+        malformed_http = isinstance(exc, HttpProcessingError)
+        if malformed_http and exc_cause is not _EXC_SENTINEL:
+            # aiohttp wraps the parser's error (BadStatusLine, TransferEncodingError...)
+            # in a plain HttpProcessingError and links the two only if a reader is
+            # waiting: linked always, so malformed() can name what broke.
+            exc.__cause__ = exc_cause
+        super().set_exception(exc, exc_cause)
+        payload = self._payload
+        if malformed_http and payload is not None and not payload.is_eof():
+            set_exception(payload, ClientPayloadError(malformed(exc)), exc)
+
+
+def malformed(exc: BaseException) -> str:
+    """What was malformed in a provider's response, named by the parser's error type
+    only: aiohttp's message quotes the response's bytes, and they may carry anything."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, HttpProcessingError) else exc
+    return f"malformed HTTP response ({type(cause).__name__})"
 
 
 def _named(origin: Origin) -> str:

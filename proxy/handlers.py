@@ -257,9 +257,11 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         if refusal is not None:
             return error_response(guess_format(request), refusal)
         # Only forwarded requests: spangate's own endpoints answer at once, and a scrape
-        # of /metrics on this listener read itself as a request in flight.
+        # of /metrics on this listener read itself as a request in flight. The task is
+        # the connection's, the one aiohttp cancels when the client hangs up: the drain
+        # cancels it the same way when server.drain_timeout_s runs out.
         if request.match_info.handler is proxy:
-            state.enter()
+            state.enter(request.task)
             counted = True
         return await handler(request)
     except web.HTTPException:
@@ -270,7 +272,7 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         return error_response(guess_format(request), err)
     finally:
         if counted:
-            state.leave()
+            state.leave(request.task)
 
 
 def _refusal(request: web.Request) -> SpangateError | None:

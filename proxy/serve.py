@@ -24,7 +24,7 @@ from proxy.app import create_app
 from proxy.appkeys import STATE, TELEMETRY
 from proxy.handlers import metrics
 from proxy.runtime import RuntimeConfig
-from proxy.state import ServerState
+from proxy.state import WIND_DOWN_S, ServerState
 from proxy.workers import WorkerSlot
 
 log = structlog.get_logger("spangate")
@@ -77,7 +77,10 @@ async def _serve(runtime: RuntimeConfig, source: str, slot: WorkerSlot | None) -
         app,
         handler_cancellation=True,
         access_log=None,
-        shutdown_timeout=settings.drain_timeout_s,
+        # Not drain_timeout_s: _drain has already waited that long and cancelled what
+        # was left, and aiohttp waits its shutdown_timeout twice more (it made a stream
+        # outlive SIGTERM by 3x drain_timeout_s).
+        shutdown_timeout=WIND_DOWN_S,
     )
     await runner.setup()
     assert runner.server is not None
@@ -159,7 +162,8 @@ async def _metrics_listener(
     app.router.add_get("/metrics", metrics)
     if slot is not None:
         app.on_response_prepare.append(_worker_headers(slot))
-    runner = web.AppRunner(app, access_log=None)
+    # A scrape in progress at shutdown must not hold the exit (aiohttp's default: 60 s).
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=WIND_DOWN_S)
     await runner.setup()
     host = prometheus.host or runtime.config.server.host
     port = prometheus.port + slot.index if slot is not None and prometheus.port else prometheus.port
@@ -189,8 +193,12 @@ async def _drain(
     state.draining = True
     listener.close()
     log.info("spangate.draining", inflight=state.inflight, timeout_s=drain_s)
-    finished = await state.wait_idle(drain_s)
-    if not finished:
+    if not await state.wait_idle(drain_s):
         log.warning("spangate.drain_timeout", abandoned=state.inflight)
+        # Cancelled here, not by aiohttp's shutdown: it would wait WIND_DOWN_S for them
+        # to end by themselves first, and its cancel does not reach a handler that is
+        # not reading the request body (a stream being relayed).
+        state.cancel_open()
+        await state.wait_idle(WIND_DOWN_S)
     await runner.cleanup()
     log.info("spangate.stopped")

@@ -16,7 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 
 from proxy.config import Timeouts
-from proxy.connections import ConnectionPool
+from proxy.connections import ConnectionPool, malformed
 from proxy.errors import BadRequest, Unavailable, UpstreamTimeout, UpstreamUnreachable
 from proxy.http1 import Target, UnsafeHeader, request_head, target_of
 from proxy.providers.base import UpstreamRequest
@@ -85,7 +85,10 @@ class Upstream:
                     code="pool_exhausted",
                 ) from None
             raise UpstreamTimeout(_timeout_message(provider, timeouts)) from None
-        except (ClientError, HttpProcessingError, OSError) as exc:
+        except HttpProcessingError as exc:
+            # Not a closed connection: the provider answered, in bytes that are not HTTP.
+            raise UpstreamUnreachable(f"provider {provider!r} sent a {malformed(exc)}") from None
+        except (ClientError, OSError) as exc:
             raise UpstreamUnreachable(
                 f"provider {provider!r} closed the connection before responding "
                 f"({type(exc).__name__})"

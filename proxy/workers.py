@@ -31,6 +31,7 @@ from urllib.parse import quote
 import structlog
 
 from proxy.runtime import RuntimeConfig
+from proxy.state import stop_bound_s
 
 log = structlog.get_logger("spangate")
 
@@ -45,8 +46,10 @@ CRASH_LIMIT = 5
 CRASH_WINDOW_S = 60.0
 #: Pause before a restart, so a worker that dies at once does not spin the CPU.
 RESTART_DELAY_S = 0.5
-#: On top of server.drain_timeout_s before a worker that ignores SIGTERM is killed.
-STOP_GRACE_S = 10.0
+#: On top of what a worker may take to stop (proxy/state.py stop_bound_s: the drain,
+#: the wind-down, the telemetry flush) before one that overstays is killed: interpreter
+#: start-up and exit, slack for a loaded machine.
+STOP_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -206,7 +209,7 @@ class Supervisor:
         self._count = count
         self._host = runtime.config.server.host
         self._port = port
-        self._stop_after_s = runtime.config.server.drain_timeout_s + STOP_GRACE_S
+        self._stop_after_s = stop_bound_s(runtime.config.server.drain_timeout_s) + STOP_GRACE_S
         self._stopping = asyncio.Event()
         self._signal: signal.Signals | None = None  # the signal that asked for a stop
         self._failed = False

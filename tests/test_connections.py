@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import structlog
+from aiohttp import ClientPayloadError
 from aiohttp.client_proto import ResponseHandler
 from conftest import serving_context
 from multidict import CIMultiDict
@@ -474,11 +475,67 @@ async def test_no_answer_in_time_is_a_timeout_naming_the_setting(
         assert upstream.in_use == 0
 
 
-async def test_garbage_answer_is_unreachable(upstream: Upstream) -> None:
-    """Bytes that are not HTTP: the attempt fails as unreachable, the connection is dropped."""
-    async with RawServer(answer(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", keep=False)) as server:
-        with pytest.raises(UpstreamUnreachable, match="closed the connection"):
+async def test_garbage_answer_is_unreachable_naming_a_malformed_response(
+    upstream: Upstream,
+) -> None:
+    """Bytes that are not HTTP: the attempt fails as unreachable, with a message that says
+    the response was malformed (not that the connection closed) and quotes none of its
+    bytes; the connection is dropped."""
+    async with RawServer(answer(b"SSH-2.0-OpenSSH_9.2 s3cret\r\n\r\n", keep=False)) as server:
+        with pytest.raises(UpstreamUnreachable, match="malformed HTTP response") as caught:
             await call(upstream, post(server.url))
+        assert "SSH" not in caught.value.message and "s3cret" not in caught.value.message
+        assert upstream.in_use == 0
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+#: Broken chunked framing after a good first chunk: a chunk-size line that is not hex; a
+#: chunk whose size counts characters, not UTF-8 bytes (so its data runs past its end);
+#: a chunk longer than its data (so the next size line is read as data).
+BAD_FRAMING = pytest.mark.parametrize(
+    "broken",
+    [
+        b"zz-not-hex\r\nxxx\r\n",
+        b"%x\r\n%s\r\n" % (len("h\u00e9llo w\u00f6rld"), "h\u00e9llo w\u00f6rld".encode()),
+        b"9\r\nhello\r\n5\r\nworld\r\n",
+    ],
+    ids=["bad_size_line", "size_in_characters", "size_too_long"],
+)
+
+
+def framing_breaks_after(first: bytes, broken: bytes) -> Reply:
+    """The head and a good chunk, then (a moment later, so they are parsed first) the
+    broken framing; the connection is then held open, as a provider that goes on would."""
+
+    async def reply(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(CHUNKED_HEAD + b"%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(broken)
+        await writer.drain()
+        await asyncio.sleep(30)
+        return False
+
+    return reply
+
+
+@BAD_FRAMING
+async def test_broken_chunked_framing_fails_the_body_read_at_once(
+    upstream: Upstream, broken: bytes
+) -> None:
+    """aiohttp's parser fails the connection on broken chunked framing but not the body:
+    the body read must fail at once with a ClientPayloadError naming a malformed response
+    (not wait out the provider, which holds the connection for 30 s); the connection is
+    dropped and its slot freed."""
+    async with RawServer(framing_breaks_after(b"hello", broken)) as server:
+        response = await call(upstream, post(server.url))
+        assert await response.content.readany() == b"hello"
+        async with asyncio.timeout(10):  # well before the provider's 30 s
+            with pytest.raises(ClientPayloadError, match="malformed HTTP response"):
+                while await response.content.readany():
+                    pass
+        response.close()
+        assert upstream.in_use == 0
 
 
 async def test_name_with_several_addresses_connects_to_the_one_listening(

@@ -459,3 +459,47 @@ async def test_sigterm_drains_an_inflight_stream_and_exits_zero(fake: FakeProvid
         assert "spangate.draining" in logged and "spangate.stopped" in logged
         assert "spangate.drain_timeout" not in logged
         assert "Traceback" not in proc.raw_output()
+
+
+#: Short, so that a stream outlives it; the bounds below are twice this (before the fix,
+#: aiohttp's own shutdown waited it twice more: three times in all).
+DRAIN_S = 3.0
+
+
+def stream_outliving_the_drain(proc: SpangateProcess) -> tuple[float, bytes, int]:
+    """A streaming chat request whose provider stalls for a minute; once its first event
+    is here, SIGTERM. (seconds from SIGTERM to the process's exit, the stream's bytes as
+    the client got them, exit code). The client socket and the wait both give up at
+    twice DRAIN_S, so a shutdown that outstays it fails the test, never hangs it."""
+    port = int(proc.url.rsplit(":", 1)[1])
+    body = json.dumps(CHAT_STREAM).encode()
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: spangate\r\n"
+    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", port), timeout=2 * DRAIN_S) as client:
+        client.sendall(head + body)
+        received = client.recv(65536)
+        while b"data: " not in received:  # the stream is committed and in flight
+            received += client.recv(65536)
+        start = time.monotonic()
+        proc.terminate()
+        while chunk := client.recv(65536):  # until spangate closes it
+            received += chunk
+    code = proc.wait(2 * DRAIN_S)
+    return time.monotonic() - start, received, code
+
+
+def test_sigterm_ends_a_stream_that_outlives_the_drain_within_it(fake: FakeProvider) -> None:
+    """A stream still open when server.drain_timeout_s runs out is cancelled then: the
+    client's connection ends and the process exits 0 well before twice the drain timeout
+    (aiohttp's shutdown used to wait it twice more), its request logged first."""
+    fake.script(stall(after=3, seconds=60))
+    config = basic_config(fake, server={"drain_timeout_s": DRAIN_S})
+    with SpangateProcess(config) as proc:
+        elapsed, received, code = stream_outliving_the_drain(proc)
+        assert code == 0
+        assert elapsed < 2 * DRAIN_S
+        assert b"[DONE]" not in received  # cut, not finished
+        logged = [entry["event"] for entry in proc.logs()]
+        assert logged.index("spangate.drain_timeout") < logged.index("request.completed")
+        assert logged.index("request.completed") < logged.index("spangate.stopped")
+        assert "Traceback" not in proc.raw_output()

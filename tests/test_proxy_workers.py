@@ -18,9 +18,10 @@ from typing import Any
 import openai
 import pytest
 from conftest import basic_config
-from fakeprovider import FakeProvider
+from fakeprovider import FakeProvider, stall
 from harness import REPO, SpangateProcess
 from test_proxy_cli import assert_no_traceback, clean_env, run_cli, write_config
+from test_proxy_streams import DRAIN_S, stream_outliving_the_drain
 
 from proxy.config import ConfigError, parse_config
 from proxy.runtime import compile_config
@@ -236,6 +237,27 @@ def test_sigterm_stops_every_worker_and_exits_zero(fake: FakeProvider) -> None:
         assert not any(alive(pid) for pid in pids)
         stopped = [e for e in proc.logs() if e.get("event") == "spangate.stopped"]
         assert sorted(e["worker"] for e in stopped if "worker" in e) == [0, 1]
+        assert any(e.get("exit_codes") == [0, 0] for e in stopped)
+        assert_no_traceback(proc.raw_output())
+
+
+def test_a_stream_that_outlives_the_drain_gets_no_worker_killed(fake: FakeProvider) -> None:
+    """With --workers 2, a stream still open when server.drain_timeout_s runs out ends
+    with the drain: its worker exits 0 on its own (not killed by the supervisor, which
+    would lose its telemetry), and the supervisor exits 0 well before twice the drain
+    timeout."""
+    fake.script(stall(after=3, seconds=60))
+    config = basic_config(fake, server={"drain_timeout_s": DRAIN_S})
+    with workers(config) as proc:
+        pids = list(worker_pids(proc).values())
+        elapsed, _, code = stream_outliving_the_drain(proc)
+        assert code == 0
+        assert elapsed < 2 * DRAIN_S
+        assert not any(alive(pid) for pid in pids)
+        logged = proc.logs()
+        assert not [e for e in logged if e.get("event") == "spangate.worker_killed"]
+        assert [e["worker"] for e in logged if e.get("event") == "request.completed"]
+        stopped = [e for e in logged if e.get("event") == "spangate.stopped"]
         assert any(e.get("exit_codes") == [0, 0] for e in stopped)
         assert_no_traceback(proc.raw_output())
 
