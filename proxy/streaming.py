@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from proxy.appkeys import STATE
 from proxy.endpoints import Wire
 from proxy.errors import UpstreamUnreachable
 from proxy.headers import relayable
@@ -189,12 +190,9 @@ async def _relay_events(
             return await client.interrupt(wire, tap, _Truncated())
         await client.finish(tap)
     except (_ClientGone, asyncio.CancelledError) as exc:
-        # An SDK may hang up right after the terminal event (openai-python does after
-        # `data: [DONE]`): that stream was complete, not abandoned.
-        tap.on_end(None if done else "client_disconnected")
+        await _stopped(request, client, wire, tap, exc, done)
         if isinstance(exc, asyncio.CancelledError):
             raise
-        client.cut()
         return out
     except (TimeoutError, aiohttp.ClientError) as exc:
         if done:
@@ -206,6 +204,28 @@ async def _relay_events(
     finally:
         idle.close()
     return out
+
+
+async def _stopped(
+    request: web.Request,
+    client: _Client,
+    wire: Wire,
+    tap: Tap,
+    exc: BaseException,
+    done: bool,
+) -> None:
+    """The relay stopped on the client's side: the client left, or spangate's drain ran
+    out and cancelled it."""
+    if isinstance(exc, asyncio.CancelledError) and not done and request.app[STATE].stopping:
+        # Not the client leaving: it still reads, so it is told in-band rather than
+        # left with a stream cut mid-answer.
+        await client.interrupt(wire, tap, _ShuttingDown())
+        return
+    # An SDK may hang up right after the terminal event (openai-python does after
+    # `data: [DONE]`): that stream was complete, not abandoned.
+    tap.on_end(None if done else "client_disconnected")
+    if isinstance(exc, _ClientGone):
+        client.cut()
 
 
 def _ended(response: UpstreamResponse) -> bool:
@@ -260,6 +280,10 @@ class _ClientGone(Exception):
 
 class _Truncated(Exception):
     """The upstream closed the stream cleanly but before its terminal event."""
+
+
+class _ShuttingDown(Exception):
+    """spangate stopped the stream: server.drain_timeout_s ran out during a shutdown."""
 
 
 class _Client:
@@ -324,6 +348,8 @@ def _interruption(exc: BaseException) -> tuple[str, str]:
         return "stream_idle_timeout", "the provider stopped sending within the idle timeout"
     if isinstance(exc, _Truncated):
         return "stream_truncated", "the provider closed the stream before its final event"
+    if isinstance(exc, _ShuttingDown):
+        return "shutdown", "spangate is shutting down and its drain timeout ran out"
     return "stream_interrupted", f"the provider's stream broke off ({_name(exc)})"
 
 

@@ -490,8 +490,9 @@ def stream_outliving_the_drain(proc: SpangateProcess) -> tuple[float, bytes, int
 
 def test_sigterm_ends_a_stream_that_outlives_the_drain_within_it(fake: FakeProvider) -> None:
     """A stream still open when server.drain_timeout_s runs out is cancelled then: the
-    client's connection ends and the process exits 0 well before twice the drain timeout
-    (aiohttp's shutdown used to wait it twice more), its request logged first."""
+    client reads an error event saying spangate is shutting down (not a stream cut
+    mid-answer), its connection ends, and the process exits 0 well before twice the drain
+    timeout (aiohttp's shutdown used to wait it twice more), its request logged first."""
     fake.script(stall(after=3, seconds=60))
     config = basic_config(fake, server={"drain_timeout_s": DRAIN_S})
     with SpangateProcess(config) as proc:
@@ -499,6 +500,10 @@ def test_sigterm_ends_a_stream_that_outlives_the_drain_within_it(fake: FakeProvi
         assert code == 0
         assert elapsed < 2 * DRAIN_S
         assert b"[DONE]" not in received  # cut, not finished
+        assert b"spangate is shutting down" in received.rsplit(b'data: {"error"', 1)[-1]
+        assert received.endswith(b"\r\n0\r\n\r\n")  # the chunked response ended
+        completed = next(e for e in proc.logs() if e["event"] == "request.completed")
+        assert completed["attempts"][0]["error_type"] == "shutdown"
         logged = [entry["event"] for entry in proc.logs()]
         assert logged.index("spangate.drain_timeout") < logged.index("request.completed")
         assert logged.index("request.completed") < logged.index("spangate.stopped")
