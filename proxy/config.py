@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+import msgspec.inspect
 import yaml
 
 ProviderKind = Literal["openai", "anthropic", "azure_openai"]
@@ -271,15 +272,67 @@ def _convert(data: Any, kind: type[_S], path: str) -> _S:
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_locate(str(exc), path)) from None
+        raise ConfigError(_locate(str(exc), path, kind)) from None
 
 
-def _locate(message: str, prefix: str) -> str:
-    """Turn msgspec's "... - at `$.a.b`" into "prefix.a.b: ..."."""
+def _locate(message: str, prefix: str, kind: type[Any]) -> str:
+    """Turn msgspec's "... - at `$.a.b`" into "prefix.a.b: ...", with what to write
+    instead when the key takes one of a fixed set of names (`kind` is what was being
+    converted, so the key's type is found by walking `where` through it)."""
     text, _, where = message.partition(" - at `$")
     where = where.rstrip("`")
     location = (prefix + where) if prefix else where.lstrip(".")
-    return f"{location or '(top level)'}: {_lower_first(text)}"
+    located = f"{location or '(top level)'}: {_lower_first(text)}"
+    if text.startswith("Expected `str") and text.endswith("got `bool`"):
+        # YAML 1.1 reads an unquoted yes/no/on/off/true/false as a boolean, so
+        # `capture_content: yes` never reaches the key as the text that was typed.
+        located += (
+            "; YAML reads an unquoted yes, no, on, off, true or false as a boolean, "
+            "so put the value in quotes"
+        )
+    allowed = _allowed_values(msgspec.inspect.type_info(kind), where)
+    if allowed:
+        located += f" (one of: {', '.join(allowed)})"
+    return located
+
+
+#: `.name` (a struct field) or `[0]` / `[...]` (a list item / a map value) in msgspec's path.
+_PATH_STEP = re.compile(r"\.([^.\[]+)|\[[^\]]*\]")
+
+
+def _allowed_values(info: msgspec.inspect.Type, where: str) -> list[str]:
+    """The names a Literal key accepts, when `where` leads to one; else []."""
+    types = [info]
+    for step in _PATH_STEP.finditer(where):
+        field = step.group(1)
+        following: list[msgspec.inspect.Type] = []
+        for node in _alternatives(types):
+            if field is not None and isinstance(node, msgspec.inspect.StructType):
+                following += [f.type for f in node.fields if f.encode_name == field]
+            elif field is None and isinstance(node, msgspec.inspect.ListType):
+                following.append(node.item_type)
+            elif field is None and isinstance(node, msgspec.inspect.DictType):
+                following.append(node.value_type)
+        types = following
+    return [
+        str(value)
+        for node in _alternatives(types)
+        if isinstance(node, msgspec.inspect.LiteralType)
+        for value in node.values
+    ]
+
+
+def _alternatives(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.Type]:
+    """The concrete types behind `Annotated[...]` and `X | None`."""
+    found: list[msgspec.inspect.Type] = []
+    for node in types:
+        if isinstance(node, msgspec.inspect.Metadata):
+            found += _alternatives([node.type])
+        elif isinstance(node, msgspec.inspect.UnionType):
+            found += _alternatives(list(node.types))
+        else:
+            found.append(node)
+    return found
 
 
 def _lower_first(text: str) -> str:

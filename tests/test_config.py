@@ -560,3 +560,76 @@ def test_client_keys_may_go_to_one_origin(keys: dict[str, str], second: str) -> 
         "n": {"targets": [{"provider": second, "model": "b"}]},
     }
     assert _compile(data).routes["m"].fallbacks == ("n",)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"providers": {"p": {"kind": "opneai", "base_url": "http://x"}}},
+            "providers.p.kind: invalid enum value 'opneai' (one of: anthropic, azure_openai, "
+            "openai)",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "base_url": "http://x", "stream_usage": "x"}}},
+            "providers.p.stream_usage: invalid enum value 'x' (one of: inject, passthrough)",
+        ),
+        (
+            _one_alias(strategy="fastest"),
+            "models.chat.strategy: invalid enum value 'fastest' (one of: least_inflight, "
+            "lowest_cost, lowest_latency, ordered, round_robin, weighted)",
+        ),
+        (
+            _one_alias(retry={"same_target": ["transient", "ratelimited"]}),
+            "models.chat.retry.same_target[1]: invalid enum value 'ratelimited' (one of: "
+            "caller_fault, connection, credential, model_unavailable, quota, rate_limited, "
+            "timeout, transient, unknown)",
+        ),
+        (
+            _one_alias() | {"telemetry": {"otlp_protocol": "http"}},
+            "telemetry.otlp_protocol: invalid enum value 'http' (one of: grpc, http/protobuf)",
+        ),
+        (
+            _one_alias() | {"telemetry": {"pipeline": "proc"}},
+            "telemetry.pipeline: invalid enum value 'proc' (one of: auto, process, thread)",
+        ),
+        (
+            _one_alias() | {"telemetry": {"capture_content": "span"}},
+            "telemetry.capture_content: invalid enum value 'span' (one of: EVENT_ONLY, "
+            "NO_CONTENT, SPAN_AND_EVENT, SPAN_ONLY)",
+        ),
+        (
+            {"providers": {"p": {"kind": 3, "base_url": "http://x"}}},
+            "providers.p.kind: expected `str`, got `int` (one of: anthropic, azure_openai, openai)",
+        ),
+    ],
+)
+def test_a_key_taking_fixed_names_lists_them_when_given_another(
+    data: dict[str, Any], message: str
+) -> None:
+    """A typo in a key with a fixed set of values (kind, strategy, failure classes,
+    stream_usage, otlp_protocol, pipeline, capture_content) names the values it takes."""
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value) == message
+
+
+def test_a_yaml_boolean_in_a_text_key_says_to_quote_it(tmp_path: Path) -> None:
+    """`capture_content: yes` reaches spangate as true (YAML 1.1): the error says why and
+    what to write, and a text key without fixed values gets the same hint."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers: {p: {kind: openai, base_url: 'http://x'}}\ntelemetry: {capture_content: yes}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value) == (
+        "telemetry.capture_content: expected `str | null`, got `bool`; YAML reads an unquoted "
+        "yes, no, on, off, true or false as a boolean, so put the value in quotes (one of: "
+        "EVENT_ONLY, NO_CONTENT, SPAN_AND_EVENT, SPAN_ONLY)"
+    )
+    path.write_text("providers: {p: {kind: openai, base_url: 'http://x', provider_name: on}}\n")
+    with pytest.raises(
+        ConfigError, match=r"^providers\.p\.provider_name: .*put the value in quotes$"
+    ):
+        load_config(str(path), {})
