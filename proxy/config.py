@@ -361,7 +361,51 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
         # msgspec names a map entry `[...]`; converted by name, an error names the model.
         prices = _convert_named(telemetry["prices"], PriceConfig, "telemetry.prices")
         staged["telemetry"] = {**telemetry, "prices": prices}
-    return _convert(staged, Config, "")
+    config = _convert(staged, Config, "")
+    _check_telemetry(config.telemetry)
+    return config
+
+
+def _check_telemetry(telemetry: TelemetryConfig) -> None:
+    """Telemetry keys that are only read once serving starts (by the redactor, the
+    sampler, the exporters), checked here so that `check-config` refuses them too."""
+    _check_redact_patterns(telemetry.redact_patterns)
+
+
+def _check_redact_patterns(patterns: list[str]) -> None:
+    """Each pattern as instrumentation/logging.py's Redactor uses it: joined with the
+    shipped ones into one `(?:a)|(?:b)|...` regex. The patterns are the operator's own
+    text, so the messages quote them."""
+    names: dict[str, int] = {}
+    for index, pattern in enumerate(patterns):
+        key = f"telemetry.redact_patterns[{index}]"
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{key}: {pattern!r} is not a valid regular expression: {exc}"
+            ) from None
+        try:
+            re.compile(f"(?:{pattern})")
+        except re.error:
+            # Python 3.11 refuses global flags anywhere but at the very start.
+            raise ConfigError(
+                f"{key}: {pattern!r} sets flags for the whole expression, but the patterns "
+                "are joined into one; scope them to the pattern instead, e.g. (?i:secret-\\w+)"
+            ) from None
+        if compiled.match("") is not None:
+            raise ConfigError(
+                f"{key}: {pattern!r} matches an empty string, so [REDACTED] would be "
+                "inserted into every log line; make it match at least one character"
+            )
+        for name in compiled.groupindex:
+            if name in names:
+                raise ConfigError(
+                    f"{key}: group name {name!r} is also used in "
+                    f"telemetry.redact_patterns[{names[name]}], and the patterns are joined "
+                    "into one regex; rename one of them"
+                )
+            names[name] = index
 
 
 def load_config(path: str | None, env: Mapping[str, str] | None = None) -> Config:

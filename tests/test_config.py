@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from instrumentation.logging import Redactor, redactor_for
 from proxy.config import ConfigError, load_config, parse_config
 from proxy.runtime import compile_config
 
@@ -633,3 +635,45 @@ def test_a_yaml_boolean_in_a_text_key_says_to_quote_it(tmp_path: Path) -> None:
         ConfigError, match=r"^providers\.p\.provider_name: .*put the value in quotes$"
     ):
         load_config(str(path), {})
+
+
+@pytest.mark.parametrize(
+    ("patterns", "message"),
+    [
+        (
+            ["sk-live-\\w+", "([a-z"],
+            "telemetry.redact_patterns[1]: '([a-z' is not a valid regular expression: "
+            "unterminated character set at position 1",
+        ),
+        (
+            ["(?i)secret"],
+            "telemetry.redact_patterns[0]: '(?i)secret' sets flags for the whole expression",
+        ),
+        (["x*"], "telemetry.redact_patterns[0]: 'x*' matches an empty string"),
+        (
+            ["(?P<v>a+)", "(?P<v>b+)"],
+            "telemetry.redact_patterns[1]: group name 'v' is also used in "
+            "telemetry.redact_patterns[0]",
+        ),
+    ],
+)
+def test_a_redact_pattern_the_redactor_cannot_use_is_refused_at_its_index(
+    patterns: list[str], message: str
+) -> None:
+    """A pattern that would stop `serve` with a raw re.error (alone, or joined with the
+    others as the redactor joins them), or one that matches nothing but still redacts
+    everywhere, is a config error naming the list entry and re's reason."""
+    with pytest.raises(ConfigError) as info:
+        _compile(_one_alias() | {"telemetry": {"redact_patterns": patterns}})
+    assert str(info.value).startswith(message)
+
+
+def test_redact_patterns_config_accepts_build_the_redactor() -> None:
+    """What the check accepts, the real Redactor compiles and applies (scoped flags and
+    named groups included); what it refuses for flags, the Redactor cannot compile."""
+    patterns = ["(?i:secret-\\w+)", "(?P<user>user=\\S+)"]
+    runtime = _compile(_one_alias() | {"telemetry": {"redact_patterns": patterns}})
+    redactor = redactor_for(runtime.config)
+    assert redactor.text("a SECRET-abc user=bob b") == "a [REDACTED] [REDACTED] b"
+    with pytest.raises(re.error):
+        Redactor(["(?i)secret"])

@@ -202,6 +202,11 @@ INVALID_CONFIGS = {
     "no-providers": {"providers": {}},
     "not-yaml": "providers: [unclosed\n",
     "not-a-mapping": "- just\n- a list\n",
+    # Each used to pass check-config and then stop `serve` with a traceback (re.error).
+    "bad-redact-pattern": {
+        "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
+        "telemetry": {"redact_patterns": ["([a-z"]},
+    },
 }
 EXPECTED_KEY = {
     "unknown-key": "bogus",
@@ -211,6 +216,7 @@ EXPECTED_KEY = {
     "no-providers": "providers",
     "not-yaml": "YAML",
     "not-a-mapping": "mapping",
+    "bad-redact-pattern": "telemetry.redact_patterns[0]",
 }
 
 
