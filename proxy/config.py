@@ -360,7 +360,13 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     if isinstance(telemetry, dict) and isinstance(telemetry.get("prices"), dict):
         # msgspec names a map entry `[...]`; converted by name, an error names the model.
         prices = _convert_named(telemetry["prices"], PriceConfig, "telemetry.prices")
-        staged["telemetry"] = {**telemetry, "prices": prices}
+        staged["telemetry"] = telemetry = {**telemetry, "prices": prices}
+    if isinstance(telemetry, dict):
+        arg = telemetry.get("traces_sampler_arg")
+        if isinstance(arg, int | float) and not isinstance(arg, bool):
+            # The arg is text in OTEL_TRACES_SAMPLER_ARG, but in YAML a ratio is
+            # naturally written as a number: `traces_sampler_arg: 0.1`.
+            staged["telemetry"] = {**telemetry, "traces_sampler_arg": str(arg)}
     config = _convert(staged, Config, "")
     _check_telemetry(config.telemetry)
     return config
@@ -370,6 +376,45 @@ def _check_telemetry(telemetry: TelemetryConfig) -> None:
     """Telemetry keys that are only read once serving starts (by the redactor, the
     sampler, the exporters), checked here so that `check-config` refuses them too."""
     _check_redact_patterns(telemetry.redact_patterns)
+    _check_sampler(telemetry.traces_sampler, telemetry.traces_sampler_arg)
+
+
+#: The OTEL_TRACES_SAMPLER names instrumentation/sampling.py implements (it reads
+#: them stripped and lower-cased). It falls back to parentbased_always_on for any
+#: other name, as the SDK does for the environment variable; in the config file a
+#: name it does not know is a typo, refused here.
+TRACES_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+def _check_sampler(name: str | None, arg: str | None) -> None:
+    if name and name.strip().lower() not in TRACES_SAMPLERS:
+        raise ConfigError(
+            f"telemetry.traces_sampler: unknown sampler {name!r} "
+            f"(one of: {', '.join(TRACES_SAMPLERS)})"
+        )
+    # Checked whatever the sampler: the arg is only ever read as the traceidratio
+    # ratio, and an OTEL_TRACES_SAMPLER=traceidratio from the environment takes it
+    # from here. sampling.py would quietly sample everything for a bad one.
+    if arg and not _is_ratio(arg):
+        raise ConfigError(
+            f"telemetry.traces_sampler_arg: must be a ratio between 0 and 1 for the "
+            f"traceidratio samplers (e.g. 0.1 keeps one trace in ten), got {arg!r}"
+        )
+
+
+def _is_ratio(text: str) -> bool:
+    try:
+        ratio = float(text)
+    except ValueError:
+        return False
+    return 0 <= ratio <= 1  # False for nan too
 
 
 def _check_redact_patterns(patterns: list[str]) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from instrumentation.logging import Redactor, redactor_for
-from proxy.config import ConfigError, load_config, parse_config
+from instrumentation.sampling import make_sampler
+from instrumentation.tracecontext import Parent
+from proxy.config import TRACES_SAMPLERS, ConfigError, load_config, parse_config
 from proxy.runtime import compile_config
 
 ISSUE_EXAMPLE = """
@@ -677,3 +679,64 @@ def test_redact_patterns_config_accepts_build_the_redactor() -> None:
     assert redactor.text("a SECRET-abc user=bob b") == "a [REDACTED] [REDACTED] b"
     with pytest.raises(re.error):
         Redactor(["(?i)secret"])
+
+
+@pytest.mark.parametrize(
+    ("telemetry", "message"),
+    [
+        (
+            {"traces_sampler": "bogus"},
+            "telemetry.traces_sampler: unknown sampler 'bogus' (one of: always_on, always_off, "
+            "traceidratio, parentbased_always_on, parentbased_always_off, "
+            "parentbased_traceidratio)",
+        ),
+        (
+            {"traces_sampler": "parentbased_traceidratio", "traces_sampler_arg": "abc"},
+            "telemetry.traces_sampler_arg: must be a ratio between 0 and 1 for the traceidratio "
+            "samplers (e.g. 0.1 keeps one trace in ten), got 'abc'",
+        ),
+        ({"traces_sampler": "traceidratio", "traces_sampler_arg": 1.5}, "got '1.5'"),
+        ({"traces_sampler": "traceidratio", "traces_sampler_arg": "-0.1"}, "got '-0.1'"),
+        ({"traces_sampler_arg": "nan"}, "got 'nan'"),
+    ],
+)
+def test_an_unknown_sampler_or_a_sampler_arg_that_is_no_ratio_is_refused(
+    telemetry: dict[str, Any], message: str
+) -> None:
+    """sampling.py would quietly sample everything for a misspelt sampler or a bad ratio;
+    in the config file that is an error naming the key and the allowed values."""
+    with pytest.raises(ConfigError) as info:
+        _compile(_one_alias() | {"telemetry": telemetry})
+    assert message in str(info.value)
+
+
+ROOT = 0x0123456789ABCDEF0123456789ABCDEF
+SAMPLED_PARENT = Parent(ROOT, 1, True, None)
+UNSAMPLED_PARENT = Parent(ROOT, 1, False, None)
+
+
+@pytest.mark.parametrize("name", TRACES_SAMPLERS)
+def test_every_accepted_sampler_name_is_one_sampling_py_implements(name: str) -> None:
+    """Each name the check accepts (in any case) builds the sampler it names, not the
+    fallback for unknown names: with ratio 0, a root is sampled only by always_on, and
+    only parentbased_* samplers follow the parent's decision."""
+    config = parse_config({"telemetry": {"traces_sampler": name.upper(), "traces_sampler_arg": 0}})
+    telemetry = config.telemetry
+    sampler = make_sampler(telemetry.traces_sampler, telemetry.traces_sampler_arg)
+    follows_parent = name.startswith("parentbased_")
+    assert sampler(None, ROOT) is name.endswith("always_on")
+    assert sampler(SAMPLED_PARENT, ROOT) is (follows_parent or name == "always_on")
+    assert sampler(UNSAMPLED_PARENT, ROOT) is (not follows_parent and name == "always_on")
+
+
+def test_a_sampler_ratio_may_be_written_as_a_yaml_number(tmp_path: Path) -> None:
+    """`traces_sampler_arg: 0.1` (a number in YAML) is taken as the text "0.1", as
+    OTEL_TRACES_SAMPLER_ARG would hold it; empty values mean unset, as before."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers: {p: {kind: openai, base_url: 'http://x'}}\n"
+        "telemetry: {traces_sampler: parentbased_traceidratio, traces_sampler_arg: 0.1}\n"
+    )
+    assert load_config(str(path), {}).telemetry.traces_sampler_arg == "0.1"
+    empty = {"traces_sampler": "${S:-}", "traces_sampler_arg": "${A:-}"}
+    assert parse_config({"telemetry": empty}, {}).telemetry.traces_sampler == ""

@@ -207,6 +207,11 @@ INVALID_CONFIGS = {
         "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
         "telemetry": {"redact_patterns": ["([a-z"]},
     },
+    # Used to be accepted, and sampled every request as if unset.
+    "unknown-sampler": {
+        "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
+        "telemetry": {"traces_sampler": "bogus"},
+    },
 }
 EXPECTED_KEY = {
     "unknown-key": "bogus",
@@ -217,6 +222,7 @@ EXPECTED_KEY = {
     "not-yaml": "YAML",
     "not-a-mapping": "mapping",
     "bad-redact-pattern": "telemetry.redact_patterns[0]",
+    "unknown-sampler": "telemetry.traces_sampler",
 }
 
 
