@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import msgspec.inspect
@@ -377,6 +378,8 @@ def _check_telemetry(telemetry: TelemetryConfig) -> None:
     sampler, the exporters), checked here so that `check-config` refuses them too."""
     _check_redact_patterns(telemetry.redact_patterns)
     _check_sampler(telemetry.traces_sampler, telemetry.traces_sampler_arg)
+    if telemetry.otlp_endpoint:
+        _check_otlp_endpoint(telemetry.otlp_endpoint)
 
 
 #: The OTEL_TRACES_SAMPLER names instrumentation/sampling.py implements (it reads
@@ -407,6 +410,31 @@ def _check_sampler(name: str | None, arg: str | None) -> None:
             f"telemetry.traces_sampler_arg: must be a ratio between 0 and 1 for the "
             f"traceidratio samplers (e.g. 0.1 keeps one trace in ten), got {arg!r}"
         )
+
+
+_OTLP_EXAMPLE = "e.g. http://collector:4317 (gRPC) or http://collector:4318 (OTLP/HTTP)"
+
+
+def _check_otlp_endpoint(endpoint: str) -> None:
+    """Both exporters need a scheme: without one, every OTLP/HTTP export fails with an
+    SDK error in the log, and gRPC cannot tell TLS from plain text. The messages never
+    quote the value: credentials for the collector may be in it (README, Telemetry),
+    and in a URL that does not parse as one, nothing marks them out to be left out."""
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # an unclosed IPv6 bracket
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"telemetry.otlp_endpoint: must be an http:// or https:// URL with a host, "
+            f"{_OTLP_EXAMPLE}"
+        )
+    try:
+        parts.port  # noqa: B018 - parsed on access
+    except ValueError:
+        raise ConfigError(
+            f"telemetry.otlp_endpoint: the port must be a number from 1 to 65535, {_OTLP_EXAMPLE}"
+        ) from None
 
 
 def _is_ratio(text: str) -> bool:

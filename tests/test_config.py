@@ -740,3 +740,44 @@ def test_a_sampler_ratio_may_be_written_as_a_yaml_number(tmp_path: Path) -> None
     assert load_config(str(path), {}).telemetry.traces_sampler_arg == "0.1"
     empty = {"traces_sampler": "${S:-}", "traces_sampler_arg": "${A:-}"}
     assert parse_config({"telemetry": empty}, {}).telemetry.traces_sampler == ""
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "collector:4317",
+        "localhost:4318",
+        "10.0.0.5:4317",
+        "grpc://collector:4317",
+        "http://:4318",
+        "http://[::1:4318",
+        "user:SECRET@collector:4317",
+    ],
+)
+def test_an_otlp_endpoint_without_http_scheme_or_host_is_refused_unquoted(endpoint: str) -> None:
+    """Without http(s):// every export would fail at runtime with an SDK error; the
+    message shows what to write instead and never the value (it may hold credentials)."""
+    with pytest.raises(ConfigError) as info:
+        _compile(_one_alias() | {"telemetry": {"otlp_endpoint": endpoint}})
+    assert str(info.value) == (
+        "telemetry.otlp_endpoint: must be an http:// or https:// URL with a host, "
+        "e.g. http://collector:4317 (gRPC) or http://collector:4318 (OTLP/HTTP)"
+    )
+    assert "SECRET" not in str(info.value)
+
+
+def test_an_otlp_endpoint_with_a_bad_port_is_refused_unquoted() -> None:
+    with pytest.raises(ConfigError) as info:
+        _compile(_one_alias() | {"telemetry": {"otlp_endpoint": "http://u:SECRET@c:99999"}})
+    assert str(info.value).startswith("telemetry.otlp_endpoint: the port must be a number")
+    assert "SECRET" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://collector:4318", "https://u:p@otlp.example.com/prefix", "http://[::1]:4317", ""],
+)
+def test_otlp_endpoints_with_scheme_and_host_are_accepted(endpoint: str) -> None:
+    """Credentials and a path prefix stay allowed (README, Telemetry); empty is unset."""
+    runtime = _compile(_one_alias() | {"telemetry": {"otlp_endpoint": endpoint}})
+    assert runtime.config.telemetry.otlp_endpoint == endpoint

@@ -212,6 +212,11 @@ INVALID_CONFIGS = {
         "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
         "telemetry": {"traces_sampler": "bogus"},
     },
+    # Used to be accepted, and every export then failed with an SDK error in the log.
+    "schemeless-otlp-endpoint": {
+        "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
+        "telemetry": {"otlp_endpoint": "collector:4317"},
+    },
 }
 EXPECTED_KEY = {
     "unknown-key": "bogus",
@@ -223,6 +228,7 @@ EXPECTED_KEY = {
     "not-a-mapping": "mapping",
     "bad-redact-pattern": "telemetry.redact_patterns[0]",
     "unknown-sampler": "telemetry.traces_sampler",
+    "schemeless-otlp-endpoint": "telemetry.otlp_endpoint",
 }
 
 
