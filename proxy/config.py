@@ -195,8 +195,10 @@ class ModelConfig(_Base, frozen=True):
 
 class PrometheusConfig(_Base, frozen=True):
     enabled: bool = True
-    #: Serve /metrics on its own listener; default: on the main listener.
+    #: The address of /metrics' own listener (default: server.host); only with `port`,
+    #: refused without it in _check_telemetry.
     host: str | None = None
+    #: Serve /metrics on its own listener; default: on the main listener.
     #: 0 picks any free port; the 0..65535 range is checked in runtime.compile_config.
     port: int | None = None
 
@@ -380,6 +382,14 @@ def _check_telemetry(telemetry: TelemetryConfig) -> None:
     _check_sampler(telemetry.traces_sampler, telemetry.traces_sampler_arg)
     if telemetry.otlp_endpoint:
         _check_otlp_endpoint(telemetry.otlp_endpoint)
+    prometheus = telemetry.prometheus
+    if prometheus.host is not None and prometheus.port is None:
+        # Without a port /metrics stays on the main listener, and host would be ignored.
+        raise ConfigError(
+            "telemetry.prometheus.host: only used with telemetry.prometheus.port, which "
+            "serves /metrics on its own listener; set port too, or remove host to keep "
+            "/metrics on the main listener (server.host, server.port)"
+        )
 
 
 #: The OTEL_TRACES_SAMPLER names instrumentation/sampling.py implements (it reads

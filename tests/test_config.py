@@ -781,3 +781,16 @@ def test_otlp_endpoints_with_scheme_and_host_are_accepted(endpoint: str) -> None
     """Credentials and a path prefix stay allowed (README, Telemetry); empty is unset."""
     runtime = _compile(_one_alias() | {"telemetry": {"otlp_endpoint": endpoint}})
     assert runtime.config.telemetry.otlp_endpoint == endpoint
+
+
+def test_a_prometheus_host_without_a_port_is_refused() -> None:
+    """prometheus.host only places /metrics' own listener, which port opens: alone it was
+    silently ignored (metrics stayed on the main listener), so it is an error at host."""
+    data = _one_alias() | {"telemetry": {"prometheus": {"host": "0.0.0.0"}}}
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(
+        "telemetry.prometheus.host: only used with telemetry.prometheus.port"
+    )
+    data = _one_alias() | {"telemetry": {"prometheus": {"host": "0.0.0.0", "port": 9464}}}
+    assert _compile(data).config.telemetry.prometheus.host == "0.0.0.0"

@@ -217,6 +217,11 @@ INVALID_CONFIGS = {
         "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
         "telemetry": {"otlp_endpoint": "collector:4317"},
     },
+    # Used to be accepted and ignored: /metrics stayed on the main listener.
+    "prometheus-host-without-port": {
+        "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
+        "telemetry": {"prometheus": {"host": "0.0.0.0"}},
+    },
 }
 EXPECTED_KEY = {
     "unknown-key": "bogus",
@@ -229,6 +234,7 @@ EXPECTED_KEY = {
     "bad-redact-pattern": "telemetry.redact_patterns[0]",
     "unknown-sampler": "telemetry.traces_sampler",
     "schemeless-otlp-endpoint": "telemetry.otlp_endpoint",
+    "prometheus-host-without-port": "telemetry.prometheus.host",
 }
 
 
