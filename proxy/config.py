@@ -2,7 +2,9 @@
 errors that name the exact key (`models.fast.targets[1].provider: ...`).
 
 Semantic checks that need the whole file (a target naming an unknown provider)
-live in `runtime.compile_config`, which reports with the same key paths.
+live in `runtime.compile_config`, which reports with the same key paths. Telemetry
+keys read only once serving starts (regexes, sampler, OTLP endpoint) are checked
+here, in `parse_config`, so that `check-config` sees them.
 """
 
 from __future__ import annotations
@@ -455,11 +457,16 @@ def _is_ratio(text: str) -> bool:
     return 0 <= ratio <= 1  # False for nan too
 
 
+#: `\\1` or `(?(1)` not after an escaping backslash: a group referred to by number.
+_NUMBERED_REFERENCE = re.compile(r"(?<!\\)(?:\\\\)*(?:\\[1-9]|\(\?\(\d)")
+
+
 def _check_redact_patterns(patterns: list[str]) -> None:
     """Each pattern as instrumentation/logging.py's Redactor uses it: joined with the
     shipped ones into one `(?:a)|(?:b)|...` regex. The patterns are the operator's own
     text, so the messages quote them."""
     names: dict[str, int] = {}
+    shift = 0  # capture groups of the entries before: the shipped patterns have none
     for index, pattern in enumerate(patterns):
         key = f"telemetry.redact_patterns[{index}]"
         try:
@@ -470,17 +477,26 @@ def _check_redact_patterns(patterns: list[str]) -> None:
             ) from None
         try:
             re.compile(f"(?:{pattern})")
-        except re.error:
-            # Python 3.11 refuses global flags anywhere but at the very start.
+        except re.error as exc:
+            # In practice a global flag: (?i) is refused anywhere but at the very start.
             raise ConfigError(
-                f"{key}: {pattern!r} sets flags for the whole expression, but the patterns "
-                "are joined into one; scope them to the pattern instead, e.g. (?i:secret-\\w+)"
+                f"{key}: {pattern!r} cannot be joined with the other patterns into one "
+                f"regex ({exc.msg}); scope flags to the pattern, e.g. (?i:secret-\\w+) "
+                "instead of (?i)secret-\\w+"
             ) from None
         if compiled.match("") is not None:
             raise ConfigError(
                 f"{key}: {pattern!r} matches an empty string, so [REDACTED] would be "
                 "inserted into every log line; make it match at least one character"
             )
+        if shift and _NUMBERED_REFERENCE.search(pattern):
+            raise ConfigError(
+                f"{key}: {pattern!r} refers to a group by number, but joined after the "
+                f"entries before it its groups are numbered from {shift + 1}, so the number "
+                "would mean another entry's group; name the group, (?P<q>...), and "
+                "refer to it as (?P=q)"
+            )
+        shift += compiled.groups
         for name in compiled.groupindex:
             if name in names:
                 raise ConfigError(

@@ -649,7 +649,13 @@ def test_a_yaml_boolean_in_a_text_key_says_to_quote_it(tmp_path: Path) -> None:
         ),
         (
             ["(?i)secret"],
-            "telemetry.redact_patterns[0]: '(?i)secret' sets flags for the whole expression",
+            "telemetry.redact_patterns[0]: '(?i)secret' cannot be joined with the other "
+            "patterns into one regex (global flags not at the start of the expression)",
+        ),
+        (
+            ["(a)b", "(['\"])token=.*?\\1"],
+            "telemetry.redact_patterns[1]: '([\\'\"])token=.*?\\\\1' refers to a group by "
+            "number, but joined after the entries before it its groups are numbered from 2",
         ),
         (["x*"], "telemetry.redact_patterns[0]: 'x*' matches an empty string"),
         (
@@ -671,14 +677,18 @@ def test_a_redact_pattern_the_redactor_cannot_use_is_refused_at_its_index(
 
 
 def test_redact_patterns_config_accepts_build_the_redactor() -> None:
-    """What the check accepts, the real Redactor compiles and applies (scoped flags and
-    named groups included); what it refuses for flags, the Redactor cannot compile."""
-    patterns = ["(?i:secret-\\w+)", "(?P<user>user=\\S+)"]
+    """What the check accepts, the real Redactor compiles and applies (scoped flags, named
+    groups, a numbered back-reference in the first entry, whose numbers do not shift);
+    what it refuses for flags, the Redactor cannot compile."""
+    patterns = ["(['\"])key=.*?\\1", "(?i:secret-\\w+)", "(?P<user>user=\\S+)"]
     runtime = _compile(_one_alias() | {"telemetry": {"redact_patterns": patterns}})
     redactor = redactor_for(runtime.config)
-    assert redactor.text("a SECRET-abc user=bob b") == "a [REDACTED] [REDACTED] b"
+    text = "a SECRET-abc user=bob 'key=x y' b"
+    assert redactor.text(text) == "a [REDACTED] [REDACTED] [REDACTED] b"
     with pytest.raises(re.error):
         Redactor(["(?i)secret"])
+    # Refused after an entry with a group: there \1 names that entry's group instead.
+    assert Redactor(["(a)b", patterns[0]]).text("'key=x'") == "'key=x'"
 
 
 @pytest.mark.parametrize(
