@@ -2,7 +2,9 @@
 errors that name the exact key (`models.fast.targets[1].provider: ...`).
 
 Semantic checks that need the whole file (a target naming an unknown provider)
-live in `runtime.compile_config`, which reports with the same key paths.
+live in `runtime.compile_config`, which reports with the same key paths. Telemetry
+keys read only once serving starts (regexes, sampler, OTLP endpoint) are checked
+here, in `parse_config`, so that `check-config` sees them.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
+import msgspec.inspect
 import yaml
 
 ProviderKind = Literal["openai", "anthropic", "azure_openai"]
@@ -193,8 +197,10 @@ class ModelConfig(_Base, frozen=True):
 
 class PrometheusConfig(_Base, frozen=True):
     enabled: bool = True
-    #: Serve /metrics on its own listener; default: on the main listener.
+    #: The address of /metrics' own listener (default: server.host); only with `port`,
+    #: refused without it in _check_telemetry.
     host: str | None = None
+    #: Serve /metrics on its own listener; default: on the main listener.
     #: 0 picks any free port; the 0..65535 range is checked in runtime.compile_config.
     port: int | None = None
 
@@ -271,15 +277,67 @@ def _convert(data: Any, kind: type[_S], path: str) -> _S:
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_locate(str(exc), path)) from None
+        raise ConfigError(_locate(str(exc), path, kind)) from None
 
 
-def _locate(message: str, prefix: str) -> str:
-    """Turn msgspec's "... - at `$.a.b`" into "prefix.a.b: ..."."""
+def _locate(message: str, prefix: str, kind: type[Any]) -> str:
+    """Turn msgspec's "... - at `$.a.b`" into "prefix.a.b: ...", with what to write
+    instead when the key takes one of a fixed set of names (`kind` is what was being
+    converted, so the key's type is found by walking `where` through it)."""
     text, _, where = message.partition(" - at `$")
     where = where.rstrip("`")
     location = (prefix + where) if prefix else where.lstrip(".")
-    return f"{location or '(top level)'}: {_lower_first(text)}"
+    located = f"{location or '(top level)'}: {_lower_first(text)}"
+    if text.startswith("Expected `str") and text.endswith("got `bool`"):
+        # YAML 1.1 reads an unquoted yes/no/on/off/true/false as a boolean, so
+        # `capture_content: yes` never reaches the key as the text that was typed.
+        located += (
+            "; YAML reads an unquoted yes, no, on, off, true or false as a boolean, "
+            "so put the value in quotes"
+        )
+    allowed = _allowed_values(msgspec.inspect.type_info(kind), where)
+    if allowed:
+        located += f" (one of: {', '.join(allowed)})"
+    return located
+
+
+#: `.name` (a struct field) or `[0]` / `[...]` (a list item / a map value) in msgspec's path.
+_PATH_STEP = re.compile(r"\.([^.\[]+)|\[[^\]]*\]")
+
+
+def _allowed_values(info: msgspec.inspect.Type, where: str) -> list[str]:
+    """The names a Literal key accepts, when `where` leads to one; else []."""
+    types = [info]
+    for step in _PATH_STEP.finditer(where):
+        field = step.group(1)
+        following: list[msgspec.inspect.Type] = []
+        for node in _alternatives(types):
+            if field is not None and isinstance(node, msgspec.inspect.StructType):
+                following += [f.type for f in node.fields if f.encode_name == field]
+            elif field is None and isinstance(node, msgspec.inspect.ListType):
+                following.append(node.item_type)
+            elif field is None and isinstance(node, msgspec.inspect.DictType):
+                following.append(node.value_type)
+        types = following
+    return [
+        str(value)
+        for node in _alternatives(types)
+        if isinstance(node, msgspec.inspect.LiteralType)
+        for value in node.values
+    ]
+
+
+def _alternatives(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.Type]:
+    """The concrete types behind `Annotated[...]` and `X | None`."""
+    found: list[msgspec.inspect.Type] = []
+    for node in types:
+        if isinstance(node, msgspec.inspect.Metadata):
+            found += _alternatives([node.type])
+        elif isinstance(node, msgspec.inspect.UnionType):
+            found += _alternatives(list(node.types))
+        else:
+            found.append(node)
+    return found
 
 
 def _lower_first(text: str) -> str:
@@ -307,8 +365,146 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     if isinstance(telemetry, dict) and isinstance(telemetry.get("prices"), dict):
         # msgspec names a map entry `[...]`; converted by name, an error names the model.
         prices = _convert_named(telemetry["prices"], PriceConfig, "telemetry.prices")
-        staged["telemetry"] = {**telemetry, "prices": prices}
-    return _convert(staged, Config, "")
+        staged["telemetry"] = telemetry = {**telemetry, "prices": prices}
+    if isinstance(telemetry, dict):
+        arg = telemetry.get("traces_sampler_arg")
+        if isinstance(arg, int | float) and not isinstance(arg, bool):
+            # The arg is text in OTEL_TRACES_SAMPLER_ARG, but in YAML a ratio is
+            # naturally written as a number: `traces_sampler_arg: 0.1`.
+            staged["telemetry"] = {**telemetry, "traces_sampler_arg": str(arg)}
+    config = _convert(staged, Config, "")
+    _check_telemetry(config.telemetry)
+    return config
+
+
+def _check_telemetry(telemetry: TelemetryConfig) -> None:
+    """Telemetry keys that are only read once serving starts (by the redactor, the
+    sampler, the exporters), checked here so that `check-config` refuses them too."""
+    _check_redact_patterns(telemetry.redact_patterns)
+    _check_sampler(telemetry.traces_sampler, telemetry.traces_sampler_arg)
+    if telemetry.otlp_endpoint:
+        _check_otlp_endpoint(telemetry.otlp_endpoint)
+    prometheus = telemetry.prometheus
+    if prometheus.host is not None and prometheus.port is None:
+        # Without a port /metrics stays on the main listener, and host would be ignored.
+        raise ConfigError(
+            "telemetry.prometheus.host: only used with telemetry.prometheus.port, which "
+            "serves /metrics on its own listener; set port too, or remove host to keep "
+            "/metrics on the main listener (server.host, server.port)"
+        )
+
+
+#: The OTEL_TRACES_SAMPLER names instrumentation/sampling.py implements (it reads
+#: them stripped and lower-cased). It falls back to parentbased_always_on for any
+#: other name, as the SDK does for the environment variable; in the config file a
+#: name it does not know is a typo, refused here.
+TRACES_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+def _check_sampler(name: str | None, arg: str | None) -> None:
+    if name and name.strip().lower() not in TRACES_SAMPLERS:
+        raise ConfigError(
+            f"telemetry.traces_sampler: unknown sampler {name!r} "
+            f"(one of: {', '.join(TRACES_SAMPLERS)})"
+        )
+    # Checked whatever the sampler: the arg is only ever read as the traceidratio
+    # ratio, and an OTEL_TRACES_SAMPLER=traceidratio from the environment takes it
+    # from here. sampling.py would quietly sample everything for a bad one.
+    if arg and not _is_ratio(arg):
+        raise ConfigError(
+            f"telemetry.traces_sampler_arg: must be a ratio between 0 and 1 for the "
+            f"traceidratio samplers (e.g. 0.1 keeps one trace in ten), got {arg!r}"
+        )
+
+
+_OTLP_EXAMPLE = "e.g. http://collector:4317 (gRPC) or http://collector:4318 (OTLP/HTTP)"
+
+
+def _check_otlp_endpoint(endpoint: str) -> None:
+    """Both exporters need a scheme: without one, every OTLP/HTTP export fails with an
+    SDK error in the log, and gRPC cannot tell TLS from plain text. The messages never
+    quote the value: credentials for the collector may be in it (README, Telemetry),
+    and in a URL that does not parse as one, nothing marks them out to be left out."""
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # an unclosed IPv6 bracket
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"telemetry.otlp_endpoint: must be an http:// or https:// URL with a host, "
+            f"{_OTLP_EXAMPLE}"
+        )
+    try:
+        parts.port  # noqa: B018 - parsed on access
+    except ValueError:
+        raise ConfigError(
+            f"telemetry.otlp_endpoint: the port must be a number from 1 to 65535, {_OTLP_EXAMPLE}"
+        ) from None
+
+
+def _is_ratio(text: str) -> bool:
+    try:
+        ratio = float(text)
+    except ValueError:
+        return False
+    return 0 <= ratio <= 1  # False for nan too
+
+
+#: `\\1` or `(?(1)` not after an escaping backslash: a group referred to by number.
+_NUMBERED_REFERENCE = re.compile(r"(?<!\\)(?:\\\\)*(?:\\[1-9]|\(\?\(\d)")
+
+
+def _check_redact_patterns(patterns: list[str]) -> None:
+    """Each pattern as instrumentation/logging.py's Redactor uses it: joined with the
+    shipped ones into one `(?:a)|(?:b)|...` regex. The patterns are the operator's own
+    text, so the messages quote them."""
+    names: dict[str, int] = {}
+    shift = 0  # capture groups of the entries before: the shipped patterns have none
+    for index, pattern in enumerate(patterns):
+        key = f"telemetry.redact_patterns[{index}]"
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{key}: {pattern!r} is not a valid regular expression: {exc}"
+            ) from None
+        try:
+            re.compile(f"(?:{pattern})")
+        except re.error as exc:
+            # In practice a global flag: (?i) is refused anywhere but at the very start.
+            raise ConfigError(
+                f"{key}: {pattern!r} cannot be joined with the other patterns into one "
+                f"regex ({exc.msg}); scope flags to the pattern, e.g. (?i:secret-\\w+) "
+                "instead of (?i)secret-\\w+"
+            ) from None
+        if compiled.match("") is not None:
+            raise ConfigError(
+                f"{key}: {pattern!r} matches an empty string, so [REDACTED] would be "
+                "inserted into every log line; make it match at least one character"
+            )
+        if shift and _NUMBERED_REFERENCE.search(pattern):
+            raise ConfigError(
+                f"{key}: {pattern!r} refers to a group by number, but joined after the "
+                f"entries before it its groups are numbered from {shift + 1}, so the number "
+                "would mean another entry's group; name the group, (?P<q>...), and "
+                "refer to it as (?P=q)"
+            )
+        shift += compiled.groups
+        for name in compiled.groupindex:
+            if name in names:
+                raise ConfigError(
+                    f"{key}: group name {name!r} is also used in "
+                    f"telemetry.redact_patterns[{names[name]}], and the patterns are joined "
+                    "into one regex; rename one of them"
+                )
+            names[name] = index
 
 
 def load_config(path: str | None, env: Mapping[str, str] | None = None) -> Config:

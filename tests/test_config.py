@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy.config import ConfigError, load_config, parse_config
+from instrumentation.logging import Redactor, redactor_for
+from instrumentation.sampling import make_sampler
+from instrumentation.tracecontext import Parent
+from proxy.config import TRACES_SAMPLERS, ConfigError, load_config, parse_config
 from proxy.runtime import compile_config
 
 ISSUE_EXAMPLE = """
@@ -560,3 +564,243 @@ def test_client_keys_may_go_to_one_origin(keys: dict[str, str], second: str) -> 
         "n": {"targets": [{"provider": second, "model": "b"}]},
     }
     assert _compile(data).routes["m"].fallbacks == ("n",)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"providers": {"p": {"kind": "opneai", "base_url": "http://x"}}},
+            "providers.p.kind: invalid enum value 'opneai' (one of: anthropic, azure_openai, "
+            "openai)",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "base_url": "http://x", "stream_usage": "x"}}},
+            "providers.p.stream_usage: invalid enum value 'x' (one of: inject, passthrough)",
+        ),
+        (
+            _one_alias(strategy="fastest"),
+            "models.chat.strategy: invalid enum value 'fastest' (one of: least_inflight, "
+            "lowest_cost, lowest_latency, ordered, round_robin, weighted)",
+        ),
+        (
+            _one_alias(retry={"same_target": ["transient", "ratelimited"]}),
+            "models.chat.retry.same_target[1]: invalid enum value 'ratelimited' (one of: "
+            "caller_fault, connection, credential, model_unavailable, quota, rate_limited, "
+            "timeout, transient, unknown)",
+        ),
+        (
+            _one_alias() | {"telemetry": {"otlp_protocol": "http"}},
+            "telemetry.otlp_protocol: invalid enum value 'http' (one of: grpc, http/protobuf)",
+        ),
+        (
+            _one_alias() | {"telemetry": {"pipeline": "proc"}},
+            "telemetry.pipeline: invalid enum value 'proc' (one of: auto, process, thread)",
+        ),
+        (
+            _one_alias() | {"telemetry": {"capture_content": "span"}},
+            "telemetry.capture_content: invalid enum value 'span' (one of: EVENT_ONLY, "
+            "NO_CONTENT, SPAN_AND_EVENT, SPAN_ONLY)",
+        ),
+        (
+            {"providers": {"p": {"kind": 3, "base_url": "http://x"}}},
+            "providers.p.kind: expected `str`, got `int` (one of: anthropic, azure_openai, openai)",
+        ),
+    ],
+)
+def test_a_key_taking_fixed_names_lists_them_when_given_another(
+    data: dict[str, Any], message: str
+) -> None:
+    """A typo in a key with a fixed set of values (kind, strategy, failure classes,
+    stream_usage, otlp_protocol, pipeline, capture_content) names the values it takes."""
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value) == message
+
+
+def test_a_yaml_boolean_in_a_text_key_says_to_quote_it(tmp_path: Path) -> None:
+    """`capture_content: yes` reaches spangate as true (YAML 1.1): the error says why and
+    what to write, and a text key without fixed values gets the same hint."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers: {p: {kind: openai, base_url: 'http://x'}}\ntelemetry: {capture_content: yes}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value) == (
+        "telemetry.capture_content: expected `str | null`, got `bool`; YAML reads an unquoted "
+        "yes, no, on, off, true or false as a boolean, so put the value in quotes (one of: "
+        "EVENT_ONLY, NO_CONTENT, SPAN_AND_EVENT, SPAN_ONLY)"
+    )
+    path.write_text("providers: {p: {kind: openai, base_url: 'http://x', provider_name: on}}\n")
+    with pytest.raises(
+        ConfigError, match=r"^providers\.p\.provider_name: .*put the value in quotes$"
+    ):
+        load_config(str(path), {})
+
+
+@pytest.mark.parametrize(
+    ("patterns", "message"),
+    [
+        (
+            ["sk-live-\\w+", "([a-z"],
+            "telemetry.redact_patterns[1]: '([a-z' is not a valid regular expression: "
+            "unterminated character set at position 1",
+        ),
+        (
+            ["(?i)secret"],
+            "telemetry.redact_patterns[0]: '(?i)secret' cannot be joined with the other "
+            "patterns into one regex (global flags not at the start of the expression)",
+        ),
+        (
+            ["(a)b", "(['\"])token=.*?\\1"],
+            "telemetry.redact_patterns[1]: '([\\'\"])token=.*?\\\\1' refers to a group by "
+            "number, but joined after the entries before it its groups are numbered from 2",
+        ),
+        (["x*"], "telemetry.redact_patterns[0]: 'x*' matches an empty string"),
+        (
+            ["(?P<v>a+)", "(?P<v>b+)"],
+            "telemetry.redact_patterns[1]: group name 'v' is also used in "
+            "telemetry.redact_patterns[0]",
+        ),
+    ],
+)
+def test_a_redact_pattern_the_redactor_cannot_use_is_refused_at_its_index(
+    patterns: list[str], message: str
+) -> None:
+    """A pattern that would stop `serve` with a raw re.error (alone, or joined with the
+    others as the redactor joins them), or one that matches nothing but still redacts
+    everywhere, is a config error naming the list entry and re's reason."""
+    with pytest.raises(ConfigError) as info:
+        _compile(_one_alias() | {"telemetry": {"redact_patterns": patterns}})
+    assert str(info.value).startswith(message)
+
+
+def test_redact_patterns_config_accepts_build_the_redactor() -> None:
+    """What the check accepts, the real Redactor compiles and applies (scoped flags, named
+    groups, a numbered back-reference in the first entry, whose numbers do not shift);
+    what it refuses for flags, the Redactor cannot compile."""
+    patterns = ["(['\"])key=.*?\\1", "(?i:secret-\\w+)", "(?P<user>user=\\S+)"]
+    runtime = _compile(_one_alias() | {"telemetry": {"redact_patterns": patterns}})
+    redactor = redactor_for(runtime.config)
+    text = "a SECRET-abc user=bob 'key=x y' b"
+    assert redactor.text(text) == "a [REDACTED] [REDACTED] [REDACTED] b"
+    with pytest.raises(re.error):
+        Redactor(["(?i)secret"])
+    # Refused after an entry with a group: there \1 names that entry's group instead.
+    assert Redactor(["(a)b", patterns[0]]).text("'key=x'") == "'key=x'"
+
+
+@pytest.mark.parametrize(
+    ("telemetry", "message"),
+    [
+        (
+            {"traces_sampler": "bogus"},
+            "telemetry.traces_sampler: unknown sampler 'bogus' (one of: always_on, always_off, "
+            "traceidratio, parentbased_always_on, parentbased_always_off, "
+            "parentbased_traceidratio)",
+        ),
+        (
+            {"traces_sampler": "parentbased_traceidratio", "traces_sampler_arg": "abc"},
+            "telemetry.traces_sampler_arg: must be a ratio between 0 and 1 for the traceidratio "
+            "samplers (e.g. 0.1 keeps one trace in ten), got 'abc'",
+        ),
+        ({"traces_sampler": "traceidratio", "traces_sampler_arg": 1.5}, "got '1.5'"),
+        ({"traces_sampler": "traceidratio", "traces_sampler_arg": "-0.1"}, "got '-0.1'"),
+        ({"traces_sampler_arg": "nan"}, "got 'nan'"),
+    ],
+)
+def test_an_unknown_sampler_or_a_sampler_arg_that_is_no_ratio_is_refused(
+    telemetry: dict[str, Any], message: str
+) -> None:
+    """sampling.py would quietly sample everything for a misspelt sampler or a bad ratio;
+    in the config file that is an error naming the key and the allowed values."""
+    with pytest.raises(ConfigError) as info:
+        _compile(_one_alias() | {"telemetry": telemetry})
+    assert message in str(info.value)
+
+
+ROOT = 0x0123456789ABCDEF0123456789ABCDEF
+SAMPLED_PARENT = Parent(ROOT, 1, True, None)
+UNSAMPLED_PARENT = Parent(ROOT, 1, False, None)
+
+
+@pytest.mark.parametrize("name", TRACES_SAMPLERS)
+def test_every_accepted_sampler_name_is_one_sampling_py_implements(name: str) -> None:
+    """Each name the check accepts (in any case) builds the sampler it names, not the
+    fallback for unknown names: with ratio 0, a root is sampled only by always_on, and
+    only parentbased_* samplers follow the parent's decision."""
+    config = parse_config({"telemetry": {"traces_sampler": name.upper(), "traces_sampler_arg": 0}})
+    telemetry = config.telemetry
+    sampler = make_sampler(telemetry.traces_sampler, telemetry.traces_sampler_arg)
+    follows_parent = name.startswith("parentbased_")
+    assert sampler(None, ROOT) is name.endswith("always_on")
+    assert sampler(SAMPLED_PARENT, ROOT) is (follows_parent or name == "always_on")
+    assert sampler(UNSAMPLED_PARENT, ROOT) is (not follows_parent and name == "always_on")
+
+
+def test_a_sampler_ratio_may_be_written_as_a_yaml_number(tmp_path: Path) -> None:
+    """`traces_sampler_arg: 0.1` (a number in YAML) is taken as the text "0.1", as
+    OTEL_TRACES_SAMPLER_ARG would hold it; empty values mean unset, as before."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers: {p: {kind: openai, base_url: 'http://x'}}\n"
+        "telemetry: {traces_sampler: parentbased_traceidratio, traces_sampler_arg: 0.1}\n"
+    )
+    assert load_config(str(path), {}).telemetry.traces_sampler_arg == "0.1"
+    empty = {"traces_sampler": "${S:-}", "traces_sampler_arg": "${A:-}"}
+    assert parse_config({"telemetry": empty}, {}).telemetry.traces_sampler == ""
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "collector:4317",
+        "localhost:4318",
+        "10.0.0.5:4317",
+        "grpc://collector:4317",
+        "http://:4318",
+        "http://[::1:4318",
+        "user:SECRET@collector:4317",
+    ],
+)
+def test_an_otlp_endpoint_without_http_scheme_or_host_is_refused_unquoted(endpoint: str) -> None:
+    """Without http(s):// every export would fail at runtime with an SDK error; the
+    message shows what to write instead and never the value (it may hold credentials)."""
+    with pytest.raises(ConfigError) as info:
+        _compile(_one_alias() | {"telemetry": {"otlp_endpoint": endpoint}})
+    assert str(info.value) == (
+        "telemetry.otlp_endpoint: must be an http:// or https:// URL with a host, "
+        "e.g. http://collector:4317 (gRPC) or http://collector:4318 (OTLP/HTTP)"
+    )
+    assert "SECRET" not in str(info.value)
+
+
+def test_an_otlp_endpoint_with_a_bad_port_is_refused_unquoted() -> None:
+    with pytest.raises(ConfigError) as info:
+        _compile(_one_alias() | {"telemetry": {"otlp_endpoint": "http://u:SECRET@c:99999"}})
+    assert str(info.value).startswith("telemetry.otlp_endpoint: the port must be a number")
+    assert "SECRET" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://collector:4318", "https://u:p@otlp.example.com/prefix", "http://[::1]:4317", ""],
+)
+def test_otlp_endpoints_with_scheme_and_host_are_accepted(endpoint: str) -> None:
+    """Credentials and a path prefix stay allowed (README, Telemetry); empty is unset."""
+    runtime = _compile(_one_alias() | {"telemetry": {"otlp_endpoint": endpoint}})
+    assert runtime.config.telemetry.otlp_endpoint == endpoint
+
+
+def test_a_prometheus_host_without_a_port_is_refused() -> None:
+    """prometheus.host only places /metrics' own listener, which port opens: alone it was
+    silently ignored (metrics stayed on the main listener), so it is an error at host."""
+    data = _one_alias() | {"telemetry": {"prometheus": {"host": "0.0.0.0"}}}
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    assert str(info.value).startswith(
+        "telemetry.prometheus.host: only used with telemetry.prometheus.port"
+    )
+    data = _one_alias() | {"telemetry": {"prometheus": {"host": "0.0.0.0", "port": 9464}}}
+    assert _compile(data).config.telemetry.prometheus.host == "0.0.0.0"

@@ -202,6 +202,26 @@ INVALID_CONFIGS = {
     "no-providers": {"providers": {}},
     "not-yaml": "providers: [unclosed\n",
     "not-a-mapping": "- just\n- a list\n",
+    # Each used to pass check-config and then stop `serve` with a traceback (re.error).
+    "bad-redact-pattern": {
+        "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
+        "telemetry": {"redact_patterns": ["([a-z"]},
+    },
+    # Used to be accepted, and sampled every request as if unset.
+    "unknown-sampler": {
+        "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
+        "telemetry": {"traces_sampler": "bogus"},
+    },
+    # Used to be accepted, and every export then failed with an SDK error in the log.
+    "schemeless-otlp-endpoint": {
+        "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
+        "telemetry": {"otlp_endpoint": "collector:4317"},
+    },
+    # Used to be accepted and ignored: /metrics stayed on the main listener.
+    "prometheus-host-without-port": {
+        "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
+        "telemetry": {"prometheus": {"host": "0.0.0.0"}},
+    },
 }
 EXPECTED_KEY = {
     "unknown-key": "bogus",
@@ -211,6 +231,10 @@ EXPECTED_KEY = {
     "no-providers": "providers",
     "not-yaml": "YAML",
     "not-a-mapping": "mapping",
+    "bad-redact-pattern": "telemetry.redact_patterns[0]",
+    "unknown-sampler": "telemetry.traces_sampler",
+    "schemeless-otlp-endpoint": "telemetry.otlp_endpoint",
+    "prometheus-host-without-port": "telemetry.prometheus.host",
 }
 
 
