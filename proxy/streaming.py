@@ -9,6 +9,10 @@ format instead of a silent truncation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import struct
+import termios
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -31,6 +35,9 @@ _WHOLE_BODY_LIMIT = 8 * 1024 * 1024
 #: After a stream's terminal event, how long its close may take before spangate ends
 #: the client's response itself (the client has its whole answer).
 _AFTER_END_S = 1.0
+#: Writes to a client that is behind go in slices this size (the transport's default
+#: high-water mark), each limited by the idle timeout.
+_SLICE = 64 * 1024
 
 
 class Tap(Protocol):
@@ -91,7 +98,7 @@ async def relay(
     length = response.content_length
     if length is not None and length <= _WHOLE_BODY_LIMIT:
         return await _relay_whole(response, idle_s, tap, extra)
-    return await _relay_bytes(request, response, wire, idle_s, tap, extra)
+    return await _relay_bytes(request, response, idle_s, tap, extra)
 
 
 def whole(response: UpstreamResponse, body: bytes, extra: Extra) -> web.Response:
@@ -236,7 +243,6 @@ def _ended(response: UpstreamResponse) -> bool:
 async def _relay_bytes(
     request: web.Request,
     response: UpstreamResponse,
-    wire: Wire,
     idle_s: float,
     tap: Tap,
     extra: Extra,
@@ -259,11 +265,10 @@ async def _relay_bytes(
         client.cut()
         return out
     except (TimeoutError, aiohttp.ClientError) as exc:
-        if is_event_stream(response) and "Content-Encoding" not in response.headers:
-            return await client.interrupt(wire, tap, exc)
-        # No event to say it in (a file, audio, a compressed stream): a clean end would
-        # hand the client a short body as a whole one, so its connection is cut instead,
-        # which its HTTP client reports as the broken transfer it is.
+        # No event to say it in (a file, audio, a compressed stream; an event stream in
+        # the clear goes through _relay_events): a clean end would hand the client a
+        # short body as a whole one, so its connection is cut instead, which its HTTP
+        # client reports as the broken transfer it is.
         tap.on_end(_interruption(exc)[0])
         client.cut()
         return out
@@ -287,10 +292,10 @@ class _ShuttingDown(Exception):
 
 
 class _Client:
-    """The client's end of a relay. Each write is limited like each read from the
-    provider (the idle timeout): a client that takes no byte for that long (a hung app,
-    a stalled reader) is treated as gone and its connection cut, rather than holding an
-    upstream connection and a pool slot for as long as it stays connected."""
+    """The client's end of a relay. A client that takes no byte for as long as the idle
+    timeout (a hung app, a stalled reader) is treated as gone and its connection cut,
+    rather than holding an upstream connection and a pool slot for as long as it stays
+    connected; one that reads slowly is making progress and is waited for."""
 
     __slots__ = ("_limit_s", "_out", "_request", "_timer")
 
@@ -300,17 +305,56 @@ class _Client:
         self._request, self._out, self._timer, self._limit_s = request, out, timer, limit_s
 
     async def write(self, data: bytes) -> None:
+        transport = self._request.transport
         try:
-            with self._timer.limit(self._limit_s):
+            if (
+                len(data) <= _SLICE
+                and transport is not None
+                and not transport.get_write_buffer_size()
+            ):
+                # All the earlier bytes are gone: this one is taken at once (a send
+                # blocks only above the transport's high-water mark), with no timer.
                 await self._out.write(data)
-        except (TimeoutError, ConnectionError, aiohttp.ClientConnectionResetError):
+                return
+            for start in range(0, len(data), _SLICE):
+                await self._patiently(data[start : start + _SLICE])
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
             raise _ClientGone from None
 
-    async def finish(self, tap: Tap, last: bytes = b"") -> None:
+    async def _patiently(self, piece: bytes) -> None:
+        """Write `piece` to a client that is behind, for as long as it keeps taking
+        bytes. Progress is read from the socket's send queue too: the kernel may hold
+        megabytes, which a slow reader empties for seconds before the transport's own
+        buffer moves at all."""
+        transport = self._request.transport
+        if transport is None:
+            raise _ClientGone
+        write = asyncio.ensure_future(self._out.write(piece))
         try:
+            before = _unsent(transport)
+            while True:
+                done, _ = await asyncio.wait((write,), timeout=self._limit_s)
+                if done:
+                    write.result()
+                    return
+                now = _unsent(transport)
+                if now >= before:
+                    raise _ClientGone  # not a byte taken for the whole idle timeout
+                before = now
+        finally:
+            if not write.done():
+                write.cancel()
+
+    async def finish(self, tap: Tap, last: bytes = b"") -> None:
+        """`last`, then the end of the response."""
+        try:
+            transport = self._request.transport
+            if len(last) > _SLICE or (transport is not None and transport.get_write_buffer_size()):
+                await self.write(last)  # as any block to a client that is behind
+                last = b""
             with self._timer.limit(self._limit_s):
                 await self._out.write_eof(last)
-        except (TimeoutError, ConnectionError, aiohttp.ClientConnectionResetError):
+        except (_ClientGone, TimeoutError, ConnectionError, aiohttp.ClientConnectionResetError):
             tap.on_end("client_disconnected")
             self.cut()
             return
@@ -338,6 +382,16 @@ class _Client:
         transport = self._request.transport
         if transport is not None:
             transport.abort()
+
+
+def _unsent(transport: asyncio.BaseTransport) -> int:
+    """Bytes written to a client and not yet taken: the transport's buffer and, where
+    the kernel says (Linux: SIOCOUTQ), the socket's send queue."""
+    unsent = transport.get_write_buffer_size()  # type: ignore[attr-defined]
+    sock = transport.get_extra_info("socket")
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    return int(unsent)
 
 
 def _interruption(exc: BaseException) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,6 +40,7 @@ from test_failover_support import (
     targets,
 )
 
+from proxy.providers.anthropic import AnthropicAdapter
 from proxy.providers.openai import OpenAIAdapter
 
 Start = Callable[..., Running]
@@ -536,13 +538,82 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_idle_timeout(
         (b'event: response.output_text.delta\ndata: {"delta":"response.completed"}\n\n', False),
         (b"event: response.completed_soon\ndata: {}\n\n", False),
         (b"data:[DONE]\n\n", True),
-        (b'data: {"choices":[{"delta":{"content":"data: [DONE"}}]}\n\n', False),
+        (b'data: {"a":1}\n\ndata: [DONE]\n\n', True),
+        (b'data: {"choices":[{"delta":{"content":"data: [DONE]"}}]}\n\n', False),
+        (b'data: {"choices":[{"delta":{"content":"x\\ndata: [DONE]"}}]}\n\n', False),
     ],
 )
 def test_the_terminal_event_is_recognised_in_every_legal_spelling(
     block: bytes, finished: bool
 ) -> None:
-    """A Responses stream ends with response.completed / incomplete / failed, named on its
-    `event:` line (with or without the space) or only by its data's type; text that
-    merely mentions one is not an end."""
+    """A stream ends with `data: [DONE]` or, for the Responses API, response.completed /
+    incomplete / failed, named on its `event:` line (with or without the space) or only
+    by its data's type; text that merely mentions one, even `data: [DONE]` itself inside
+    a model's answer, is not an end."""
     assert OpenAIAdapter().stream_finished(block) is finished
+
+
+@pytest.mark.parametrize(
+    ("block", "finished"),
+    [
+        (b'event: message_stop\ndata: {"type":"message_stop"}\n\n', True),
+        (b'event:message_stop\ndata:{"type":"message_stop"}\n\n', True),
+        (b"event: ping\ndata: {}\n\nevent: message_stop\ndata: {}\n\n", True),
+        (
+            b'event: content_block_delta\ndata: {"delta":{"text":"event: message_stop"}}\n\n',
+            False,
+        ),
+    ],
+)
+def test_an_anthropic_stream_ends_only_at_a_message_stop_event(
+    block: bytes, finished: bool
+) -> None:
+    """`event: message_stop` ends an Anthropic stream only as an event's own line, not as
+    text inside a delta."""
+    assert AnthropicAdapter().stream_finished(block) is finished
+
+
+async def test_a_client_reading_a_large_event_slowly_is_waited_for(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Writes are limited by progress, not by how long one write takes: a 4 MB event (a
+    base64 image, say; more than the kernel's socket buffers hold) to a client that
+    reads steadily but slowly takes several idle timeouts to deliver, and arrives whole."""
+    big = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 4_000_000 + b'"}}]}\n\n'
+    fakes.a.script(sse([OPENAI_HELLO_CHUNK, big, SSE_DONE]))
+    server = {"timeouts": {"idle_s": 0.3}}
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}, server=server))
+    host, port = running.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=32 * 1024)
+    body = json.dumps(chat(stream=True)).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    received = b""
+    try:
+        while piece := await asyncio.wait_for(reader.read(32 * 1024), 10):
+            received += piece
+            await asyncio.sleep(0.02)  # ~1.6 MB/s at most: the event takes over 2 s
+    finally:
+        writer.close()
+    assert _dechunked(received.partition(b"\r\n\r\n")[2]) == OPENAI_HELLO_CHUNK + big + SSE_DONE
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "completed"
+
+
+def _dechunked(body: bytes) -> bytes:
+    """A whole chunked transfer's payload (and only a whole one: the last chunk is 0)."""
+    out, rest = b"", body
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            assert rest == b"\r\n", "the transfer did not end"
+            return out
+        out, rest = out + rest[:size], rest[size + 2 :]

@@ -15,6 +15,9 @@ from proxy.sse import SSEEvent
 _OPENING = frozenset({"message_start", "ping", "content_block_start"})
 
 
+_STOP = (b"event: message_stop", b"event:message_stop")
+
+
 class AnthropicAdapter(BaseAdapter):
     kind: ClassVar[str] = "anthropic"
     wire: ClassVar[Wire] = "anthropic"
@@ -27,5 +30,10 @@ class AnthropicAdapter(BaseAdapter):
         return "opening" if event.event in _OPENING else "content"
 
     def stream_finished(self, block: bytes) -> bool:
-        # The space after the colon is optional in SSE.
-        return b"event: message_stop" in block or b"event:message_stop" in block
+        # Only at the start of a line (text in a JSON string holds no raw line break);
+        # the space after the colon is optional in SSE.
+        return (
+            block.startswith(_STOP)
+            or b"\nevent: message_stop" in block
+            or b"\nevent:message_stop" in block
+        )

@@ -57,14 +57,17 @@ class OpenAIWire(BaseAdapter):
 
     def stream_finished(self, block: bytes) -> bool:
         # Chat/completions end with `data: [DONE]`; the Responses API with a terminal event.
-        # The space after a field's colon is optional in SSE (Java's SseEmitter omits
-        # it). Called for every block of a stream: the common "no" costs three searches.
-        if b"data: [DONE]" in block or b"data:[DONE]" in block:
+        # Only at the start of a line: in a JSON string (a model writing about SSE) the
+        # same text needs no escape, but a string holds no raw line break. The space
+        # after a field's colon is optional in SSE (Java's SseEmitter omits it). Called
+        # for every block of a stream: the common "no" costs a few byte searches.
+        if block.startswith(_DONE) or b"\ndata: [DONE]" in block or b"\ndata:[DONE]" in block:
             return True
         return b"response." in block and _RESPONSES_END.search(block) is not None
 
 
 _ERROR_EVENTS = frozenset({"error", "response.failed"})
+_DONE = (b"data: [DONE]", b"data:[DONE]")
 #: A terminal Responses event, named on its `event:` line or only by its data's type.
 _RESPONSES_END = re.compile(
     rb'(?:^event: ?|"type": ?")response\.(?:completed|incomplete|failed)\b', re.MULTILINE
