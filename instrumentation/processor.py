@@ -299,13 +299,14 @@ def _served(views: list[AttemptView]) -> AttemptView | None:
 
 
 def _served_by_later_attempt(record: RequestRecord) -> bool:
-    """A target other than the first one tried answered: a retry of the same target is
-    not a failover, and a hedge race's winner counts as a hedge (spangate.hedges)."""
+    """A target other than the first one tried answered after the first failed: a retry
+    of the same target is not a failover, and neither is a hedge race the first attempt
+    lost (spangate.hedges counts that)."""
     ok = [a for a in record.attempts if a.error_type is None]
     if not ok:
         return False
-    served = ok[-1]
-    return served.target != record.attempts[0].target and served.hedge_outcome != "won"
+    first = record.attempts[0]
+    return ok[-1].target != first.target and first.error_type != "hedge_lost"
 
 
 def _attempt_error(attempt: AttemptRecord, facts: ResponseFacts) -> str | None:
@@ -353,7 +354,7 @@ def _metric_error(view: AttemptView) -> str | None:
     error, attempt = view.error, view.record
     if error is None or attempt.failure_class is not None:
         return attempt.failure_class if error is not None else None
-    if error == view.facts.error_type and attempt.error_type is None:
+    if error == view.facts.error_type:  # the provider's, from inside the stream
         return "stream_error" if view.stream_outcome == "stream_error" else "_OTHER"
     return error
 

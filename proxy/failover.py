@@ -295,7 +295,14 @@ async def _maybe_hedged(
     if second is None:
         return primary.task.result(), 1
     ctx.record.hedged = True
-    hedge = _launch(ctx, route, *second, 0.0, "hedge")
+    try:
+        hedge = _launch(ctx, route, *second, 0.0, "hedge")
+    except BaseException:
+        # The hedge could not be built (a body it would have to rewrite is ambiguous):
+        # the request fails, and the primary, left running, would keep its slot (a
+        # half-open circuit's probe, perhaps) for good.
+        await _give_up([primary], lost=False, why="cancelled")
+        raise
     return await _race([primary, hedge]), 2
 
 
@@ -366,19 +373,22 @@ async def _first_ready(
     return None
 
 
-async def _give_up(launches: list[_Launch], *, lost: bool) -> None:
+async def _give_up(
+    launches: list[_Launch], *, lost: bool, why: str = "client_disconnected"
+) -> None:
     """Cancel attempts whose results are no longer wanted and wait for them to end. Each
     is settled as it ends (a done callback, so even if this wait is itself cancelled).
-    `lost`: they lost a hedge race; otherwise the request they served was cancelled."""
+    `lost`: they lost a hedge race; otherwise the request they served ended (`why`: the
+    client left, or the request failed)."""
     if not launches:
         return
     for launch in launches:
-        launch.task.add_done_callback(functools.partial(_settle, launch, lost))
+        launch.task.add_done_callback(functools.partial(_settle, launch, lost, why))
         launch.task.cancel()
     await asyncio.wait([launch.task for launch in launches])
 
 
-def _settle(launch: _Launch, lost: bool, task: asyncio.Future[Ready | Failed]) -> None:
+def _settle(launch: _Launch, lost: bool, why: str, task: asyncio.Future[Ready | Failed]) -> None:
     """A given-up attempt has ended: record why, and give back what it still holds — a
     response it committed in the same step the cancel reached it, and its slot (which
     its own cleanup gave back unless the task was cancelled before its first step)."""
@@ -394,7 +404,7 @@ def _settle(launch: _Launch, lost: bool, task: asyncio.Future[Ready | Failed]) -
     if lost:
         _mark_lost(launch.attempt)
     else:
-        launch.attempt.fail("client_disconnected")
+        launch.attempt.fail(why)
 
 
 def _lose(result: Ready) -> None:

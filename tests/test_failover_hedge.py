@@ -179,6 +179,50 @@ async def test_primary_can_still_win_the_race(fakes: Fakes, spangate_for: Start)
     assert hedges(running, "won", "a") == hedges(running, "lost", "b") == 1
 
 
+async def test_a_hedge_that_cannot_be_built_fails_the_request_and_frees_the_primary(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """The body names `model` twice: the primary (no rewrite) goes out, the hedge would
+    have to rewrite it and cannot. The client gets the 400 saying so, and the primary's
+    upstream request is cancelled and its in-flight slot given back."""
+    fakes.a.script(delay(3))
+    models = {
+        "m": {
+            "targets": [{"provider": "a", "model": "m"}, {"provider": "b", "model": "other"}],
+            "hedge": HEDGE,
+        }
+    }
+    running = spangate_for(config(fakes, models))
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"model":"m"}'
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            running.openai_base_url + "/chat/completions",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        ) as resp,
+    ):
+        status, answer = resp.status, await resp.json()
+    assert (status, answer["error"]["code"]) == (400, "duplicate_member")
+    assert await fakes.a.await_disconnects(1)
+    await assert_nothing_in_flight(running)
+
+
+async def test_a_race_won_after_the_first_target_failed_is_still_a_failover(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """a fails at once; b, next, is slow and gets a hedge to c, which wins. The request
+    was served by another target than the first after the first failed: one failover,
+    and one hedge won."""
+    fakes.a.script(openai_error(503))
+    fakes.b.script(delay(3))
+    running = spangate_for(hedged(fakes, "a", "b", "c"))
+    raw = await ask(running)
+    assert raw.headers["x-spangate-target"] == label("c")
+    assert metric_sum(running, "spangate.failovers") == 1
+    assert hedges(running, "won", "c") == 1
+
+
 async def test_failing_hedge_leaves_the_race_to_the_primary(
     fakes: Fakes, spangate_for: Start
 ) -> None:
