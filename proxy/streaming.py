@@ -297,15 +297,16 @@ class _Client:
     rather than holding an upstream connection and a pool slot for as long as it stays
     connected; one that reads slowly is making progress and is waited for."""
 
-    __slots__ = ("_limit_s", "_out", "_request", "_timer")
+    __slots__ = ("_limit_s", "_out", "_request", "_timer", "_transport")
 
     def __init__(
         self, request: web.Request, out: web.StreamResponse, timer: WaitTimer, limit_s: float
     ) -> None:
         self._request, self._out, self._timer, self._limit_s = request, out, timer, limit_s
+        self._transport = request.transport  # kept: write() looks at it for every event
 
     async def write(self, data: bytes) -> None:
-        transport = self._request.transport
+        transport = self._transport
         try:
             if (
                 len(data) <= _SLICE
