@@ -349,12 +349,18 @@ class _Client:
     async def finish(self, tap: Tap, last: bytes = b"") -> None:
         """`last`, then the end of the response."""
         try:
-            transport = self._request.transport
-            if len(last) > _SLICE or (transport is not None and transport.get_write_buffer_size()):
-                await self.write(last)  # as any block to a client that is behind
-                last = b""
-            with self._timer.limit(self._limit_s):
+            transport = self._transport
+            if (
+                len(last) <= _SLICE
+                and transport is not None
+                and not transport.get_write_buffer_size()
+            ):
+                # Taken at once, as in write(): the last events and the end in one send.
                 await self._out.write_eof(last)
+            else:
+                await self.write(last)  # as any block to a client that is behind
+                with self._timer.limit(self._limit_s):
+                    await self._out.write_eof()
         except (_ClientGone, TimeoutError, ConnectionError, aiohttp.ClientConnectionResetError):
             tap.on_end("client_disconnected")
             self.cut()
