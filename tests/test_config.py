@@ -30,6 +30,13 @@ models:
 """
 
 
+def _refusal(data: dict[str, Any]) -> str:
+    """The message of the ConfigError that compiling `data` must raise."""
+    with pytest.raises(ConfigError) as info:
+        _compile(data)
+    return str(info.value)
+
+
 def _compile(data: dict[str, Any], env: dict[str, str] | None = None) -> Any:
     return compile_config(parse_config(data, env or {}))
 
@@ -186,9 +193,7 @@ def test_embedded_default_is_a_transparent_passthrough() -> None:
 )
 def test_errors_name_the_exact_key(data: dict[str, Any], message: str) -> None:
     """Every config error starts with the key path that must be fixed."""
-    with pytest.raises(ConfigError) as info:
-        _compile(data)
-    assert str(info.value).startswith(message)
+    assert _refusal(data).startswith(message)
 
 
 def test_env_interpolation_with_defaults_and_escapes() -> None:
@@ -366,9 +371,7 @@ def test_out_of_range_numbers_are_refused_at_their_key_with_the_allowed_range(
 ) -> None:
     """A number outside its meaningful range (negative waits, zero counts, a rate above 1,
     a port above 65535) is a startup error naming the key and the range it must be in."""
-    with pytest.raises(ConfigError) as info:
-        _compile(data)
-    assert str(info.value).startswith(message)
+    assert _refusal(data).startswith(message)
 
 
 def test_documented_zeros_keep_their_meaning() -> None:
@@ -428,9 +431,7 @@ def test_a_fallback_alias_of_another_wire_format_is_refused(key: str) -> None:
             "claude": {"targets": [{"provider": "a", "model": "c"}]},
         },
     }
-    with pytest.raises(ConfigError) as info:
-        _compile(data)
-    assert str(info.value).startswith(
+    assert _refusal(data).startswith(
         f"models.chat.{key}[1]: alias 'claude' serves the Anthropic format but 'chat' "
         "serves the OpenAI format"
     )
@@ -469,9 +470,7 @@ def test_aliases_sharing_a_target_must_agree_on_its_circuit() -> None:
         "targets": [{"provider": "p", "model": "n"}, {"provider": "p", "model": "m"}],
         "circuit": {"enabled": False},
     }
-    with pytest.raises(ConfigError) as info:
-        _compile(data)
-    assert str(info.value).startswith(
+    assert _refusal(data).startswith(
         "models.nocb.circuit: differs from models.chat.circuit, and both aliases name "
         "target p/m (models.nocb.targets[1], models.chat.targets[0])"
     )
@@ -533,9 +532,7 @@ def test_a_fallback_chain_forwarding_client_keys_to_two_origins_is_refused(key: 
             "far": {"targets": [{"provider": "together", "model": "c"}]},
         },
     }
-    with pytest.raises(ConfigError) as info:
-        _compile(data)
-    assert str(info.value).startswith(
+    assert _refusal(data).startswith(
         f"models.chat.{key}[0]: through alias 'far', a request to 'chat' could send the "
         "API key the client sent to provider 'together'"
     )
@@ -797,9 +794,7 @@ def test_a_prometheus_host_without_a_port_is_refused() -> None:
     """prometheus.host only places /metrics' own listener, which port opens: alone it was
     silently ignored (metrics stayed on the main listener), so it is an error at host."""
     data = _one_alias() | {"telemetry": {"prometheus": {"host": "0.0.0.0"}}}
-    with pytest.raises(ConfigError) as info:
-        _compile(data)
-    assert str(info.value).startswith(
+    assert _refusal(data).startswith(
         "telemetry.prometheus.host: only used with telemetry.prometheus.port"
     )
     data = _one_alias() | {"telemetry": {"prometheus": {"host": "0.0.0.0", "port": 9464}}}

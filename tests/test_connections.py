@@ -183,17 +183,7 @@ async def test_answer_sent_while_idle_is_not_taken_for_the_next(upstream: Upstre
     """A server that says 408 on an idle connection (and has not hung up yet): the next
     request goes on a new connection and gets its own answer."""
     timeout = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
-
-    async def reply(head: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(OK)
-        await writer.drain()
-        await asyncio.sleep(0.02)
-        writer.write(timeout)
-        await writer.drain()
-        await asyncio.sleep(5)
-        return False
-
-    async with RawServer(reply) as server:
+    async with RawServer(two_writes(OK, timeout, 0.02, 5)) as server:
         response = await call(upstream, post(server.url))
         assert await response.read() == b"{}"
         await asyncio.sleep(0.1)
@@ -506,14 +496,19 @@ BAD_FRAMING = pytest.mark.parametrize(
 def framing_breaks_after(first: bytes, broken: bytes) -> Reply:
     """The head and a good chunk, then (a moment later, so they are parsed first) the
     broken framing; the connection is then held open, as a provider that goes on would."""
+    return two_writes(CHUNKED_HEAD + b"%x\r\n%s\r\n" % (len(first), first), broken, 0.1, 30)
+
+
+def two_writes(first: bytes, then: bytes, gap_s: float, hold_s: float) -> Reply:
+    """`first`, `then` `gap_s` later, then the connection held open for `hold_s`."""
 
     async def reply(head: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(CHUNKED_HEAD + b"%x\r\n%s\r\n" % (len(first), first))
+        writer.write(first)
         await writer.drain()
-        await asyncio.sleep(0.1)
-        writer.write(broken)
+        await asyncio.sleep(gap_s)
+        writer.write(then)
         await writer.drain()
-        await asyncio.sleep(30)
+        await asyncio.sleep(hold_s)
         return False
 
     return reply
