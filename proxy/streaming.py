@@ -35,6 +35,9 @@ _WHOLE_BODY_LIMIT = 8 * 1024 * 1024
 #: After a stream's terminal event, how long its close may take before spangate ends
 #: the client's response itself (the client has its whole answer).
 _AFTER_END_S = 1.0
+#: The largest event relayed: past it, the stream ends with an error event rather than
+#: hold ever more memory for an event that may never end (a base64 image is a few MB).
+_MAX_EVENT = 64 * 1024 * 1024
 #: Writes to a client that is behind go in slices this size (the transport's default
 #: high-water mark), each limited by the idle timeout.
 _SLICE = 64 * 1024
@@ -180,28 +183,24 @@ async def _relay_events(
                 # Only once it is written: a client gone before the terminal event got
                 # an incomplete stream.
                 done = done or last
-            with idle.limit(_AFTER_END_S if done and idle_s > _AFTER_END_S else idle_s):
+            limit_s = _AFTER_END_S if done and idle_s > _AFTER_END_S else idle_s
+            with idle.limit(limit_s):
                 chunk = await response.content.readany()
+            # pending holds no boundary (every complete event was taken): one that ends
+            # in this read starts within its last three bytes ("\r\n\r\n" is four).
+            if pending and chunk and not split_complete(pending[-3:] + chunk):
+                pending, chunk = await _gather(response, idle, limit_s, pending, chunk)
             if not chunk:
                 break
             pending += chunk
-        if pending:
-            tap.on_events(pending)
-            done = done or (finished is not None and finished(pending))
-            if done or finished is None:
-                await client.write(pending)
-            # Otherwise half an event, and the error event below would fuse with it into
-            # one the SDK cannot parse: it is dropped, so the SDK raises the error instead.
-        if finished is not None and not done:
-            # A clean close without the terminal event is a truncation, not a success.
-            return await client.interrupt(wire, tap, _Truncated())
-        await client.finish(tap)
+        done = done or (finished is not None and bool(pending) and finished(pending))
+        await _body_ended(client, wire, tap, pending, done or finished is None)
     except (_ClientGone, asyncio.CancelledError) as exc:
         await _stopped(request, client, wire, tap, exc, done)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return out
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, aiohttp.ClientError, _EventTooLarge) as exc:
         if done:
             # The terminal event reached the client: a break or a silence after it
             # cost nothing, and an error event after it would make an SDK raise.
@@ -233,6 +232,41 @@ async def _stopped(
     tap.on_end(None if done else "client_disconnected")
     if isinstance(exc, _ClientGone):
         client.cut()
+
+
+async def _body_ended(client: _Client, wire: Wire, tap: Tap, rest: bytes, whole: bool) -> None:
+    """The provider's body ended: `rest` (events, or half of one), then the end of the
+    response, or, when the terminal event never came (`whole` false), the error event."""
+    if rest:
+        tap.on_events(rest)
+        if whole:
+            await client.write(rest)
+        # Otherwise half an event, and the error event below would fuse with it into one
+        # the SDK cannot parse: it is dropped, so the SDK raises the error instead.
+    if whole:
+        await client.finish(tap)
+    else:
+        # A clean close without the terminal event is a truncation, not a success.
+        await client.interrupt(wire, tap, _Truncated())
+
+
+async def _gather(
+    response: UpstreamResponse, idle: WaitTimer, limit_s: float, pending: bytes, chunk: bytes
+) -> tuple[bytes, bytes]:
+    """An event that goes on past this read: the reads that bring no boundary are
+    gathered and joined once (appended one by one, a multi-megabyte event in 64 KiB
+    reads was a copy and a scan of all of it per read). (the event so far, the read that
+    ends it, or b"" when the body ended first)."""
+    parts, tail, size = [pending, chunk], (pending[-3:] + chunk)[-3:], len(pending) + len(chunk)
+    while size <= _MAX_EVENT:
+        with idle.limit(limit_s):
+            chunk = await response.content.readany()
+        if not chunk or split_complete(tail + chunk):
+            return b"".join(parts), chunk
+        parts.append(chunk)
+        size += len(chunk)
+        tail = (tail + chunk)[-3:]
+    raise _EventTooLarge
 
 
 def _ended(response: UpstreamResponse) -> bool:
@@ -285,6 +319,10 @@ class _ClientGone(Exception):
 
 class _Truncated(Exception):
     """The upstream closed the stream cleanly but before its terminal event."""
+
+
+class _EventTooLarge(Exception):
+    """One event grew past _MAX_EVENT bytes without ending."""
 
 
 class _ShuttingDown(Exception):
@@ -409,6 +447,8 @@ def _interruption(exc: BaseException) -> tuple[str, str]:
         return "stream_idle_timeout", "the provider stopped sending within the idle timeout"
     if isinstance(exc, _Truncated):
         return "stream_truncated", "the provider closed the stream before its final event"
+    if isinstance(exc, _EventTooLarge):
+        return "stream_interrupted", f"the provider sent an event over {_MAX_EVENT >> 20} MiB"
     if isinstance(exc, _ShuttingDown):
         return "shutdown", "spangate is shutting down and its drain timeout ran out"
     return "stream_interrupted", f"the provider's stream broke off ({_name(exc)})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -617,3 +618,44 @@ def _dechunked(body: bytes) -> bytes:
             assert rest == b"\r\n", "the transfer did not end"
             return out
         out, rest = out + rest[:size], rest[size + 2 :]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_stream_cut_into_arbitrary_reads_reaches_the_client_byte_for_byte(
+    fakes: Fakes, spangate_for: Start, seed: int
+) -> None:
+    """However the provider's writes cut the stream (inside a line, inside a CRLF, one
+    event over many reads), the client gets exactly its bytes, and only whole events."""
+    rng = random.Random(seed)
+    events = [
+        OPENAI_HELLO_CHUNK,
+        OPENAI_HELLO_CHUNK.replace(b"\n", b"\r\n"),
+        OPENAI_HELLO_CHUNK.replace(b"\n\n", b"\r\r"),
+        b'data: {"choices":[{"index":0,"delta":{"content":"' + b"y" * 300_000 + b'"}}]}\n\n',
+        SSE_DONE,
+    ]
+    stream, pieces, at = b"".join(events), [], 0
+    while at < len(stream):
+        size = rng.choice([1, 2, 3, 7, 100, 65_536])
+        pieces.append(stream[at : at + size])
+        at += size
+    fakes.a.script(sse(pieces))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}))
+    status, _, raw = await post(running.url, "/v1/chat/completions", chat(stream=True))
+    assert (status, raw) == (200, stream)
+
+
+async def test_an_event_that_never_ends_is_cut_off_with_an_error_event(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """An event that grows past 64 MiB without its blank line is not held for ever: the
+    stream ends there with an error event in the client's format, and counts as broken."""
+    endless = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"z" * (1 << 20)
+    fakes.a.script(sse([OPENAI_HELLO_CHUNK, *[endless] * 65]))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}))
+    status, _, raw = await post(running.url, "/v1/chat/completions", chat(stream=True))
+    assert status == 200 and raw.startswith(OPENAI_HELLO_CHUNK)
+    error = json.loads(raw[len(OPENAI_HELLO_CHUNK) :].removeprefix(b"data: "))["error"]
+    assert "an event over 64 MiB" in error["message"]
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "stream_interrupted"
