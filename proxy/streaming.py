@@ -368,9 +368,11 @@ class _Client:
         transport = self._request.transport
         if transport is None:
             raise _ClientGone
+        # What will be waiting once the write has queued `piece` in its chunk framing
+        # (the write runs only when this task next waits, so it is not counted yet).
+        before = _unsent(transport) + len(piece) + len(b"%x\r\n\r\n" % len(piece))
         write = asyncio.ensure_future(self._out.write(piece))
         try:
-            before = _unsent(transport)
             while True:
                 done, _ = await asyncio.wait((write,), timeout=self._limit_s)
                 if done:

@@ -577,12 +577,13 @@ def test_an_anthropic_stream_ends_only_at_a_message_stop_event(
 async def test_a_client_reading_a_large_event_slowly_is_waited_for(
     fakes: Fakes, spangate_for: Start
 ) -> None:
-    """Writes are limited by progress, not by how long one write takes: a 4 MB event (a
-    base64 image, say; more than the kernel's socket buffers hold) to a client that
-    reads steadily but slowly takes several idle timeouts to deliver, and arrives whole."""
-    big = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 4_000_000 + b'"}}]}\n\n'
+    """Writes are limited by progress, not by how long one write takes: a 1 MB event (a
+    base64 image, say; more than the kernel's socket buffers take at once) to a client
+    that reads steadily but slowly (less than one 64 KiB write's worth per idle timeout)
+    takes many idle timeouts to deliver, and arrives whole."""
+    big = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 1_000_000 + b'"}}]}\n\n'
     fakes.a.script(sse([OPENAI_HELLO_CHUNK, big, SSE_DONE]))
-    server = {"timeouts": {"idle_s": 0.3}}
+    server = {"timeouts": {"idle_s": 0.2}}
     running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}, server=server))
     host, port = running.url.removeprefix("http://").split(":")
     sock = socket.socket()
@@ -598,9 +599,9 @@ async def test_a_client_reading_a_large_event_slowly_is_waited_for(
     writer.write(head.encode() + body)
     received = b""
     try:
-        while piece := await asyncio.wait_for(reader.read(32 * 1024), 10):
+        while piece := await asyncio.wait_for(reader.read(8 * 1024), 10):
             received += piece
-            await asyncio.sleep(0.02)  # ~1.6 MB/s at most: the event takes over 2 s
+            await asyncio.sleep(0.05)  # ~160 KB/s: under one 64 KiB slice an idle_s
     finally:
         writer.close()
     assert _dechunked(received.partition(b"\r\n\r\n")[2]) == OPENAI_HELLO_CHUNK + big + SSE_DONE
