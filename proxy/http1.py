@@ -35,8 +35,18 @@ class Origin(NamedTuple):
 
     @property
     def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = self._bracketed
         return host if _DEFAULT_PORT[self.scheme] == self.port else f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """`scheme://host:port`: the origin as a message names it."""
+        return f"{self.scheme}://{self._bracketed}:{self.port}"
+
+    @property
+    def _bracketed(self) -> str:
+        # An IPv6 address is written in brackets wherever a port may follow it.
+        return f"[{self.host}]" if ":" in self.host else self.host
 
 
 class Target(NamedTuple):

@@ -27,7 +27,7 @@ from proxy.config import (
 )
 from proxy.endpoints import Dialect
 from proxy.headers import HOP_BY_HOP
-from proxy.http1 import breaks_line
+from proxy.http1 import Origin, breaks_line, target_of
 from proxy.providers import ADAPTERS, Adapter
 from proxy.providers.base import ProviderSettings
 
@@ -391,18 +391,16 @@ def _crossover_message(
     through = "" if route is start else f"through alias {route.alias!r}, "
     return (
         f"{path}: {through}a request to {start.alias!r} could send the API key the client "
-        f"sent to provider {provider.name!r} ({_origin(provider)}) as well as to provider "
-        f"{first.name!r} ({_origin(first)}), since neither sets api_key, and a client's key "
+        f"sent to provider {provider.name!r} ({_origin(provider).url}) as well as to provider "
+        f"{first.name!r} ({_origin(first).url}), since neither sets api_key, and a client's key "
         f"is meant for one provider; set providers.{provider.name}.api_key (spangate then "
         "sends that key instead of the client's), or keep these providers in separate "
         "aliases that do not fall back to each other"
     )
 
 
-def _origin(provider: Provider) -> str:
-    scheme = urlsplit(provider.settings.base_url).scheme
-    host = f"[{provider.host}]" if ":" in provider.host else provider.host
-    return f"{scheme}://{host}:{provider.port}"
+def _origin(provider: Provider) -> Origin:
+    return target_of(provider.settings.base_url).origin
 
 
 def _defaults(providers: dict[str, Provider]) -> dict[Dialect, Provider]:
