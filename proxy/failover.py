@@ -309,11 +309,7 @@ async def _maybe_hedged(
 def _launch(
     ctx: _Context, route: Route, target: Target, slot: Slot, backoff: float, role: str
 ) -> _Launch:
-    try:
-        request, attempt = _prepare(ctx, route, target, backoff, role)
-    except BaseException:
-        slot.release()  # a bug in an adapter must not keep the slot (or the probe)
-        raise
+    request, attempt = _prepare(ctx, route, target, slot, backoff, role)
     task = asyncio.ensure_future(_run(ctx, target, request, attempt, slot))
     return _Launch(task, attempt, slot)
 
@@ -435,11 +431,7 @@ async def _attempt(
     backoff: float,
     role: str = "primary",
 ) -> Ready | Failed:
-    try:
-        request, attempt = _prepare(ctx, route, target, backoff, role)
-    except BaseException:
-        slot.release()  # a bug in an adapter must not keep the slot (or the probe)
-        raise
+    request, attempt = _prepare(ctx, route, target, slot, backoff, role)
     return await _run(ctx, target, request, attempt, slot)
 
 
@@ -463,12 +455,18 @@ async def _run(
 
 
 def _prepare(
-    ctx: _Context, route: Route, target: Target, backoff: float, role: str
+    ctx: _Context, route: Route, target: Target, slot: Slot, backoff: float, role: str
 ) -> tuple[UpstreamRequest, AttemptRecord]:
+    """The attempt's request and record. A request that cannot be built (an ambiguous
+    body, a bug in an adapter) gives `slot` back: it must not keep it, or the probe."""
     provider = target.provider
-    request = provider.adapter.build_request(ctx.incoming, provider.settings, target.model)
-    attempt = _record(ctx, target, backoff, role if route.hedge is not None else None)
-    _propagate(ctx.telemetry, ctx.record, attempt, request, provider.propagate_trace)
+    try:
+        request = provider.adapter.build_request(ctx.incoming, provider.settings, target.model)
+        attempt = _record(ctx, target, backoff, role if route.hedge is not None else None)
+        _propagate(ctx.telemetry, ctx.record, attempt, request, provider.propagate_trace)
+    except BaseException:
+        slot.release()
+        raise
     attempt.usage_injected = request.usage_injected
     return request, attempt
 
