@@ -352,8 +352,10 @@ def _metric_error(view: AttemptView) -> str | None:
     error code or type, which spans keep, becomes the failure class it was judged, and
     an in-band error in a stream the outcome it gave the stream."""
     error, attempt = view.error, view.record
-    if error is None or attempt.failure_class is not None:
-        return attempt.failure_class if error is not None else None
+    if error is None:
+        return None
+    if attempt.failure_class is not None:
+        return attempt.failure_class
     if error == view.facts.error_type:  # the provider's, from inside the stream
         return "stream_error" if view.stream_outcome == "stream_error" else "_OTHER"
     return error
