@@ -140,6 +140,23 @@ class SSEDecoder:
         return event
 
 
+class FieldLine:
+    """`matches(block)`: does a `name: value...` line (the space after the colon is
+    optional in SSE) begin one of the block's lines? Only at a line's start: text in an
+    event's JSON data holds no raw line break, so a model writing the same words in its
+    answer never matches. A few byte searches, for a check made on every block."""
+
+    __slots__ = ("_first", "_later")
+
+    def __init__(self, name: bytes, value: bytes) -> None:
+        self._first = (name + b": " + value, name + b":" + value)
+        self._later = (b"\n" + self._first[0], b"\n" + self._first[1])
+
+    def matches(self, block: bytes) -> bool:
+        later = self._later
+        return block.startswith(self._first) or later[0] in block or later[1] in block
+
+
 def data_lines(block: bytes) -> list[bytes] | None:
     """The data of each event in `block`, undecoded, when the block is whole events that
     are each one `data: ` line and nothing else (how OpenAI-style providers stream):

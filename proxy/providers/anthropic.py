@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from proxy.endpoints import Wire
 from proxy.providers.base import BaseAdapter, EventKind
-from proxy.sse import SSEEvent
+from proxy.sse import FieldLine, SSEEvent
 
 #: Frames Anthropic sends before any content: held back so a failure right
 #: after them can still move to another target.
@@ -15,7 +15,7 @@ from proxy.sse import SSEEvent
 _OPENING = frozenset({"message_start", "ping", "content_block_start"})
 
 
-_STOP = (b"event: message_stop", b"event:message_stop")
+_STOP = FieldLine(b"event", b"message_stop")
 
 
 class AnthropicAdapter(BaseAdapter):
@@ -30,10 +30,4 @@ class AnthropicAdapter(BaseAdapter):
         return "opening" if event.event in _OPENING else "content"
 
     def stream_finished(self, block: bytes) -> bool:
-        # Only at the start of a line (text in a JSON string holds no raw line break);
-        # the space after the colon is optional in SSE.
-        return (
-            block.startswith(_STOP)
-            or b"\nevent: message_stop" in block
-            or b"\nevent:message_stop" in block
-        )
+        return _STOP.matches(block)

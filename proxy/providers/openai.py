@@ -16,7 +16,7 @@ from proxy.providers.base import (
     ProviderSettings,
     UpstreamRequest,
 )
-from proxy.sse import SSEEvent
+from proxy.sse import FieldLine, SSEEvent
 from proxy.sse_transform import Transform
 
 #: Where each Azure deployment operation lives on the plain OpenAI API.
@@ -57,17 +57,13 @@ class OpenAIWire(BaseAdapter):
 
     def stream_finished(self, block: bytes) -> bool:
         # Chat/completions end with `data: [DONE]`; the Responses API with a terminal event.
-        # Only at the start of a line: in a JSON string (a model writing about SSE) the
-        # same text needs no escape, but a string holds no raw line break. The space
-        # after a field's colon is optional in SSE (Java's SseEmitter omits it). Called
-        # for every block of a stream: the common "no" costs a few byte searches.
-        if block.startswith(_DONE) or b"\ndata: [DONE]" in block or b"\ndata:[DONE]" in block:
+        if _DONE.matches(block):
             return True
         return b"response." in block and _RESPONSES_END.search(block) is not None
 
 
 _ERROR_EVENTS = frozenset({"error", "response.failed"})
-_DONE = (b"data: [DONE]", b"data:[DONE]")
+_DONE = FieldLine(b"data", b"[DONE]")
 #: A terminal Responses event, named on its `event:` line or only by its data's type.
 _RESPONSES_END = re.compile(
     rb'(?:^event: ?|"type": ?")response\.(?:completed|incomplete|failed)\b', re.MULTILINE
