@@ -335,13 +335,15 @@ class _Client:
     rather than holding an upstream connection and a pool slot for as long as it stays
     connected; one that reads slowly is making progress and is waited for."""
 
-    __slots__ = ("_limit_s", "_out", "_request", "_timer", "_transport")
+    __slots__ = ("_limit_s", "_out", "_timer", "_transport")
 
     def __init__(
         self, request: web.Request, out: web.StreamResponse, timer: WaitTimer, limit_s: float
     ) -> None:
-        self._request, self._out, self._timer, self._limit_s = request, out, timer, limit_s
-        self._transport = request.transport  # kept: write() looks at it for every event
+        self._out, self._timer, self._limit_s = out, timer, limit_s
+        # Looked up once: write() asks it for every event. A connection lost later
+        # fails the next write (ConnectionResetError), as it would through the request.
+        self._transport = request.transport
 
     async def write(self, data: bytes) -> None:
         transport = self._transport
@@ -365,7 +367,7 @@ class _Client:
         bytes. Progress is read from the socket's send queue too: the kernel may hold
         megabytes, which a slow reader empties for seconds before the transport's own
         buffer moves at all."""
-        transport = self._request.transport
+        transport = self._transport
         if transport is None:
             raise _ClientGone
         # What will be waiting once the write has queued `piece` in its chunk framing
@@ -426,9 +428,8 @@ class _Client:
     def cut(self) -> None:
         """Close the client's connection at once: nothing more can be said on it, and
         aiohttp's own end of the response would wait on a client that does not read."""
-        transport = self._request.transport
-        if transport is not None:
-            transport.abort()
+        if self._transport is not None:
+            self._transport.abort()
 
 
 def _unsent(transport: asyncio.BaseTransport) -> int:
