@@ -609,10 +609,12 @@ _BROKEN_AFTER_COMMIT = frozenset(
 
 def _read_before_commit(response: UpstreamResponse) -> bool:
     """Bodies read (and checked) before anything reaches the client: sized ones up to
-    the limit, and JSON API answers of unknown length (chunked), which are small."""
+    the limit, and JSON API answers of unknown length (chunked), which are small. A HEAD
+    answer has no body, whatever length it names: read at once (empty), it goes to the
+    client whole, that length kept."""
     length = response.content_length
     if length is not None:
-        return length <= _WHOLE_BODY_LIMIT
+        return length <= _WHOLE_BODY_LIMIT or response.content.at_eof()
     return response.content_type == "application/json"
 
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.appkeys import STATE
 from proxy.endpoints import Wire
@@ -107,9 +107,20 @@ async def relay(
 def whole(response: UpstreamResponse, body: bytes, extra: Extra) -> web.Response:
     """A response relayed in one piece: status, reason, headers and body as received."""
     headers = relayable(response.headers)
+    if not body:
+        _keep_length(response, headers)
     if extra:
         headers.update(extra)
     return web.Response(status=response.status, reason=response.reason, headers=headers, body=body)
+
+
+def _keep_length(response: UpstreamResponse, headers: CIMultiDict[str]) -> None:
+    """An empty body keeps the provider's Content-Length: a HEAD answer's is the length
+    the GET would have had (RFC 9110 §9.3.2), which aiohttp cannot know; any other empty
+    body's is 0 (and aiohttp drops it where the status forbids one, 204 and 304)."""
+    length = response.headers.get("Content-Length")
+    if length is not None:
+        headers["Content-Length"] = length
 
 
 async def _relay_whole(

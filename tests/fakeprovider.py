@@ -22,6 +22,9 @@ Routes (all optionally under ``prefix``):
 * Anthropic: ``POST /v1/messages``, ``/v1/messages/count_tokens``; ``GET /v1/models`` answers in
   Anthropic's format when the request carries an ``anthropic-version`` header.
 * Anything else: 404 in OpenAI's error format.
+
+``HEAD`` on any of these gets the ``GET``'s status and headers (``Content-Length`` included)
+and no body.
 """
 
 from __future__ import annotations
@@ -1036,7 +1039,7 @@ def match_route(method: str, path: str, headers: CIMultiDictProxy[str]) -> Route
             return _POST_ROUTES[path]
         if azure := _AZURE.fullmatch(path):
             return Route(_AZURE_KINDS[azure.group(2)], model=azure.group(1))
-    if method == "GET":
+    if method in ("GET", "HEAD"):  # HEAD: the GET's head, without its body
         dialect: Dialect = "anthropic" if "anthropic-version" in headers else "openai"
         if path == "/v1/models":
             return Route("models", dialect)
@@ -1160,6 +1163,9 @@ class Exchange:
         headers.update(wire.headers)
         headers["Content-Type"] = wire.content_type
         response = web.StreamResponse(status=wire.status, headers=headers)
+        # A HEAD answer has the GET's head (its Content-Length included) and no body
+        # (RFC 9110 §9.3.2): a StreamResponse would write one.
+        bodiless = self.request.method == "HEAD"
         if wire.content_length is not None:
             response.content_length = wire.content_length
         try:
@@ -1170,7 +1176,7 @@ class Exchange:
                 if data is None:
                     await self.reset()
                     return response
-                if data:
+                if data and not bodiless:
                     await response.write(data)
         except ConnectionError:
             self.client_gone()

@@ -768,6 +768,21 @@ async def test_unknown_path_and_bad_json(fp: FakeProvider) -> None:
         assert (await resp.json())["error"]["type"] == "invalid_request_error"
 
 
+async def test_head_gets_the_gets_head_and_no_body(fp: FakeProvider) -> None:
+    """HEAD is answered with the GET's status and Content-Length, and not one body byte
+    (read on a raw socket: an HTTP client would hide bytes sent after the head)."""
+    async with aiohttp.ClientSession() as http, http.get(fp.url + "/v1/models") as resp:
+        got = (resp.status, len(await resp.read()))
+    reader, writer = await asyncio.open_connection("127.0.0.1", fp.port)
+    writer.write(b"HEAD /v1/models HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert int(head.split(b" ", 2)[1]) == got[0] == 200
+    assert b"\r\nContent-Length: %d\r\n" % got[1] in head + b"\r\n"
+    assert body == b""
+
+
 # --------------------------------------------------------------------------- plumbing
 
 

@@ -417,6 +417,32 @@ async def test_upstream_response_headers_are_relayed(fake: FakeProvider, spangat
         assert proxied[name] == direct[name], name
 
 
+#: A file over the size spangate reads whole before relaying (streamed when it has a body).
+LARGE_FILE = 9 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("path", "size"),
+    [("/v1/models", None), ("/v1/files/file-abc/content", LARGE_FILE), ("/v1/nope", None)],
+    ids=["models", "large-file", "provider-404"],
+)
+async def test_head_answer_keeps_the_providers_content_length(
+    path: str, size: int | None, fake: FakeProvider, spangate: Running
+) -> None:
+    """HEAD: the client gets the provider's status and Content-Length (the length the GET
+    would have had, RFC 9110 9.3.2), and no body, for a small answer, one too large to
+    be read whole, and a provider's 404 alike."""
+    request = f"HEAD {path} HTTP/1.1\r\nHost: spangate\r\nConnection: close\r\n\r\n".encode()
+    if size is not None:
+        fake.script(*[custom(200, b"x" * size, content_type="application/octet-stream")] * 2)
+    d_status, d_headers, _ = await raw_exchange(fake.port, request)
+    status, headers, body = await raw_exchange(spangate.server.port, request)
+    assert (status, body) == (d_status, b"")
+    assert headers["content-length"] == d_headers["content-length"] != "0"
+    if size is not None:
+        assert headers["content-length"] == str(size)
+
+
 async def test_upstream_openai_error_is_relayed_verbatim(
     fake: FakeProvider, spangate: Running
 ) -> None:
