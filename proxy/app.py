@@ -36,7 +36,7 @@ def create_app(runtime: RuntimeConfig, telemetry: Telemetry | None = None) -> we
     app.router.add_get("/spangate/status", handlers.status)
     if runtime.config.telemetry.prometheus.port is None:
         app.router.add_get("/metrics", handlers.metrics)
-    app.router.add_route("*", "/{tail:.*}", handlers.proxy)
+    app.router.add_route("*", "/{tail:.*}", handlers.proxy, expect_handler=handlers.expect_continue)
     return app
 
 

@@ -22,6 +22,9 @@ class SpangateError(Exception):
     anthropic_type: ClassVar[str] = "api_error"
     #: Stable, low-cardinality name for `error.type` and logs.
     kind: ClassVar[str] = "spangate_error"
+    #: The answer ends the connection (Connection: close): the client may still owe bytes
+    #: spangate never asked for.
+    closes: ClassVar[bool] = False
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -56,6 +59,10 @@ class BodyTooLarge(SpangateError):
     openai_type = "invalid_request_error"
     anthropic_type = "request_too_large"
     kind = "body_too_large"
+    # The body is refused unread: a client that sent `Expect: 100-continue` never got
+    # its 100 Continue and will not send it, so the connection cannot carry on after it
+    # (RFC 9110 §10.1.1: the server says whether it closes or goes on reading).
+    closes = True
 
 
 class RouteConfigError(SpangateError):

@@ -10,6 +10,7 @@ import msgspec
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import _default_expect_handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from instrumentation.records import AttemptRecord, RequestRecord
@@ -38,9 +39,12 @@ log = structlog.get_logger("spangate.proxy")
 
 
 def error_response(fmt: ErrorFormat, err: SpangateError) -> web.Response:
-    return web.Response(
+    response = web.Response(
         status=err.status, body=error_body(fmt, err), content_type="application/json"
     )
+    if err.closes:
+        response.force_close()
+    return response
 
 
 def guess_format(request: web.Request) -> Wire:
@@ -205,6 +209,15 @@ def _overhead(record: RequestRecord, attempt: AttemptRecord) -> None:
     first = record.attempts[0].start_ns
     tail = max(time.monotonic_ns() - (attempt.end_ns or time.monotonic_ns()), 0)
     record.overhead_ns = (first - record.start_ns) + tail
+
+
+async def expect_continue(request: web.Request) -> None:
+    """`Expect: 100-continue` on a forwarded request: a body over server.max_body_bytes is
+    not asked for. Without the 100 Continue the client waits, and the 413 that _read_body
+    makes of its Content-Length is the answer: the body is never sent."""
+    length = request.content_length
+    if length is None or length <= request.app[RUNTIME].config.server.max_body_bytes:
+        await _default_expect_handler(request)  # 100 Continue (417 for other expectations)
 
 
 async def _read_body(request: web.Request) -> bytes:

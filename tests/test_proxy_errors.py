@@ -227,6 +227,71 @@ async def test_chunked_body_over_max_body_bytes_is_413(
     assert fake.received == []
 
 
+async def expect_continue(
+    port: int, fmt: Format, length: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection and send only the head of a POST of `length` bytes that says
+    `Expect: 100-continue`, as a client that waits to be asked for its body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {fmt.path} HTTP/1.1\r\nHost: spangate\r\nContent-Type: application/json\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in fmt.headers.items())
+    head += f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(head, body) of the next response on `reader` (its body sized by Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    sized = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    length = int(sized[0].split(b":", 1)[1]) if sized else 0
+    return head, await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+@FORMATS
+async def test_expect_continue_over_the_limit_is_413_without_100_continue(
+    fmt: Format, fake: FakeProvider, small: Running
+) -> None:
+    """`Expect: 100-continue` with a Content-Length over server.max_body_bytes: the first
+    answer is the 413 in the client's format, never a 100 Continue, so the client (which
+    sends nothing until asked) never sends the body; the 413 says the connection closes."""
+    reader, writer = await expect_continue(small.server.port, fmt, 2 * SMALL_LIMIT)
+    try:
+        head, body = await read_answer(reader)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert b"\r\nConnection: close\r\n" in head
+    reply = Reply(413, "application/json", body)
+    check_error(
+        fmt,
+        reply,
+        413,
+        code="body_too_large",
+        anthropic_type="request_too_large",
+        mentions=("max_body_bytes", str(SMALL_LIMIT)),
+    )
+    assert fake.received == []
+
+
+async def test_expect_continue_within_the_limit_is_asked_for_and_forwarded(
+    fake: FakeProvider, small: Running
+) -> None:
+    """`Expect: 100-continue` with a body within the limit still gets its 100 Continue, and
+    the body sent after it is forwarded."""
+    reader, writer = await expect_continue(small.server.port, OPENAI, len(OPENAI.body))
+    try:
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(OPENAI.body)
+        head, _ = await read_answer(reader)
+    finally:
+        writer.close()
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert fake.last.body == OPENAI.body
+
+
 @FORMATS
 async def test_body_just_under_the_limit_is_forwarded(
     fmt: Format, fake: FakeProvider, small: Running
