@@ -23,8 +23,10 @@ class SpangateError(Exception):
     #: Stable, low-cardinality name for `error.type` and logs.
     kind: ClassVar[str] = "spangate_error"
     #: The answer ends the connection (Connection: close): the client may still owe bytes
-    #: spangate never asked for.
+    #: spangate never asked for, or spangate is going away.
     closes: ClassVar[bool] = False
+    #: Seconds for a Retry-After header, where a retry is the fix (the SDKs honour it).
+    retry_after_s: ClassVar[int | None] = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -93,6 +95,15 @@ class Unavailable(SpangateError):
     openai_type = "server_error"
     anthropic_type = "overloaded_error"
     kind = "unavailable"
+
+
+class ShuttingDown(Unavailable):
+    """The drain timeout ran out before the request reached its commit point: nothing was
+    sent yet, so the client is told to retry (on another connection: this one closes)."""
+
+    kind = "shutdown"
+    closes = True
+    retry_after_s = 1
 
 
 class _OpenAIErrorBody(msgspec.Struct):

@@ -25,6 +25,7 @@ from proxy.errors import (
     ErrorFormat,
     MethodNotAllowed,
     NotFound,
+    ShuttingDown,
     SpangateError,
     UpstreamUnreachable,
     error_body,
@@ -44,6 +45,8 @@ def error_response(fmt: ErrorFormat, err: SpangateError) -> web.Response:
     )
     if err.closes:
         response.force_close()
+    if err.retry_after_s is not None:
+        response.headers["Retry-After"] = str(err.retry_after_s)
     return response
 
 
@@ -72,7 +75,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return response
     except asyncio.CancelledError:
         if not any(a.stream_outcome == "completed" for a in record.attempts):
-            record.error_type = record.error_type or "client_disconnected"
+            record.error_type = record.error_type or _canceller(request)
         raise
     finally:
         telemetry.finish(record)
@@ -95,6 +98,11 @@ async def _proxy(request: web.Request, record: RequestRecord) -> web.StreamRespo
     except SpangateError as err:
         record.error_type, record.error_message = err.kind, err.message
         return error_response(fmt, err)
+
+
+def _canceller(request: web.Request) -> str:
+    """Who cancelled a request: its client, or spangate's drain running out."""
+    return "shutdown" if request.app[STATE].stopping else "client_disconnected"
 
 
 def _describe(record: RequestRecord, endpoint: Endpoint) -> None:
@@ -130,16 +138,23 @@ async def _forward(
 ) -> web.StreamResponse:
     app = request.app
     runtime = app[RUNTIME]
-    body = await _read_body(request)
-    fields = _fields(request.method, endpoint, body)
-    record.body, record.stream = body, bool(fields.stream)
-    record.request_model = fields.model or endpoint.deployment
-    incoming = Incoming(request.method, endpoint, raw_query, request.headers, body, fields)
-    plan = resolve(runtime, endpoint, fields.model, _overrides(request, runtime))
-    record.alias = plan.alias
-    result = await failover.run(
-        app[UPSTREAM], app[TELEMETRY], app[HEALTH], runtime, record, incoming, plan
-    )
+    # Up to the commit point (written inline: a coroutine of its own would cost every
+    # request a call, and a try block costs nothing until it catches).
+    try:
+        body = await _read_body(request)
+        fields = _fields(request.method, endpoint, body)
+        record.body, record.stream = body, bool(fields.stream)
+        record.request_model = fields.model or endpoint.deployment
+        incoming = Incoming(request.method, endpoint, raw_query, request.headers, body, fields)
+        plan = resolve(runtime, endpoint, fields.model, _overrides(request, runtime))
+        record.alias = plan.alias
+        result = await failover.run(
+            app[UPSTREAM], app[TELEMETRY], app[HEALTH], runtime, record, incoming, plan
+        )
+    except asyncio.CancelledError:
+        if not app[STATE].stopping:
+            raise  # the client left: nobody to answer
+        raise _shutting_down(record) from None
     extra = (
         _decision_headers(record, result.attempt)
         if runtime.config.server.response_headers
@@ -170,6 +185,24 @@ async def _forward(
         result.response.release()
         failover.relayed(result)  # a stream's verdict for the circuit is known only now
         _overhead(record, result.attempt)
+
+
+def _shutting_down(record: RequestRecord) -> ShuttingDown:
+    """The drain ran out while the request was still before its commit point: no byte of
+    an answer has left, so the client, still waiting, gets a 503 to retry instead of a
+    dropped connection."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()  # the cancellation is answered here, not passed on
+    for attempt in record.attempts:
+        # The attempts took the cancellation for their client leaving; the drain did it.
+        if attempt.error_type == "client_disconnected":
+            attempt.error_type = "shutdown"
+    return ShuttingDown(
+        "spangate is shutting down and its drain timeout ran out before this request was "
+        "answered; retry it",
+        code="shutting_down",
+    )
 
 
 def _final_failure(

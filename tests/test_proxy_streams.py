@@ -14,6 +14,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,7 @@ import anthropic
 import openai
 import pytest
 from conftest import Running, basic_config
-from fakeprovider import SSE_TYPE, FakeProvider, custom, reset_after, sse, stall
+from fakeprovider import SSE_TYPE, FakeProvider, custom, delay, reset_after, sse, stall
 from harness import SpangateProcess
 from opentelemetry.trace import StatusCode
 
@@ -492,7 +493,8 @@ def test_sigterm_ends_a_stream_that_outlives_the_drain_within_it(fake: FakeProvi
     """A stream still open when server.drain_timeout_s runs out is cancelled then: the
     client reads an error event saying spangate is shutting down (not a stream cut
     mid-answer), its connection ends, and the process exits 0 well before twice the drain
-    timeout (aiohttp's shutdown used to wait it twice more), its request logged first."""
+    timeout (aiohttp's shutdown used to wait it twice more), its request logged first, as
+    ended by the shutdown (not by a client that left)."""
     fake.script(stall(after=3, seconds=60))
     config = basic_config(fake, server={"drain_timeout_s": DRAIN_S})
     with SpangateProcess(config) as proc:
@@ -503,8 +505,55 @@ def test_sigterm_ends_a_stream_that_outlives_the_drain_within_it(fake: FakeProvi
         assert b"spangate is shutting down" in received.rsplit(b'data: {"error"', 1)[-1]
         assert received.endswith(b"\r\n0\r\n\r\n")  # the chunked response ended
         completed = next(e for e in proc.logs() if e["event"] == "request.completed")
-        assert completed["attempts"][0]["error_type"] == "shutdown"
+        assert completed["error_type"] == completed["attempts"][0]["error_type"] == "shutdown"
         logged = [entry["event"] for entry in proc.logs()]
         assert logged.index("spangate.drain_timeout") < logged.index("request.completed")
         assert logged.index("request.completed") < logged.index("spangate.stopped")
         assert "Traceback" not in proc.raw_output()
+
+
+def call_openai(base_url: str) -> None:
+    with openai.OpenAI(base_url=base_url + "/v1", api_key="k", max_retries=0) as client:
+        client.chat.completions.create(model=GPT, messages=HELLO)
+
+
+def call_anthropic(base_url: str) -> None:
+    with anthropic.Anthropic(base_url=base_url, api_key="k", max_retries=0) as client:
+        client.messages.create(model=CLAUDE, max_tokens=16, messages=HELLO)
+
+
+@pytest.mark.parametrize(
+    ("call", "error_type"),
+    [(call_openai, "server_error"), (call_anthropic, "overloaded_error")],
+    ids=["openai", "anthropic"],
+)
+def test_a_request_still_before_its_commit_point_when_the_drain_runs_out_gets_503(
+    call: Callable[[str], None], error_type: str, fake: FakeProvider
+) -> None:
+    """A request still waiting for its provider's answer (nothing sent to its client yet)
+    when server.drain_timeout_s runs out is answered rather than dropped: the SDK raises a
+    503 in its wire format saying spangate is shutting down, with Retry-After and
+    Connection: close, and the request and its attempt are recorded as `shutdown`, not
+    as a client that left."""
+    fake.script(delay(60))
+    config = basic_config(fake, server={"drain_timeout_s": 0.5})
+    with SpangateProcess(config) as proc, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(call, proc.url)
+        assert fake.wait_for_requests(1, within=10)
+        proc.terminate()
+        error = pending.exception(timeout=20)
+        assert proc.wait(20) == 0
+        logged = proc.logs()
+        assert "Traceback" not in proc.raw_output()
+    assert isinstance(error, openai.APIStatusError | anthropic.APIStatusError), error
+    assert error.status_code == 503
+    assert error.response.headers["retry-after"] == "1"
+    assert error.response.headers["connection"] == "close"
+    body = error.body
+    assert isinstance(body, dict)
+    inner = body.get("error", body)
+    assert inner["type"] == error_type
+    assert "spangate is shutting down" in inner["message"] and "retry" in inner["message"]
+    completed = next(e for e in logged if e["event"] == "request.completed")
+    assert (completed["status"], completed["error_type"]) == (503, "shutdown")
+    assert completed["attempts"][0]["error_type"] == "shutdown"
