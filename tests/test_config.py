@@ -637,6 +637,54 @@ def test_a_yaml_boolean_in_a_text_key_says_to_quote_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            "telemetry: {resource_attributes: {service.namespace: llm, deployment.environment: 5}}",
+            "telemetry.resource_attributes.deployment.environment: expected `str`, got `int`",
+        ),
+        (
+            "telemetry: {otlp_headers: {authorization: Basic abc, x-retries: 3}}",
+            "telemetry.otlp_headers.x-retries: expected `str`, got `int`",
+        ),
+        (
+            "providers: {p: {kind: openai, base_url: 'http://x', headers: {X-Team: a, X-Tier: 2}}}",
+            "providers.p.headers.X-Tier: expected `str`, got `int`",
+        ),
+    ],
+    ids=["resource_attributes", "otlp_headers", "provider_headers"],
+)
+def test_an_error_inside_a_map_names_the_entry_key(
+    tmp_path: Path, document: str, message: str
+) -> None:
+    """A bad value in a map of names (resource attributes, headers) is reported at its own
+    key, dots in the key kept, where msgspec alone says `resource_attributes[...]`; the
+    good entry before it is not the one named, and no value is quoted."""
+    path = tmp_path / "c.yaml"
+    path.write_text(document + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value) == message
+
+
+def test_a_map_key_yaml_reads_as_a_number_or_boolean_is_named(tmp_path: Path) -> None:
+    """`1:` or `on:` as a resource attribute's name reaches spangate as an int or a bool:
+    the error is at the map (not "(top level)") and says which key, and how to fix a bool."""
+    path = tmp_path / "c.yaml"
+    path.write_text("telemetry: {resource_attributes: {team: a, 1: b}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value) == "telemetry.resource_attributes: key 1: expected `str`, got `int`"
+    path.write_text("telemetry: {resource_attributes: {on: b}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value) == (
+        "telemetry.resource_attributes: key True: expected `str`, got `bool`; YAML reads an "
+        "unquoted yes, no, on, off, true or false as a boolean, so put the key in quotes"
+    )
+
+
+@pytest.mark.parametrize(
     ("patterns", "message"),
     [
         (
