@@ -60,6 +60,11 @@ class Target(msgspec.Struct, frozen=True):
     def label(self) -> str:
         return f"{self.provider.name}/{self.model}" if self.model else self.provider.name
 
+    @property
+    def passthrough(self) -> bool:
+        """Unaliased traffic's target: the provider, with the client's model as sent."""
+        return self.model is None
+
     def effective_timeouts(self) -> Timeouts:
         return self.timeouts or self.provider.timeouts
 
