@@ -42,6 +42,13 @@ class DropCounter:
         self._remote = read
 
 
+def time_left(timeout_s: float) -> Callable[[], float]:
+    """Seconds left of `timeout_s` from now, never below 0: one deadline that steps run
+    one after another share, each getting what the ones before it left."""
+    deadline = time.monotonic() + timeout_s
+    return lambda: max(deadline - time.monotonic(), 0.0)
+
+
 def env_size(env: Mapping[str, str], name: str, default: int) -> int:
     """A queue or batch size from the environment (OTEL_BSP_*, OTEL_BLRP_*): unset,
     unparsable or below 1 means the default."""

@@ -15,6 +15,7 @@ spangate's encoder plugs into) get the SDK's records through its own pipeline.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -31,7 +32,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from instrumentation.export import BatchQueue, DropCounter, env_size
+from instrumentation.export import BatchQueue, DropCounter, env_size, time_left
 from instrumentation.otlpwire import preparer
 
 
@@ -152,8 +153,9 @@ class LineSink:
         return self._queue.flush(timeout_s)
 
     def shutdown(self, timeout_s: float) -> None:
-        self._queue.flush(timeout_s)
-        self._queue.shutdown(timeout_s)
+        left = time_left(timeout_s)
+        self._queue.flush(left())
+        self._queue.shutdown(left())
         self._exporter.shutdown()  # type: ignore[no-untyped-call]
 
 
@@ -176,7 +178,14 @@ class SdkLogSink:
         return self._provider.force_flush(int(timeout_s * 1000))
 
     def shutdown(self, timeout_s: float) -> None:
-        self._provider.shutdown()
+        # The SDK's shutdown takes no timeout (its batch processor waits up to 30 s for an
+        # export in flight, and its flush ignores the one it is given): it runs on a thread
+        # of its own, waited for only `timeout_s`, and a process exit does not wait for it.
+        stop = threading.Thread(
+            target=self._provider.shutdown, name="spangate-logs-stop", daemon=True
+        )
+        stop.start()
+        stop.join(timeout_s)
 
 
 def _to_sdk(logger: Any, line: LogLine) -> None:

@@ -28,7 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from instrumentation import otlp
 from instrumentation import semconv as sc
 from instrumentation.content import ContentPolicy, capture_mode
-from instrumentation.export import BatchQueue, DropCounter, env_size
+from instrumentation.export import BatchQueue, DropCounter, env_size, time_left
 from instrumentation.histograms import SummedHistogram
 from instrumentation.logexport import LogSink, export_logs
 from instrumentation.logging import LineEmitter, Redactor
@@ -361,21 +361,31 @@ class Telemetry:
         return ok
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Flush everything pending, then stop the pipelines."""
+        """Flush everything pending, then stop the pipelines, within `timeout_s` in all:
+        a supervisor waits only so long (proxy/state.py stop_bound_s), and a collector
+        that never answers would hold each step for a whole timeout of its own."""
         if self._remote is not None:
             self._remote.shutdown(timeout_s)
             return
-        self._sink.flush(timeout_s)
-        self._sink.shutdown(timeout_s)
+        left = time_left(timeout_s)
+        self._sink.flush(left())
+        self._sink.shutdown(left())
         if self.span_queue is not None:
-            self.span_queue.flush(timeout_s)
-            self.span_queue.shutdown(timeout_s)
+            self.span_queue.flush(left())
+            self.span_queue.shutdown(left())
         if self._span_exporter is not None:
+            # No wait to bound: the OTLP exporters close their connection, and an export
+            # still in flight ends on its own thread.
             self._span_exporter.shutdown()
         if self._meter_provider is not None:
-            self._meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+            try:
+                self._meter_provider.shutdown(timeout_millis=left() * 1000)
+            except Exception:
+                # The SDK raises when the deadline passed before a reader's turn: that
+                # reader's last export is lost, as the budget says it must be.
+                log.debug("metric readers not shut down", exc_info=True)
         if self.logs is not None:
-            self.logs.shutdown(timeout_s)
+            self.logs.shutdown(left())
 
 
 class TelemetryUnavailable(Exception):

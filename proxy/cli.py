@@ -12,7 +12,7 @@ import msgspec
 from instrumentation.logging import configure_logging, redactor_for
 from proxy import __version__
 from proxy.config import ConfigError, load_config
-from proxy.runtime import RuntimeConfig, compile_config, describe
+from proxy.runtime import RuntimeConfig, check_listeners, compile_config, describe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +88,12 @@ def _serve(path: str | None, host: str | None, port: int | None, workers: int | 
         count = _workers(workers, runtime)
     except argparse.ArgumentTypeError as exc:
         print(f"spangate: SPANGATE_WORKERS {exc}", file=sys.stderr)
+        return 1
+    try:
+        # Again, now with --port, --host and --workers: compile_config saw the file's.
+        check_listeners(runtime.config, count)
+    except ConfigError as exc:
+        print(f"spangate: config error in {source}: {exc}", file=sys.stderr)
         return 1
     configure_logging(redactor_for(runtime.config))
     if count > 1:

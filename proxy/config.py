@@ -277,23 +277,32 @@ def _convert(data: Any, kind: type[_S], path: str) -> _S:
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_locate(str(exc), path, kind)) from None
+        raise ConfigError(_locate(str(exc), path, kind, data)) from None
 
 
-def _locate(message: str, prefix: str, kind: type[Any]) -> str:
+#: msgspec's marks in an error: "... - at `$.a.b`", or for a map's key "- at `key` in `$.a`".
+_AT, _KEY_AT = " - at `", "key` in `"
+
+
+def _locate(message: str, prefix: str, kind: type[Any], data: Any) -> str:
     """Turn msgspec's "... - at `$.a.b`" into "prefix.a.b: ...", with what to write
     instead when the key takes one of a fixed set of names (`kind` is what was being
-    converted, so the key's type is found by walking `where` through it)."""
-    text, _, where = message.partition(" - at `$")
+    converted from `data`, so the key's type is found by walking `where` through it)."""
+    text, _, where = message.partition(_AT)
     where = where.rstrip("`")
-    location = (prefix + where) if prefix else where.lstrip(".")
+    in_key = where.startswith(_KEY_AT)
+    where = where.removeprefix(_KEY_AT).removeprefix("$")
+    shown = _name_entry(where, data, kind, message)
+    location = (prefix + shown) if prefix else shown.lstrip(".")
+    if in_key:
+        location += f": key {_first_bad_key(_at(data, _steps(where)))!r}"
     located = f"{location or '(top level)'}: {_lower_first(text)}"
     if text.startswith("Expected `str") and text.endswith("got `bool`"):
         # YAML 1.1 reads an unquoted yes/no/on/off/true/false as a boolean, so
         # `capture_content: yes` never reaches the key as the text that was typed.
         located += (
             "; YAML reads an unquoted yes, no, on, off, true or false as a boolean, "
-            "so put the value in quotes"
+            f"so put the {'key' if in_key else 'value'} in quotes"
         )
     allowed = _allowed_values(msgspec.inspect.type_info(kind), where)
     if allowed:
@@ -303,6 +312,57 @@ def _locate(message: str, prefix: str, kind: type[Any]) -> str:
 
 #: `.name` (a struct field) or `[0]` / `[...]` (a list item / a map value) in msgspec's path.
 _PATH_STEP = re.compile(r"\.([^.\[]+)|\[[^\]]*\]")
+
+
+def _name_entry(where: str, data: Any, kind: type[Any], message: str) -> str:
+    """`where` with the map key in place of the first `[...]`, which is all msgspec says
+    of a map's entry (`resource_attributes[...]`, where the key is the answer). The key is
+    the first entry that, alone in its map with the rest of `data` unchanged, fails with
+    the same message: msgspec reports the first failing entry, in the file's order."""
+    head, marker, tail = where.partition("[...]")
+    steps = _steps(head)
+    entries = _at(data, steps)
+    if not marker or not isinstance(entries, dict):
+        return where
+    for key, value in entries.items():
+        try:
+            msgspec.convert(_replaced(data, steps, {key: value}), kind)
+        except msgspec.ValidationError as exc:
+            if str(exc) == message:
+                return f"{head}.{key}{tail}"
+    return where
+
+
+def _steps(where: str) -> list[str | int]:
+    """The field names and list indices of a msgspec path that holds no `[...]`."""
+    return [
+        step.group(1) if step.group(1) is not None else int(step.group(0)[1:-1])
+        for step in _PATH_STEP.finditer(where)
+    ]
+
+
+def _at(data: Any, steps: list[str | int]) -> Any:
+    for step in steps:
+        try:
+            data = data[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _replaced(data: Any, steps: list[str | int], value: Any) -> Any:
+    """A copy of `data` with `value` at `steps`, sharing everything off that path."""
+    if not steps:
+        return value
+    copy = list(data) if isinstance(data, list) else dict(data)
+    copy[steps[0]] = _replaced(data[steps[0]], steps[1:], value)  # type: ignore[index]
+    return copy
+
+
+def _first_bad_key(entries: Any) -> Any:
+    """The key msgspec refused (map keys are text in the schema), e.g. YAML's `1:` or `yes:`."""
+    keys = entries if isinstance(entries, dict) else {}
+    return next((key for key in keys if not isinstance(key, str)), None)
 
 
 def _allowed_values(info: msgspec.inspect.Type, where: str) -> list[str]:
@@ -362,10 +422,6 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     if "models" in staged:
         staged["models"] = _convert_named(staged["models"] or {}, ModelConfig, "models")
     telemetry = staged.get("telemetry")
-    if isinstance(telemetry, dict) and isinstance(telemetry.get("prices"), dict):
-        # msgspec names a map entry `[...]`; converted by name, an error names the model.
-        prices = _convert_named(telemetry["prices"], PriceConfig, "telemetry.prices")
-        staged["telemetry"] = telemetry = {**telemetry, "prices": prices}
     if isinstance(telemetry, dict):
         arg = telemetry.get("traces_sampler_arg")
         if isinstance(arg, int | float) and not isinstance(arg, bool):

@@ -90,6 +90,10 @@ class _Context:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
+    def health_of(self, route: Route, target: Target) -> TargetHealth:
+        # Pass-through traffic has no circuit to report (routing._PASSTHROUGH_CIRCUIT).
+        return self.health.get(target.label, route.circuit, listed=not target.passthrough)
+
 
 async def run(
     upstream: Upstream,
@@ -209,7 +213,7 @@ async def _serve_target(
         await asyncio.sleep(wait)
         tries, backoff = tries + 1, wait
         # A same-target retry goes without asking the circuit, as it always has.
-        slot = ctx.health.get(target.label, route.circuit).start()
+        slot = ctx.health_of(route, target).start()
 
 
 def _same_target_wait(
@@ -231,7 +235,7 @@ def _ordered(ctx: _Context, route: Route) -> list[Target]:
     if len(route.targets) == 1:  # the common route: nothing to order, no stats to read
         return list(route.targets)
     now = time.monotonic()
-    stats = [_stats(ctx.health.get(t.label, route.circuit), t) for t in route.targets]
+    stats = [_stats(ctx.health_of(route, t), t) for t in route.targets]
     turn = ctx.health.next_turn(route.alias)
     return [route.targets[i] for i in strategies.order(route.strategy, stats, _rng, turn, now)]
 
@@ -250,7 +254,7 @@ def _next_available(
     let concurrent requests past max_inflight or a half-open circuit's single probe."""
     now = time.monotonic()
     for target in candidates:
-        health = ctx.health.get(target.label, route.circuit)
+        health = ctx.health_of(route, target)
         if target.max_inflight is not None and health.inflight >= target.max_inflight:
             continue
         slot = health.claim(now)
@@ -318,7 +322,7 @@ def _hedge_threshold(ctx: _Context, route: Route, target: Target) -> float | Non
     hedge = route.hedge
     if hedge is None:
         return None
-    health = ctx.health.get(target.label, route.circuit)
+    health = ctx.health_of(route, target)
     if hedge.percentile is not None and len(health.first_byte_samples) >= hedge.min_samples:
         return health.percentile(hedge.percentile)
     return hedge.after_s

@@ -233,6 +233,8 @@ class HealthRegistry:
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._targets: dict[str, TargetHealth] = {}
+        #: Entries left out of all() and snapshot(): see get().
+        self._unlisted: dict[str, TargetHealth] = {}
         self._turns: collections.Counter[str] = collections.Counter()
         self.clock = clock
 
@@ -242,12 +244,18 @@ class HealthRegistry:
         self._turns[alias] = turn + 1
         return turn
 
-    def get(self, label: str, circuit: CircuitConfig) -> TargetHealth:
+    def get(self, label: str, circuit: CircuitConfig, listed: bool = True) -> TargetHealth:
+        """`listed=False` is for pass-through traffic: no circuit ever judges it, so it
+        stays out of what reports circuits (all(): the spangate.circuit.* metrics;
+        snapshot(): /spangate/status), where it would show as a circuit forever closed.
+        Kept apart, it never shares state with an alias target whose label is the same
+        (a provider named `a/b` and target a/b)."""
         # Whichever alias comes first creates the entry; that is no race because every
         # alias naming a target has the same circuit (runtime._check_shared_circuits).
-        health = self._targets.get(label)
+        targets = self._targets if listed else self._unlisted
+        health = targets.get(label)
         if health is None:
-            health = self._targets[label] = TargetHealth(label, circuit)
+            health = targets[label] = TargetHealth(label, circuit)
         return health
 
     def all(self) -> list[TargetHealth]:

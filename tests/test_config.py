@@ -637,6 +637,54 @@ def test_a_yaml_boolean_in_a_text_key_says_to_quote_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            "telemetry: {resource_attributes: {service.namespace: llm, deployment.environment: 5}}",
+            "telemetry.resource_attributes.deployment.environment: expected `str`, got `int`",
+        ),
+        (
+            "telemetry: {otlp_headers: {authorization: Basic abc, x-retries: 3}}",
+            "telemetry.otlp_headers.x-retries: expected `str`, got `int`",
+        ),
+        (
+            "providers: {p: {kind: openai, base_url: 'http://x', headers: {X-Team: a, X-Tier: 2}}}",
+            "providers.p.headers.X-Tier: expected `str`, got `int`",
+        ),
+    ],
+    ids=["resource_attributes", "otlp_headers", "provider_headers"],
+)
+def test_an_error_inside_a_map_names_the_entry_key(
+    tmp_path: Path, document: str, message: str
+) -> None:
+    """A bad value in a map of names (resource attributes, headers) is reported at its own
+    key, dots in the key kept, where msgspec alone says `resource_attributes[...]`; the
+    good entry before it is not the one named, and no value is quoted."""
+    path = tmp_path / "c.yaml"
+    path.write_text(document + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value) == message
+
+
+def test_a_map_key_yaml_reads_as_a_number_or_boolean_is_named(tmp_path: Path) -> None:
+    """`1:` or `on:` as a resource attribute's name reaches spangate as an int or a bool:
+    the error is at the map (not "(top level)") and says which key, and how to fix a bool."""
+    path = tmp_path / "c.yaml"
+    path.write_text("telemetry: {resource_attributes: {team: a, 1: b}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value) == "telemetry.resource_attributes: key 1: expected `str`, got `int`"
+    path.write_text("telemetry: {resource_attributes: {on: b}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value) == (
+        "telemetry.resource_attributes: key True: expected `str`, got `bool`; YAML reads an "
+        "unquoted yes, no, on, off, true or false as a boolean, so put the key in quotes"
+    )
+
+
+@pytest.mark.parametrize(
     ("patterns", "message"),
     [
         (
@@ -799,3 +847,63 @@ def test_a_prometheus_host_without_a_port_is_refused() -> None:
     )
     data = _one_alias() | {"telemetry": {"prometheus": {"host": "0.0.0.0", "port": 9464}}}
     assert _compile(data).config.telemetry.prometheus.host == "0.0.0.0"
+
+
+def _listeners(server: dict[str, Any], prometheus: dict[str, Any]) -> dict[str, Any]:
+    return _one_alias() | {"server": server, "telemetry": {"prometheus": prometheus}}
+
+
+@pytest.mark.parametrize(
+    ("server", "prometheus"),
+    [
+        ({"port": 9464}, {"port": 9464}),
+        ({"host": "127.0.0.1", "port": 9464}, {"host": "0.0.0.0", "port": 9464}),
+        ({"host": "0.0.0.0", "port": 9464}, {"host": "127.0.0.1", "port": 9464}),
+        ({"host": "", "port": 9464}, {"host": "::1", "port": 9464}),
+        ({"host": "::", "port": 9464}, {"host": "[0:0::0]", "port": 9464}),
+        ({"host": "localhost", "port": 9464}, {"host": "LOCALHOST", "port": 9464}),
+    ],
+    ids=["default-host", "wildcard-metrics", "wildcard-server", "empty-host", "ipv6", "name"],
+)
+def test_a_metrics_port_that_is_the_server_port_on_a_shared_address_is_refused(
+    server: dict[str, Any], prometheus: dict[str, Any]
+) -> None:
+    """/metrics' own listener on server.port, where the main listener binds that address too
+    (the same one, or a wildcard of its family covering it), could only fail at start with
+    a bind error: refused, naming both keys."""
+    assert _refusal(_listeners(server, prometheus)).startswith(
+        "telemetry.prometheus.port: 9464 is server.port too, on an address both listeners "
+        "bind (telemetry.prometheus.host, default server.host)"
+    )
+
+
+def test_a_worker_metrics_port_landing_on_the_server_port_is_refused() -> None:
+    """With server.workers N, worker i serves /metrics on telemetry.prometheus.port + i:
+    one of those on server.port is refused, naming the worker; just past them is fine."""
+    data = _listeners({"port": 9466, "workers": 3}, {"port": 9464})
+    assert _refusal(data) == (
+        "telemetry.prometheus.port: with 3 workers, worker 2 would serve /metrics on port "
+        "9466 (telemetry.prometheus.port + 2), which is server.port, on an address both "
+        "listeners bind; worker i takes telemetry.prometheus.port + i, so keep ports 9464 "
+        "to 9466 clear of server.port"
+    )
+    assert _compile(_listeners({"port": 9467, "workers": 3}, {"port": 9464}))
+
+
+@pytest.mark.parametrize(
+    ("server", "prometheus"),
+    [
+        ({"host": "127.0.0.1", "port": 9464}, {"host": "127.0.0.2", "port": 9464}),
+        ({"host": "127.0.0.1", "port": 9464}, {"host": "::", "port": 9464}),
+        ({"host": "::1", "port": 9464}, {"host": "0.0.0.0", "port": 9464}),
+        ({"port": 9464}, {"port": 9464, "enabled": False}),
+        ({"port": 0}, {"port": 0}),
+    ],
+    ids=["other-address", "v6-wildcard", "v4-wildcard", "disabled", "any-free-port"],
+)
+def test_a_metrics_port_equal_to_the_server_port_is_fine_where_no_bind_collides(
+    server: dict[str, Any], prometheus: dict[str, Any]
+) -> None:
+    """Same port, no collision: distinct addresses, a wildcard of the other family (asyncio
+    binds `::` to IPv6 only), /metrics off, or port 0 (the system picks two free ports)."""
+    assert _compile(_listeners(server, prometheus))

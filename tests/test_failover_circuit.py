@@ -17,6 +17,7 @@ import pytest
 from conftest import Running
 from fakeprovider import anthropic_error, default, delay, openai_error, reset_after, stall
 from test_failover_support import (
+    GPT,
     HELLO,
     Fakes,
     attrs,
@@ -310,6 +311,29 @@ async def test_disabled_circuit_never_opens(fakes: Fakes, spangate_for: Start) -
         await ask(running)
     assert len(fakes.a.received) == 3
     assert (await target_state(running, "a"))["state"] == "closed"
+
+
+async def test_pass_through_traffic_shows_no_circuit_in_status_or_metrics(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """A model no alias names goes to provider a's default route, which no circuit judges
+    (it fails here and is still sent the next request): /spangate/status and the
+    spangate.circuit.* metrics list only the alias's target, not a circuit of `a` that
+    could only ever read closed."""
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a"), "circuit": CIRCUIT}}))
+    fakes.a.script(*[openai_error(500)] * 3)
+    for _ in range(3):
+        with pytest.raises(openai.InternalServerError):
+            await ask(running, model=GPT)
+    await ask(running)
+    assert len(fakes.a.received) == 4
+    assert list((await get_status(running))["targets"]) == [label("a")]
+    observed = {
+        dict(point.attributes)["spangate.target"]
+        for name in ("spangate.circuit.open", "spangate.circuit.transitions")
+        for point in running.metric_points(name)
+    }
+    assert observed == {label("a")}
 
 
 # --------------------------------------------------------------------------- streams after commit

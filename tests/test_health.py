@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from proxy.config import CircuitConfig
-from proxy.health import MAX_PROVIDER_COOLDOWN_S, Slot, TargetHealth, cooldown_for
+from proxy.health import (
+    MAX_PROVIDER_COOLDOWN_S,
+    HealthRegistry,
+    Slot,
+    TargetHealth,
+    cooldown_for,
+)
 
 CIRCUIT = CircuitConfig(consecutive_failures=3, error_rate=0.5, window_s=10, min_requests=4,
                         cooldown_s=5)  # fmt: skip
@@ -205,3 +211,17 @@ def test_a_committed_stream_is_judged_when_it_ends() -> None:
     assert state == "half_open", "a probe is judged when its answer is whole"
     probe.completed(9.0)
     assert (health.state, health.consecutive_failures, health.inflight) == ("closed", 0, 0)
+
+
+def test_unlisted_entries_stay_out_of_what_reports_circuits() -> None:
+    """Pass-through traffic's entry (listed=False) is kept, the same one on every call,
+    but not in all() (the circuit metrics) nor snapshot() (/spangate/status); and it is
+    never the alias target that happens to have its label (a provider named `a/b`)."""
+    registry = HealthRegistry(clock=lambda: 0.0)
+    target = registry.get("a/b", CIRCUIT)
+    passthrough = registry.get("a/b", CircuitConfig(enabled=False), listed=False)
+    assert passthrough is registry.get("a/b", CircuitConfig(enabled=False), listed=False)
+    assert passthrough is not target
+    assert registry.get("a/b", CIRCUIT).circuit == CIRCUIT
+    assert registry.all() == [target]
+    assert list(registry.snapshot()) == ["a/b"]

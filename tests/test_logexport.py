@@ -264,3 +264,40 @@ def test_a_flush_is_not_held_by_lines_put_after_it_began() -> None:
     finally:
         release_rest.set()
         queue.shutdown(5)
+
+
+class Stuck(LogRecordExporter):
+    """An exporter the SDK's pipeline drives (not `fast`) whose export hangs, as on a
+    collector that never answers, until the test releases it (or 10 s pass)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.finished = threading.Event()
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        self.entered.set()
+        self.release.wait(10)
+        self.finished.set()
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def test_the_sdk_log_sink_stops_within_its_timeout_with_an_export_in_flight() -> None:
+    """The SDK's LoggerProvider.shutdown takes no timeout and waits for an export in flight
+    (up to 30 s): SdkLogSink.shutdown(timeout) returns while that export still hangs,
+    so Telemetry.shutdown's one deadline holds for it too."""
+    exporter = Stuck()
+    sink = SdkLogSink(exporter, RESOURCE, 60)
+    sink.emitter("spangate.logs", "1.0").emit(body="x")
+    try:
+        sink.shutdown(0.1)  # the SDK's worker exports the queued line on its way out
+        assert exporter.entered.wait(10)
+        assert not exporter.finished.is_set()
+    finally:
+        exporter.release.set()

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from harness import REPO
+from receivers.rotel import free_port
 
 from proxy import __version__
 
@@ -189,6 +190,47 @@ def test_check_config_on_a_missing_file_says_so(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot read config file" in result.stderr
     assert_no_traceback(result.stderr)
+
+
+def _metrics_on(server_port: int, metrics_port: int) -> dict[str, Any]:
+    return {
+        "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
+        "server": {"port": server_port},
+        "telemetry": {"prometheus": {"port": metrics_port}},
+    }
+
+
+def test_check_config_refuses_a_metrics_port_that_is_the_server_port(tmp_path: Path) -> None:
+    """telemetry.prometheus.port equal to server.port (same host) used to pass check-config
+    and then stop `serve` with a bind error: exit 1, naming both keys."""
+    result = run_cli("check-config", str(write_config(tmp_path, _metrics_on(9464, 9464))))
+    assert result.returncode == 1
+    assert "telemetry.prometheus.port: 9464 is server.port too" in result.stderr
+    assert result.stdout == ""
+    assert_no_traceback(result.stderr)
+
+
+@pytest.mark.parametrize("flag", ["--port", "--workers"])
+def test_serve_refuses_a_metrics_port_the_flags_put_on_the_server_port(
+    tmp_path: Path, flag: str
+) -> None:
+    """`--port`, or `--workers` (worker i serves /metrics on telemetry.prometheus.port + i),
+    can make a config that check-config passed collide: serve refuses it as a config
+    error naming both keys, before it binds anything, instead of failing on a listener."""
+    port = free_port()
+    if flag == "--port":
+        config, args = _metrics_on(4000, port), ("--port", str(port))
+    else:
+        config, args = _metrics_on(port + 1, port), ("--workers", "2")
+    path = write_config(tmp_path, config)
+    assert run_cli("check-config", str(path)).returncode == 0
+    result = run_cli("serve", "--config", str(path), *args)
+    assert result.returncode == 1
+    assert result.stderr.startswith("spangate: config error")
+    assert "telemetry.prometheus.port: " in result.stderr
+    assert "server.port" in result.stderr
+    assert "spangate.ready" not in result.stdout
+    assert_no_traceback(result.stdout, result.stderr)
 
 
 # --------------------------------------------------------------------------- serve

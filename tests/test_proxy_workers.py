@@ -20,6 +20,7 @@ import pytest
 from conftest import basic_config
 from fakeprovider import FakeProvider, stall
 from harness import REPO, SpangateProcess
+from test_integration_support import otlp_env
 from test_proxy_cli import assert_no_traceback, clean_env, run_cli, write_config
 from test_proxy_streams import DRAIN_S, stream_outliving_the_drain
 
@@ -35,9 +36,11 @@ def _env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def workers(config: dict[str, Any], count: int = 2) -> Iterator[SpangateProcess]:
+def workers(
+    config: dict[str, Any], count: int = 2, env: dict[str, str] | None = None
+) -> Iterator[SpangateProcess]:
     """spangate with `--workers count`; stopped (supervisor and every worker, by PID) after."""
-    proc = SpangateProcess(config, args=("--workers", str(count)))
+    proc = SpangateProcess(config, env, args=("--workers", str(count)))
     try:
         yield proc.start()
     finally:
@@ -260,6 +263,49 @@ def test_a_stream_that_outlives_the_drain_gets_no_worker_killed(fake: FakeProvid
         stopped = [e for e in logged if e.get("event") == "spangate.stopped"]
         assert any(e.get("exit_codes") == [0, 0] for e in stopped)
         assert_no_traceback(proc.raw_output())
+
+
+@contextlib.contextmanager
+def silent_collector() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that takes connections (the kernel completes them from the
+    listen backlog) and never answers: every export waits out its whole timeout."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+#: Only one signal goes to the collector in each case: each used to hold its worker for
+#: two timeouts of 10 s (the queue's flush, then its thread's join), past the kill.
+SIGNAL_ENV = {
+    "traces": {"OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": ""},
+    "logs": {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
+}
+
+
+@pytest.mark.parametrize("signal_name", sorted(SIGNAL_ENV))
+def test_a_collector_that_never_answers_gets_no_worker_killed(
+    fake: FakeProvider, signal_name: str
+) -> None:
+    """With every export hanging on a silent collector (for up to 60 s each), SIGTERM still
+    ends each worker on its own: its telemetry shutdown spends one 10 s budget across
+    its steps, within the supervisor's deadline (drain + 16.5 s), so the supervisor exits
+    0 and kills none."""
+    config = basic_config(fake, server={"drain_timeout_s": 0}, telemetry={"pipeline": "thread"})
+    with silent_collector() as endpoint:
+        env = otlp_env(endpoint, "http/protobuf", OTEL_EXPORTER_OTLP_TIMEOUT="60")
+        with workers(config, env={**_env(), **env, **SIGNAL_ENV[signal_name]}) as proc:
+            pids = list(worker_pids(proc).values())
+            for _ in range(4):
+                assert chat(proc.url)
+            proc.terminate()
+            assert proc.wait(60) == 0
+            assert not any(alive(pid) for pid in pids)
+            logged = proc.logs()
+            assert not [e for e in logged if e.get("event") == "spangate.worker_killed"]
+            stopped = [e for e in logged if e.get("event") == "spangate.stopped"]
+            assert any(e.get("exit_codes") == [0, 0] for e in stopped)
+            assert_no_traceback(proc.raw_output())
 
 
 START_TWO = ("--port", "0", "--workers", "2")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from conftest import Running, basic_config
 from fakeprovider import FakeProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from structlog.testing import capture_logs
@@ -30,10 +31,16 @@ from test_telemetry_support import (
 )
 
 from instrumentation import semconv as sc
+from instrumentation.logging import Redactor
+from instrumentation.setup import Telemetry
+from proxy.config import TelemetryConfig
 
 HELLO: Any = [{"role": "user", "content": "hi there"}]
 #: Export as soon as spans are queued (the default batch delay is a second).
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "5"}
+#: The least a SlowExporter's export takes, and the budget its shutdown test gives.
+HOLD_S = 0.3
+SHUTDOWN_BUDGET_S = 5.0
 
 
 class RaisingExporter(SpanExporter):
@@ -174,3 +181,50 @@ def test_busy_telemetry_threads_hand_the_gil_back_to_the_event_loop_quickly(
     """With telemetry threads running, the GIL switch interval is at most 0.5 ms (not
     Python's 5 ms), so an exporter encoding a batch cannot stall a request for longer."""
     assert sys.getswitchinterval() <= 0.0005
+
+
+class SlowExporter(SpanExporter):
+    """A collector that takes at least HOLD_S to answer each export."""
+
+    def __init__(self) -> None:
+        self.exported = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        time.sleep(HOLD_S)
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+class ShutdownTimeouts(InMemoryMetricReader):
+    """A metric reader that notes the timeout its shutdown is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given_ms: list[float] = []
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.given_ms.append(timeout_millis)
+        super().shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def test_shutdown_steps_share_one_deadline() -> None:
+    """Telemetry.shutdown(budget) spends one budget across its steps: after the span flush
+    waited out a slow export, the metric readers get what is left of it, not a budget of
+    their own (each step its own timeout let a dead collector hold a worker past the
+    supervisor's kill, proxy/workers.py). HOLD_S is the least the export takes, so the
+    bound holds however slow the machine."""
+    exporter, reader = SlowExporter(), ShutdownTimeouts()
+    telemetry = Telemetry(
+        TelemetryConfig(),
+        Redactor(),
+        env={},
+        span_exporter=exporter,
+        metric_readers=[reader],
+        pipeline="thread",
+        announce=False,
+    )
+    telemetry.finish(telemetry.begin("POST", "/v1/chat/completions", {}, None))
+    telemetry.shutdown(SHUTDOWN_BUDGET_S)
+    assert exporter.exported == 1  # the flush waited for the slow export
+    (given_ms,) = reader.given_ms
+    assert given_ms <= (SHUTDOWN_BUDGET_S - HOLD_S) * 1000
