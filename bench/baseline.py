@@ -5,13 +5,16 @@ are worth, so "faster than last week's table" proves nothing. Running the
 older revision side by side does: the revision is checked out into a git
 worktree under bench/work/ (reused across runs) and started exactly like
 spangate-full, with the worktree as its working directory, so `python -m
-proxy` imports that revision's code (same venv: dependencies are today's).
+proxy` imports that revision's code (same venv: dependencies are today's). A
+revision with compiled modules (proxy/native.py) gets them built in its worktree, as
+`make bench` builds the current ones, so that the two run alike.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from bench.configs import Configuration, Running, Setup, full_telemetry, start_spangate
@@ -51,6 +54,8 @@ def checkout(revision: str) -> Path:
             check=True,
             capture_output=True,
         )
+    if (path / "proxy" / "native.py").is_file():
+        subprocess.run([sys.executable, "-m", "proxy.native", "build"], cwd=path, check=True)
     return path
 
 

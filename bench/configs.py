@@ -317,5 +317,12 @@ def start_setup(procs: Procs, upstream_port: int) -> Setup:
 
 
 def by_name() -> dict[str, Configuration]:
-    """Every configuration a tool may be asked for by name (LiteLLM aside)."""
-    return {c.name: c for c in (*CONFIGURATIONS, *OPTIONAL_CONFIGURATIONS)}
+    """Every configuration a tool may be asked for by name (LiteLLM aside), with
+    `spangate-full@REV` when BENCH_BASELINE names a revision."""
+    from bench import baseline  # it imports this module
+
+    named = {c.name: c for c in (*CONFIGURATIONS, *OPTIONAL_CONFIGURATIONS)}
+    revision = baseline.configuration()
+    if revision is not None:
+        named[revision.name] = revision
+    return named

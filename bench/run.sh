@@ -19,6 +19,8 @@ command -v taskset >/dev/null || { echo "bench: taskset (util-linux) is required
 # Bench-only tools go into the venv here; they are not project dependencies.
 "$PY" -c "import matplotlib" 2>/dev/null || .venv/bin/pip install -q matplotlib
 "$PY" -c "import rotel" 2>/dev/null || .venv/bin/pip install -q rotel
+# spangate as `make run` serves it: its hot modules compiled (a no-op when up to date).
+"$PY" -m proxy.native build
 # LiteLLM (BENCH_LITELLM=1 or BENCH_CONFIGS=...,litellm) is not installed here: it needs a
 # venv of its own, which bench/litellm.py creates on first use in bench/.litellm-venv/.
 

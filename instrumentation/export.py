@@ -98,8 +98,8 @@ class BatchQueue(Generic[_T]):
         self._progress = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=f"spangate-{name}", daemon=True)
-        self._thread.start()
+        self._runner = threading.Thread(target=self._run, name=f"spangate-{name}", daemon=True)
+        self._runner.start()
 
     @property
     def prepares(self) -> bool:
@@ -190,4 +190,4 @@ class BatchQueue(Generic[_T]):
     def shutdown(self, timeout_s: float) -> None:
         self._stopped = True
         self._wake.set()
-        self._thread.join(timeout_s)
+        self._runner.join(timeout_s)

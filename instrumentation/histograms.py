@@ -38,7 +38,7 @@ class _Point:
 
     def __init__(self, buckets: int) -> None:
         self.counts = [0] * buckets
-        self.sum: float = 0  # stays an int for integer values, as in the SDK
+        self.sum: int | float = 0  # stays an int for integer values, as in the SDK
         self.min = math.inf
         self.max = -math.inf
 

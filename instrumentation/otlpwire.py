@@ -21,13 +21,13 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import msgspec
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
 
+from instrumentation.encoded import Encoded
 from instrumentation.spans import SpanLine, tracestate_text
 
 log = logging.getLogger("spangate.telemetry")
@@ -142,53 +142,35 @@ _SCALARS: dict[type, Callable[[Any], bytes]] = {
 }
 
 
-def _any_value(value: Any) -> bytes:
+#: Nesting an attribute value or log body may have: Python's default recursion limit,
+#: which the pure encoder meets there. Compiled (proxy/native.py), its calls use the C
+#: stack instead, which a value nested some 100,000 deep would overflow.
+_MAX_DEPTH = 1000
+
+
+def _any_value(value: Any, depth: int = 0) -> bytes:
     encode = _SCALARS.get(type(value))
     if encode is not None:
         return encode(value)
     for kind in (bool, str, int, float, bytes):  # subclasses, e.g. a str enum
         if isinstance(value, kind):
             return _SCALARS[kind](value)
+    if depth >= _MAX_DEPTH:
+        raise RecursionError(f"value nested deeper than {_MAX_DEPTH} levels")
     if isinstance(value, Mapping):
-        pairs = b"".join(_field(1, _key_value(str(k), v)) for k, v in value.items())
+        pairs = b"".join(_field(1, _key_value(str(k), v, depth + 1)) for k, v in value.items())
         return _field(6, pairs)
     if isinstance(value, Sequence):
-        return _field(5, b"".join(_field(1, _any_value(v)) for v in value))
+        return _field(5, b"".join(_field(1, _any_value(v, depth + 1)) for v in value))
     raise TypeError(f"cannot encode attribute value of type {type(value).__name__}")
-
-
-class Encoded(msgspec.Struct, frozen=True, gc=False):
-    """One span or log record already encoded, waiting in an export queue.
-
-    Encoding each item when it is queued rather than the whole batch when it is
-    exported spreads the work (a 512-span batch was ~6 ms of Python in one burst,
-    which the event loop waited behind for the GIL), and the queue holds bytes
-    the garbage collector never walks instead of SDK objects that survived into
-    its older generations. `gc=False`: it refers to the shared resource and scope
-    only, so it can be part of no cycle.
-    """
-
-    #: (resource, scope), one tuple shared by the items an encoder prepared with them: a
-    #: batch is one group when its items all hold the same tuple (see _Encoder.encode).
-    group: tuple[Any, Any]
-    #: The item as its scope's child field (tag, length, message).
-    framed: bytes
-
-    @property
-    def resource(self) -> Any:
-        return self.group[0]
-
-    @property
-    def instrumentation_scope(self) -> Any:
-        return self.group[1]
 
 
 _group_of = operator.attrgetter("group")
 _framed_of = operator.attrgetter("framed")
 
 
-def _key_value(key: str, value: Any) -> bytes:
-    return _field(1, _utf8(key)) + _field(2, _any_value(value))
+def _key_value(key: str, value: Any, depth: int = 0) -> bytes:
+    return _field(1, _utf8(key)) + _field(2, _any_value(value, depth))
 
 
 class _Encoder:
@@ -206,7 +188,10 @@ class _Encoder:
         self._keys: dict[str, bytes] = {}
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[InstrumentationScope | None, bytes] = {}
-        self._groups: dict[tuple[int, int], tuple[Any, Any]] = {}
+        #: Values typed Any, not tuple[Any, Any]: compiled (proxy/native.py), a typed tuple
+        #: is unboxed and each return would build a new one, while the identity of this
+        #: one is what marks a batch as one group (_one_group).
+        self._groups: dict[tuple[int, int], Any] = {}
 
     def _item(self, item: Any) -> bytes:
         raise NotImplementedError
@@ -220,14 +205,15 @@ class _Encoder:
                 prepared.append(Encoded(self._group(item), framed))
         return prepared
 
-    def _group(self, item: Any) -> tuple[Any, Any]:
+    def _group(self, item: Any) -> Any:
         resource, scope = item.resource, item.instrumentation_scope
-        group = self._groups.get((id(resource), id(scope)))
+        group: Any = self._groups.get((id(resource), id(scope)))
         # Kept with the objects themselves, so that their ids cannot be reused by others.
         if group is None or group[0] is not resource or group[1] is not scope:
             if len(self._groups) >= _NAMES_LIMIT:
                 self._groups.clear()
-            group = self._groups[(id(resource), id(scope))] = (resource, scope)
+            group = (resource, scope)  # one object, in the cache and in the return
+            self._groups[(id(resource), id(scope))] = group
         return group
 
     def _framed_item(self, item: Any) -> bytes | None:
@@ -522,7 +508,9 @@ def _one_group(batch: list[Any]) -> bool:
     encoder's group tuples, so an `is` match on each is the whole test."""
     if not batch or type(batch[0]) is not Encoded:
         return False
-    group = batch[0].group
+    # Through the getter (Any): compiled, a read typed tuple[Any, Any] is unboxed, and
+    # boxing it again would make a new tuple that no item's group `is`.
+    group = _group_of(batch[0])
     try:
         return all(map(operator.is_, map(_group_of, batch), itertools.repeat(group)))
     except AttributeError:  # an item that was not prepared

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import msgspec
 from opentelemetry.sdk.trace import ReadableSpan
 
 from instrumentation import semconv as sc
@@ -26,18 +25,42 @@ Attrs = dict[str, Any]
 _NS = 1e-9
 
 
-class AttemptView(msgspec.Struct):
-    """What one attempt amounts to, once its bodies are decoded."""
+class AttemptView:
+    """What one attempt amounts to, once its bodies are decoded. A plain class, not a
+    msgspec Struct: this module is compiled (proxy/native.py), and mypyc compiles a
+    plain class to a native one."""
 
-    record: AttemptRecord
-    model: str | None
-    facts: ResponseFacts
-    error: str | None
-    #: How the stream ended, from the relay and from the events themselves.
-    stream_outcome: str | None
-    ttfc_s: float | None
-    gaps_s: list[float]
-    cost: float | None
+    __slots__ = (
+        "cost",
+        "error",
+        "facts",
+        "gaps_s",
+        "model",
+        "record",
+        "stream_outcome",
+        "ttfc_s",
+    )
+
+    def __init__(
+        self,
+        record: AttemptRecord,
+        model: str | None,
+        facts: ResponseFacts,
+        error: str | None,
+        stream_outcome: str | None,
+        ttfc_s: float | None,
+        gaps_s: list[float],
+        cost: float | None,
+    ) -> None:
+        self.record = record
+        self.model = model
+        self.facts = facts
+        self.error = error
+        #: How the stream ended, from the relay and from the events themselves.
+        self.stream_outcome = stream_outcome
+        self.ttfc_s = ttfc_s
+        self.gaps_s = gaps_s
+        self.cost = cost
 
 
 class Processor:

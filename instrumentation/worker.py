@@ -64,9 +64,9 @@ class RecordSink:
         self._idle = False
         self._busy = False
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="spangate-telemetry", daemon=True)
+        self._runner = threading.Thread(target=self._run, name="spangate-telemetry", daemon=True)
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-        self._thread.start()
+        self._runner.start()
 
     def submit(self, record: RequestRecord) -> None:
         """Called on the request path: O(1), never blocks, never raises."""
@@ -151,4 +151,4 @@ class RecordSink:
     def shutdown(self, timeout_s: float) -> None:
         self._stopped = True
         self._wake.set()
-        self._thread.join(timeout_s)
+        self._runner.join(timeout_s)

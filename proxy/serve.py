@@ -20,6 +20,7 @@ from aiohttp import web
 from instrumentation.cpus import choose_pipeline, usable_cpus
 from instrumentation.logging import configure_logging, redactor_for, tag_worker
 from instrumentation.setup import Telemetry, log_sinks
+from proxy import native
 from proxy.app import create_app
 from proxy.appkeys import STATE, TELEMETRY
 from proxy.handlers import metrics
@@ -127,7 +128,7 @@ async def _listen(server: web.Server, host: str, port: int, shared: bool) -> asy
 
 def _announce(address: str, source: str, slot: WorkerSlot | None) -> None:
     if slot is None:
-        log.info("spangate.ready", address=address, config=source)
+        log.info("spangate.ready", address=address, config=source, native=native.describe())
         return
     # The supervisor logs the one spangate.ready line once every worker is up.
     log.info("spangate.worker_ready", address=address, pid=os.getpid())

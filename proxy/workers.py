@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import structlog
 
+from proxy import native
 from proxy.runtime import RuntimeConfig
 from proxy.state import stop_bound_s
 
@@ -228,6 +229,7 @@ class Supervisor:
                 address=f"http://{self._host}:{self._port}",
                 config=self._source,
                 workers=self._count,
+                native=native.describe(),
             )
         elif not self._stopping.is_set():
             log.error("spangate.workers_failed_to_start", workers=self._count)

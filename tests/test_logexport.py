@@ -16,11 +16,12 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from instrumentation.encoded import Encoded
 from instrumentation.export import BatchQueue, DropCounter
 from instrumentation.logexport import LineSink, LogSink, SdkLogSink, export_logs
 from instrumentation.logging import Redactor
 from instrumentation.otlp import log_exporter
-from instrumentation.otlpwire import Encoded, LogEncoder
+from instrumentation.otlpwire import LogEncoder
 from instrumentation.setup import Telemetry
 from proxy.config import TelemetryConfig
 

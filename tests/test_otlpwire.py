@@ -40,8 +40,9 @@ from opentelemetry.trace import (
 from test_telemetry_support import CLAUDE, GPT, oai
 
 from instrumentation import otlp
+from instrumentation.encoded import Encoded
 from instrumentation.logging import Redactor
-from instrumentation.otlpwire import Encoded, LogEncoder, SpanEncoder, _one_group, preparer
+from instrumentation.otlpwire import LogEncoder, SpanEncoder, _one_group, preparer
 from instrumentation.records import RequestRecord
 from instrumentation.setup import Telemetry
 from instrumentation.spans import SpanFactory, SpanLine
@@ -659,9 +660,11 @@ def test_an_http_batch_over_the_request_size_limit_is_not_sent() -> None:
 
 def test_a_log_body_nested_deeper_than_the_stack_is_lost_alone() -> None:
     """A client's tool schema can nest deeper than Python's recursion limit (msgspec
-    decodes it fine): that one record is lost, the others and the caller are not."""
+    decodes it fine): that one record is lost, the others and the caller are not. Compiled
+    (proxy/native.py), the encoder's calls use the C stack: 100,000 levels would crash
+    the process without its own depth limit."""
     deep: Any = "leaf"
-    for _ in range(5000):
+    for _ in range(100_000):
         deep = {"a": deep}
     resource = Resource({"service.name": "a"})
     bad = ReadableLogRecord(LogRecord(timestamp=1, body=deep), resource=resource)

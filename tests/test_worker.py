@@ -61,7 +61,7 @@ def _idle_sink() -> Iterator[tuple[RecordSink, _Processed]]:
         yield sink, processed
     finally:
         sink.shutdown(WAIT_S)
-    assert not sink._thread.is_alive(), "the worker did not stop at shutdown"
+    assert not sink._runner.is_alive(), "the worker did not stop at shutdown"
 
 
 def test_an_idle_worker_is_woken_by_the_next_record(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,9 +80,9 @@ def test_an_idle_worker_thread_is_not_woken_by_a_timer() -> None:
     """An idle sidecar costs no CPU for telemetry: the worker sleeps until a record comes
     (polling with back-off woke it every 2-50 ms, ~10 times in half a second)."""
     with _idle_sink() as (sink, _):
-        before = _runs(sink._thread)
+        before = _runs(sink._runner)
         time.sleep(0.5)
-        assert _runs(sink._thread) - before <= 1
+        assert _runs(sink._runner) - before <= 1
 
 
 def test_a_record_counts_as_finished_only_once_its_drain_is_flushed() -> None:

@@ -1,0 +1,156 @@
+"""The telemetry worker's modules compiled to C with mypyc, used only while they match
+their sources.
+
+The worker turns each request's record into spans, metrics and log lines: pure
+Python doing many small dict, bytes and attribute operations. Compiled by mypyc
+from the same typed sources it costs about a quarter less CPU in place
+(bench/README.md, twelfth session; the event loop's modules, compiled too, got no
+faster, so they are not). The sources stay the truth: the compiled modules sit in
+`proxy/_native/` (git-ignored) beside a fingerprint of the sources they were built
+from, and `instrumentation` puts that directory first on its `__path__` only while
+the fingerprint matches. An edited source, a missing build, a machine without a C
+compiler or `SPANGATE_PURE=1` all mean the pure modules (the start-up line says
+which, as `native`), never stale ones.
+
+`python -m proxy.native build [--required]` compiles (a no-op when up to date);
+`make run`, `make test` and the bench run it. Pure, never compiled itself: it decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+#: Compiled, from the project root. A module here may not define classes with class
+#: keywords (msgspec's `frozen=True`: mypyc drops them) nor decode into msgspec Structs
+#: it defines (mypyc rewrites their annotations), nor subclass a class that has
+#: `__slots__` of its own; tests/test_native.py checks the first.
+MODULES = (
+    "instrumentation/content.py",
+    "instrumentation/counters.py",
+    "instrumentation/export.py",
+    "instrumentation/histograms.py",
+    "instrumentation/logbridge.py",
+    "instrumentation/logexport.py",
+    "instrumentation/logging.py",
+    "instrumentation/otlpwire.py",
+    "instrumentation/processor.py",
+    "instrumentation/semconv.py",
+    "instrumentation/spans.py",
+    "instrumentation/worker.py",
+)
+ROOT = Path(__file__).resolve().parent.parent
+#: Where the build goes: `<package path>/...so` and the modules' shared library.
+OUT = Path(__file__).resolve().parent / "_native"
+FINGERPRINT = "sources.sha256"
+PURE = "SPANGATE_PURE"
+
+_SETUP = """
+import sys
+from setuptools import setup
+from mypyc.build import mypycify
+out, temp, *modules = sys.argv[1:]
+setup(
+    name="spangate-native",
+    ext_modules=mypycify(modules, target_dir=temp + "/c"),
+    script_args=["build_ext", "--build-lib", out, "--build-temp", temp],
+)
+"""
+
+
+def fingerprint(root: Path = ROOT) -> str:
+    """What a build is valid for: the compiled sources and the Python running them."""
+    digest = hashlib.sha256(sys.version.encode())
+    for module in MODULES:
+        digest.update(module.encode() + b"\0")
+        digest.update((root / module).read_bytes())
+    return digest.hexdigest()
+
+
+def unusable(root: Path = ROOT, out: Path = OUT, env: Mapping[str, str] = os.environ) -> str | None:
+    """Why the compiled modules may not be used, or None when they may."""
+    if env.get(PURE):
+        return f"{PURE} is set"
+    try:
+        built_for = (out / FINGERPRINT).read_text().strip()
+    except OSError:
+        return "not built (make native)"
+    try:
+        current = fingerprint(root)
+    except OSError:
+        return "sources missing"
+    if built_for != current:
+        return "built from other sources (make native)"
+    return None
+
+
+_why_not: list[str | None] = []
+
+
+def why_not() -> str | None:
+    """`unusable()` for this process, decided once: every package sees the same answer."""
+    if not _why_not:
+        _why_not.append(unusable())
+    return _why_not[0]
+
+
+def describe() -> str:
+    """For the start-up line: "compiled", or "pure (why)"."""
+    reason = why_not()
+    return "compiled" if reason is None else f"pure ({reason})"
+
+
+def package_path(name: str, path: list[str]) -> list[str]:
+    """A package's `__path__` with its compiled modules first, when they may be used."""
+    if why_not() is not None:
+        return path
+    if str(OUT) not in sys.path:
+        # The modules' shared library is imported by its top-level name. Appended: nothing
+        # in the build directory can shadow an installed package.
+        sys.path.append(str(OUT))
+    return [str(OUT.joinpath(*name.split("."))), *path]
+
+
+def build(required: bool = False) -> int:
+    """Compile MODULES into OUT unless it is up to date: 0 when the compiled modules can be
+    used, or when they cannot and `required` is false (the pure ones run)."""
+    if unusable(env={}) is None:
+        print("spangate native: up to date")
+        return 0
+    sources = fingerprint()  # before compiling: an edit during the build stays stale
+    shutil.rmtree(OUT, ignore_errors=True)  # a module no longer listed must not linger
+    with tempfile.TemporaryDirectory(prefix="spangate-native-") as temp:
+        done = subprocess.run(
+            [sys.executable, "-c", _SETUP, str(OUT), temp, *MODULES],
+            cwd=ROOT,
+            # Its own type cache: ROOT may be site-packages (deploy/Dockerfile).
+            env={**os.environ, "MYPY_CACHE_DIR": os.path.join(temp, "mypy")},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        shutil.rmtree(OUT, ignore_errors=True)
+        print(done.stdout[-4000:] + done.stderr[-4000:], file=sys.stderr)
+        print("spangate native: not compiled; the pure modules run", file=sys.stderr)
+        return 1 if required else 0
+    (OUT / FINGERPRINT).write_text(sources + "\n")
+    print(f"spangate native: compiled {len(MODULES)} modules into {OUT}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["build"] or not set(argv[1:]) <= {"--required"}:
+        print("usage: python -m proxy.native build [--required]", file=sys.stderr)
+        return 2
+    return build(required="--required" in argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,85 @@
+"""The compiled modules (proxy/native.py): used only while they match their sources, and
+the suite exercises them when they are built."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from proxy import native
+
+ROOT = Path(native.__file__).resolve().parent.parent
+
+
+def _copy_sources(to: Path) -> None:
+    for module in native.MODULES:
+        (to / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / module, to / module)
+
+
+def test_compiled_modules_define_no_structs_and_no_class_keywords() -> None:
+    """mypyc drops a class's keywords (msgspec's frozen=True, gc=False) and rewrites the
+    annotations msgspec reads its fields from: no compiled module may define either."""
+    offenders = []
+    for module in native.MODULES:
+        tree = ast.parse((ROOT / module).read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = [ast.unparse(base) for base in node.bases]
+            if node.keywords or any("Struct" in base for base in bases):
+                offenders.append(f"{module}: class {node.name}")
+    assert offenders == []
+
+
+def test_every_listed_module_exists_and_is_a_source_file() -> None:
+    """A module listed but gone would make every fingerprint fail: the pure modules for ever."""
+    assert all((ROOT / module).is_file() for module in native.MODULES)
+    assert "proxy/native.py" not in native.MODULES  # it decides; it is never compiled
+
+
+def test_a_build_matching_its_sources_is_used(tmp_path: Path) -> None:
+    _copy_sources(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / native.FINGERPRINT).write_text(native.fingerprint(tmp_path) + "\n")
+    assert native.unusable(tmp_path, out, env={}) is None
+
+
+def test_an_edited_source_makes_the_build_unusable(tmp_path: Path) -> None:
+    """A compiled module shadows its source: once the source changes, the pure one runs."""
+    _copy_sources(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / native.FINGERPRINT).write_text(native.fingerprint(tmp_path) + "\n")
+    edited = tmp_path / native.MODULES[0]
+    edited.write_text(edited.read_text() + "\n# edited\n")
+    assert native.unusable(tmp_path, out, env={}) == "built from other sources (make native)"
+
+
+def test_no_build_and_spangate_pure_each_mean_the_pure_modules(tmp_path: Path) -> None:
+    _copy_sources(tmp_path)
+    out = tmp_path / "out"
+    assert native.unusable(tmp_path, out, env={}) == "not built (make native)"
+    out.mkdir()
+    (out / native.FINGERPRINT).write_text(native.fingerprint(tmp_path) + "\n")
+    assert native.unusable(tmp_path, out, env={native.PURE: "1"}) == "SPANGATE_PURE is set"
+
+
+def test_the_suite_runs_the_compiled_modules_when_they_are_built() -> None:
+    """`make test` builds them (and says SPANGATE_NATIVE=required): every listed module
+    is then the compiled one, so the suite checks what `make run` serves."""
+    reason = native.why_not()
+    if reason is not None:
+        if os.environ.get("SPANGATE_NATIVE") == "required":
+            pytest.fail(f"compiled modules required, but {reason}")
+        pytest.skip(f"compiled modules not in use: {reason}")
+    for module in native.MODULES:
+        name = module.removesuffix(".py").replace("/", ".")
+        loaded = importlib.import_module(name).__file__ or ""
+        assert loaded.startswith(str(native.OUT)) and not loaded.endswith(".py"), name
