@@ -18,6 +18,7 @@ which, as `native`), never stale ones.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import shutil
@@ -64,10 +65,46 @@ setup(
 """
 
 
+#: Top-level packages of the project: their modules' types are compiled into MODULES.
+_PROJECT = ("instrumentation", "proxy")
+
+
+def sources(root: Path = ROOT) -> list[str]:
+    """MODULES and every project module they import, transitively (TYPE_CHECKING imports
+    too: mypy reads them all). A compiled module checks at run time the types mypy gave
+    what it reads from those (a RequestRecord's attribute typed `float` is converted to
+    one, a value of another type raises TypeError): a build is only as current as they are."""
+    found: dict[str, None] = {}
+    todo = list(MODULES)
+    while todo:
+        module = todo.pop()
+        if module in found:
+            continue
+        found[module] = None
+        for node in ast.walk(ast.parse((root / module).read_bytes(), module)):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] not in _PROJECT:
+                    continue
+                for end in range(1, len(parts) + 1):  # each package on the way, its __init__
+                    stem = "/".join(parts[:end])
+                    for candidate in (f"{stem}.py", f"{stem}/__init__.py"):
+                        if (root / candidate).is_file():
+                            todo.append(candidate)
+    return sorted(found)
+
+
 def fingerprint(root: Path = ROOT) -> str:
-    """What a build is valid for: the compiled sources and the Python running them."""
+    """What a build is valid for: the compiled sources, the project modules they import
+    (see `sources`) and the Python running them."""
     digest = hashlib.sha256(sys.version.encode())
-    for module in MODULES:
+    for module in sources(root):
         digest.update(module.encode() + b"\0")
         digest.update((root / module).read_bytes())
     return digest.hexdigest()
@@ -83,8 +120,8 @@ def unusable(root: Path = ROOT, out: Path = OUT, env: Mapping[str, str] = os.env
         return "not built (make native)"
     try:
         current = fingerprint(root)
-    except OSError:
-        return "sources missing"
+    except (OSError, SyntaxError, ValueError):  # ValueError: a null byte in a source
+        return "sources missing or unreadable"
     if built_for != current:
         return "built from other sources (make native)"
     return None

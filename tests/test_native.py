@@ -17,9 +17,14 @@ ROOT = Path(native.__file__).resolve().parent.parent
 
 
 def _copy_sources(to: Path) -> None:
-    for module in native.MODULES:
-        (to / module).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / module, to / module)
+    """The project's Python sources (not its build), as they are laid out."""
+    for package in ("instrumentation", "proxy"):
+        for source in (ROOT / package).rglob("*.py"):
+            module = source.relative_to(ROOT)
+            if module.parts[:2] == ("proxy", "_native"):
+                continue
+            (to / module).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, to / module)
 
 
 def test_compiled_modules_define_no_structs_and_no_class_keywords() -> None:
@@ -60,6 +65,33 @@ def test_an_edited_source_makes_the_build_unusable(tmp_path: Path) -> None:
     edited = tmp_path / native.MODULES[0]
     edited.write_text(edited.read_text() + "\n# edited\n")
     assert native.unusable(tmp_path, out, env={}) == "built from other sources (make native)"
+
+
+def test_an_edited_module_that_a_compiled_one_imports_makes_the_build_unusable(
+    tmp_path: Path,
+) -> None:
+    """Compiled code checks and converts, at run time, the types mypy gave what it reads
+    from modules it imports: the processor reads AttemptRecord.backoff_s as a `float`
+    (an int becomes 1.0, a None raises TypeError). A build made before records.py changed
+    those types must not run with them."""
+    _copy_sources(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / native.FINGERPRINT).write_text(native.fingerprint(tmp_path) + "\n")
+    records = tmp_path / "instrumentation" / "records.py"
+    records.write_text(
+        records.read_text().replace("self.backoff_s = 0.0", "self.backoff_s: float | None = None")
+    )
+    assert native.unusable(tmp_path, out, env={}) == "built from other sources (make native)"
+
+
+def test_the_fingerprint_covers_the_project_modules_the_compiled_ones_import() -> None:
+    covered = native.sources()
+    assert set(native.MODULES) <= set(covered)
+    # Directly (processor, spans, worker) and through a package's __init__ (extract).
+    for module in ("records", "extract/base", "extract/openai_common", "metrics", "encoded"):
+        assert f"instrumentation/{module}.py" in covered
+    assert "proxy/config.py" not in covered  # what none of them imports does not count
 
 
 def test_no_build_and_spangate_pure_each_mean_the_pure_modules(tmp_path: Path) -> None:
