@@ -166,7 +166,9 @@ def build(required: bool = False) -> int:
         done = subprocess.run(
             [sys.executable, "-c", _SETUP, str(OUT), temp, *MODULES],
             cwd=ROOT,
-            # Its own type cache: ROOT may be site-packages (deploy/Dockerfile).
+            # Its own type cache, outside ROOT. ROOT must be a source tree with
+            # pyproject.toml (deploy/Dockerfile builds in one): run in site-packages, mypy
+            # takes the installed packages for the project's own and refuses them.
             env={**os.environ, "MYPY_CACHE_DIR": os.path.join(temp, "mypy")},
             capture_output=True,
             text=True,
