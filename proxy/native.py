@@ -31,9 +31,11 @@ from pathlib import Path
 #: Compiled, from the project root. A module here may not define classes with class
 #: keywords (msgspec's `frozen=True`: mypyc drops them) nor decode into msgspec Structs
 #: it defines (mypyc rewrites their annotations), nor subclass a class that has
-#: `__slots__` of its own; tests/test_native.py checks the first.
+#: `__slots__` of its own; tests/test_native.py checks the first. Nor may it loop over
+#: client-sized data (content.py truncates a request's messages): compiled code never
+#: gives up the GIL at the switch interval, only when it calls Python code, so such a
+#: loop would hold the event loop for as long as it runs.
 MODULES = (
-    "instrumentation/content.py",
     "instrumentation/counters.py",
     "instrumentation/export.py",
     "instrumentation/histograms.py",
