@@ -19,6 +19,10 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 #: the SDK does with its cardinality limit (a request model is client-chosen text).
 CARDINALITY_LIMIT = 2000
 OVERFLOW: tuple[tuple[str, Any], ...] = (("otel.metric.overflow", True),)
+#: A sum, or an amount added to one. `int | float`, never `float`: compiled
+#: (proxy/native.py), a value typed `float` is converted to one, and an int sum must stay
+#: an int (the SDK exports it as OTLP's as_int, a float as as_double).
+Number = int | float
 
 
 class SummedCounter:
@@ -26,12 +30,12 @@ class SummedCounter:
     telemetry worker), read by the SDK's collection."""
 
     def __init__(self, meter: Meter, name: str, unit: str, description: str) -> None:
-        self._sums: dict[tuple[tuple[str, Any], ...], float] = {}
+        self._sums: dict[tuple[tuple[str, Any], ...], Number] = {}
         meter.create_observable_counter(
             name, callbacks=[self._observe], unit=unit, description=description
         )
 
-    def add(self, amount: float, attributes: Mapping[str, Any]) -> None:
+    def add(self, amount: Number, attributes: Mapping[str, Any]) -> None:
         # Insertion order: the processor builds each counter's attributes in a fixed order.
         key = tuple(attributes.items())
         sums = self._sums

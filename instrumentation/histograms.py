@@ -28,7 +28,7 @@ from opentelemetry.sdk.metrics.export import (
     Metric,
 )
 
-from instrumentation.counters import CARDINALITY_LIMIT, OVERFLOW
+from instrumentation.counters import CARDINALITY_LIMIT, OVERFLOW, Number
 
 Key = tuple[tuple[str, Any], ...]
 
@@ -38,9 +38,11 @@ class _Point:
 
     def __init__(self, buckets: int) -> None:
         self.counts = [0] * buckets
-        self.sum: int | float = 0  # stays an int for integer values, as in the SDK
-        self.min = math.inf
-        self.max = -math.inf
+        # Sum, min and max stay ints for integer values, as in the SDK: typed Number, not
+        # float, which compiled code (proxy/native.py) would convert them to.
+        self.sum: Number = 0
+        self.min: Number = math.inf
+        self.max: Number = -math.inf
 
 
 class Store:
@@ -79,7 +81,7 @@ class SummedHistogram:
             self._stores = [*self._stores, store]
         return store
 
-    def record(self, value: float, attributes: Mapping[str, Any]) -> None:
+    def record(self, value: Number, attributes: Mapping[str, Any]) -> None:
         if not value >= 0:  # also false for NaN
             return
         # Keyed by the attributes in insertion order: the processor builds each metric's
@@ -94,7 +96,7 @@ class SummedHistogram:
                 point.min = min(point.min, value)
                 point.max = max(point.max, value)
 
-    def record_many(self, values: Sequence[float], attributes: Mapping[str, Any]) -> None:
+    def record_many(self, values: Sequence[Number], attributes: Mapping[str, Any]) -> None:
         """`record` for each value (a stream's chunk gaps): one key and one lock for all."""
         key = tuple(attributes.items())
         bounds = self.bounds

@@ -18,6 +18,7 @@ which, as `native`), never stale ones.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import shutil
@@ -30,9 +31,11 @@ from pathlib import Path
 #: Compiled, from the project root. A module here may not define classes with class
 #: keywords (msgspec's `frozen=True`: mypyc drops them) nor decode into msgspec Structs
 #: it defines (mypyc rewrites their annotations), nor subclass a class that has
-#: `__slots__` of its own; tests/test_native.py checks the first.
+#: `__slots__` of its own; tests/test_native.py checks the first. Nor may it loop over
+#: client-sized data (content.py truncates a request's messages): compiled code never
+#: gives up the GIL at the switch interval, only when it calls Python code, so such a
+#: loop would hold the event loop for as long as it runs.
 MODULES = (
-    "instrumentation/content.py",
     "instrumentation/counters.py",
     "instrumentation/export.py",
     "instrumentation/histograms.py",
@@ -64,10 +67,46 @@ setup(
 """
 
 
+#: Top-level packages of the project: their modules' types are compiled into MODULES.
+_PROJECT = ("instrumentation", "proxy")
+
+
+def sources(root: Path = ROOT) -> list[str]:
+    """MODULES and every project module they import, transitively (TYPE_CHECKING imports
+    too: mypy reads them all). A compiled module checks at run time the types mypy gave
+    what it reads from those (a RequestRecord's attribute typed `float` is converted to
+    one, a value of another type raises TypeError): a build is only as current as they are."""
+    found: dict[str, None] = {}
+    todo = list(MODULES)
+    while todo:
+        module = todo.pop()
+        if module in found:
+            continue
+        found[module] = None
+        for node in ast.walk(ast.parse((root / module).read_bytes(), module)):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] not in _PROJECT:
+                    continue
+                for end in range(1, len(parts) + 1):  # each package on the way, its __init__
+                    stem = "/".join(parts[:end])
+                    for candidate in (f"{stem}.py", f"{stem}/__init__.py"):
+                        if (root / candidate).is_file():
+                            todo.append(candidate)
+    return sorted(found)
+
+
 def fingerprint(root: Path = ROOT) -> str:
-    """What a build is valid for: the compiled sources and the Python running them."""
+    """What a build is valid for: the compiled sources, the project modules they import
+    (see `sources`) and the Python running them."""
     digest = hashlib.sha256(sys.version.encode())
-    for module in MODULES:
+    for module in sources(root):
         digest.update(module.encode() + b"\0")
         digest.update((root / module).read_bytes())
     return digest.hexdigest()
@@ -83,8 +122,8 @@ def unusable(root: Path = ROOT, out: Path = OUT, env: Mapping[str, str] = os.env
         return "not built (make native)"
     try:
         current = fingerprint(root)
-    except OSError:
-        return "sources missing"
+    except (OSError, SyntaxError, ValueError):  # ValueError: a null byte in a source
+        return "sources missing or unreadable"
     if built_for != current:
         return "built from other sources (make native)"
     return None
@@ -129,7 +168,9 @@ def build(required: bool = False) -> int:
         done = subprocess.run(
             [sys.executable, "-c", _SETUP, str(OUT), temp, *MODULES],
             cwd=ROOT,
-            # Its own type cache: ROOT may be site-packages (deploy/Dockerfile).
+            # Its own type cache, outside ROOT. ROOT must be a source tree with
+            # pyproject.toml (deploy/Dockerfile builds in one): run in site-packages, mypy
+            # takes the installed packages for the project's own and refuses them.
             env={**os.environ, "MYPY_CACHE_DIR": os.path.join(temp, "mypy")},
             capture_output=True,
             text=True,

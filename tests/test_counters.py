@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 
@@ -51,3 +52,18 @@ def test_past_the_cardinality_limit_sums_go_to_the_overflow_set() -> None:
     assert [p.value for p in overflow] == [5]
     assert next(p.value for p in points if p.attributes.get("model") == "m0") == 2
     assert len(points) == CARDINALITY_LIMIT + 1
+
+
+def test_integer_amounts_stay_an_integer_sum_exported_as_otlp_int() -> None:
+    """As an SDK Counter: whole amounts make an int sum, which OTLP carries as `as_int`.
+    Compiled (proxy/native.py), a parameter typed `float` converts what it is given, and
+    every spangate.requests point became `as_double`."""
+    counter, reader = _counter()
+    counter.add(1, {"route": "a"})
+    counter.add(2, {"route": "a"})
+    data = reader.get_metrics_data()
+    assert data is not None
+    (point,) = _points(reader)
+    assert type(point.value) is int and point.value == 3
+    (wire,) = encode_metrics(data).resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points
+    assert wire.WhichOneof("value") == "as_int"

@@ -399,3 +399,22 @@ def test_a_delta_reader_keeps_room_for_new_series_after_the_cumulative_store_fil
     histogram.record(1.0, {"model": "new"})
     assert list(_points(delta)) == [(("model", "new"),)]
     assert (("otel.metric.overflow", True),) in _points(cumulative)
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["record", "record_many"])
+def test_integer_values_keep_integer_sum_min_and_max_like_the_sdk(many: bool) -> None:
+    """Token counts are ints: the SDK keeps their sum, min and max ints, and so do these
+    (compiled, proxy/native.py, a value typed `float` would be converted to one)."""
+    sdk_reader, our_reader = InMemoryMetricReader(), InMemoryReader()
+    sdk, ours = _sdk(sdk_reader), _ours(our_reader)
+    for value in (3, 12, 7):
+        sdk.record(value, {"k": "v"})
+    if many:
+        ours.record_many([3, 12, 7], {"k": "v"})
+    else:
+        for value in (3, 12, 7):
+            ours.record(value, {"k": "v"})
+    (expected,) = _raw_points(sdk_reader.get_metrics_data())
+    (got,) = _raw_points(our_reader.get_metrics_data())
+    assert (got.sum, got.min, got.max) == (expected.sum, expected.min, expected.max) == (22, 3, 12)
+    assert [type(v) for v in (got.sum, got.min, got.max)] == [int, int, int]

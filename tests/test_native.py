@@ -4,9 +4,13 @@ the suite exercises them when they are built."""
 from __future__ import annotations
 
 import ast
+import gc
 import importlib
 import os
 import shutil
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +21,14 @@ ROOT = Path(native.__file__).resolve().parent.parent
 
 
 def _copy_sources(to: Path) -> None:
-    for module in native.MODULES:
-        (to / module).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / module, to / module)
+    """The project's Python sources (not its build), as they are laid out."""
+    for package in ("instrumentation", "proxy"):
+        for source in (ROOT / package).rglob("*.py"):
+            module = source.relative_to(ROOT)
+            if module.parts[:2] == ("proxy", "_native"):
+                continue
+            (to / module).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, to / module)
 
 
 def test_compiled_modules_define_no_structs_and_no_class_keywords() -> None:
@@ -62,6 +71,33 @@ def test_an_edited_source_makes_the_build_unusable(tmp_path: Path) -> None:
     assert native.unusable(tmp_path, out, env={}) == "built from other sources (make native)"
 
 
+def test_an_edited_module_that_a_compiled_one_imports_makes_the_build_unusable(
+    tmp_path: Path,
+) -> None:
+    """Compiled code checks and converts, at run time, the types mypy gave what it reads
+    from modules it imports: the processor reads AttemptRecord.backoff_s as a `float`
+    (an int becomes 1.0, a None raises TypeError). A build made before records.py changed
+    those types must not run with them."""
+    _copy_sources(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / native.FINGERPRINT).write_text(native.fingerprint(tmp_path) + "\n")
+    records = tmp_path / "instrumentation" / "records.py"
+    records.write_text(
+        records.read_text().replace("self.backoff_s = 0.0", "self.backoff_s: float | None = None")
+    )
+    assert native.unusable(tmp_path, out, env={}) == "built from other sources (make native)"
+
+
+def test_the_fingerprint_covers_the_project_modules_the_compiled_ones_import() -> None:
+    covered = native.sources()
+    assert set(native.MODULES) <= set(covered)
+    # Directly (processor, spans, worker) and through a package's __init__ (extract).
+    for module in ("records", "extract/base", "extract/openai_common", "metrics", "encoded"):
+        assert f"instrumentation/{module}.py" in covered
+    assert "proxy/config.py" not in covered  # what none of them imports does not count
+
+
 def test_no_build_and_spangate_pure_each_mean_the_pure_modules(tmp_path: Path) -> None:
     _copy_sources(tmp_path)
     out = tmp_path / "out"
@@ -83,3 +119,48 @@ def test_the_suite_runs_the_compiled_modules_when_they_are_built() -> None:
         name = module.removesuffix(".py").replace("/", ".")
         loaded = importlib.import_module(name).__file__ or ""
         assert loaded.startswith(str(native.OUT)) and not loaded.endswith(".py"), name
+
+
+def test_truncating_a_large_captured_content_lets_other_threads_run() -> None:
+    """Compiled code gives up the GIL only when it calls into Python code or a blocking
+    call, never at the switch interval: a compiled `_shrink` walked a client's 10,000
+    messages ~16 times in one hold of the GIL (20,000 messages: 0.63 s during which the
+    event loop could not run, against 35 ms at most pure). What walks client-sized data
+    stays pure: content.py is not compiled."""
+    from instrumentation.content import ContentPolicy
+    from instrumentation.logging import Redactor
+
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "hello world " * 5}]}
+        for _ in range(10_000)
+    ]
+    policy = ContentPolicy("SPAN_ONLY", 16384, Redactor())
+    gaps: list[float] = []
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.is_set():
+            start = time.perf_counter()
+            time.sleep(0.0002)
+            gaps.append(time.perf_counter() - start)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # the worker's (instrumentation/worker.py)
+    # Not the collector's pauses: a full collection of the suite's heap holds the GIL too.
+    gc.collect()
+    gc.disable()
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        time.sleep(0.02)
+        start = time.perf_counter()
+        _, truncated = policy.prepare(messages)
+        took = time.perf_counter() - start
+    finally:
+        done.set()
+        ticker.join()
+        gc.enable()
+        sys.setswitchinterval(interval)
+    assert truncated
+    # Pure, the longest hold is a msgspec or regex call over the whole value: a few % of it.
+    assert max(gaps) < took / 3, (max(gaps), took)
