@@ -131,7 +131,8 @@ def _announce(address: str, source: str, slot: WorkerSlot | None) -> None:
         log.info("spangate.ready", address=address, config=source, native=native.describe())
         return
     # The supervisor logs the one spangate.ready line once every worker is up.
-    log.info("spangate.worker_ready", address=address, pid=os.getpid())
+    # Each worker decides for itself whether its compiled modules match its sources.
+    log.info("spangate.worker_ready", address=address, pid=os.getpid(), native=native.describe())
     slot.signal_ready()
 
 

@@ -164,3 +164,21 @@ def test_truncating_a_large_captured_content_lets_other_threads_run() -> None:
     assert truncated
     # Pure, the longest hold is a msgspec or regex call over the whole value: a few % of it.
     assert max(gaps) < took / 3, (max(gaps), took)
+
+
+def test_a_new_build_replaces_the_old_one_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build is made beside the live one and swapped in by renames: a module compiled
+    before and no longer listed does not linger, and nothing is left beside it."""
+    out = tmp_path / "_native"
+    (out / "instrumentation").mkdir(parents=True)
+    (out / "instrumentation" / "dropped.so").write_text("old")
+    fresh = tmp_path / "_native.build-1"
+    (fresh / "instrumentation").mkdir(parents=True)
+    (fresh / "instrumentation" / "kept.so").write_text("new")
+    (fresh / native.FINGERPRINT).write_text("f\n")
+    monkeypatch.setattr(native, "OUT", out)
+    native._swap_in(fresh)
+    assert sorted(p.name for p in (out / "instrumentation").iterdir()) == ["kept.so"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_native"]

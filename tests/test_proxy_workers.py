@@ -156,6 +156,11 @@ def test_two_workers_serve_sdk_traffic_and_both_take_connections(
         assert events.index("spangate.ready") > max(
             i for i, event in enumerate(events) if event == "spangate.worker_ready"
         )
+        # Each worker says whether it runs the compiled modules (proxy/native.py), as the
+        # supervisor's ready line does for itself.
+        ready = [e for e in proc.logs() if e.get("event") == "spangate.worker_ready"]
+        said = {e.get("native") for e in ready}
+        assert len(ready) == 2 and len(said) == 1 and None not in said
         calls = 40
         answers = [chat(proc.url) for _ in range(calls)]
         assert all(answers)
