@@ -56,7 +56,7 @@ def test_a_build_matching_its_sources_is_used(tmp_path: Path) -> None:
     _copy_sources(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    (out / native.FINGERPRINT).write_text(native.fingerprint(tmp_path) + "\n")
+    (out / native.FINGERPRINT).write_text(native.record(tmp_path))
     assert native.unusable(tmp_path, out, env={}) is None
 
 
@@ -65,7 +65,7 @@ def test_an_edited_source_makes_the_build_unusable(tmp_path: Path) -> None:
     _copy_sources(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    (out / native.FINGERPRINT).write_text(native.fingerprint(tmp_path) + "\n")
+    (out / native.FINGERPRINT).write_text(native.record(tmp_path))
     edited = tmp_path / native.MODULES[0]
     edited.write_text(edited.read_text() + "\n# edited\n")
     assert native.unusable(tmp_path, out, env={}) == "built from other sources (make native)"
@@ -81,7 +81,7 @@ def test_an_edited_module_that_a_compiled_one_imports_makes_the_build_unusable(
     _copy_sources(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    (out / native.FINGERPRINT).write_text(native.fingerprint(tmp_path) + "\n")
+    (out / native.FINGERPRINT).write_text(native.record(tmp_path))
     records = tmp_path / "instrumentation" / "records.py"
     records.write_text(
         records.read_text().replace("self.backoff_s = 0.0", "self.backoff_s: float | None = None")
@@ -103,7 +103,7 @@ def test_no_build_and_spangate_pure_each_mean_the_pure_modules(tmp_path: Path) -
     out = tmp_path / "out"
     assert native.unusable(tmp_path, out, env={}) == "not built (make native)"
     out.mkdir()
-    (out / native.FINGERPRINT).write_text(native.fingerprint(tmp_path) + "\n")
+    (out / native.FINGERPRINT).write_text(native.record(tmp_path))
     assert native.unusable(tmp_path, out, env={native.PURE: "1"}) == "SPANGATE_PURE is set"
 
 
@@ -182,3 +182,19 @@ def test_a_new_build_replaces_the_old_one_whole(
     native._swap_in(fresh)
     assert sorted(p.name for p in (out / "instrumentation").iterdir()) == ["kept.so"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_native"]
+
+
+def test_the_build_records_the_files_its_fingerprint_covers(tmp_path: Path) -> None:
+    """Start-up hashes the files a build recorded rather than parsing every source again to
+    find them (~50 ms a process); the record names the compiled modules and what they
+    import, and a recorded dependency edited later still makes the build unusable."""
+    _copy_sources(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / native.FINGERPRINT).write_text(native.record(tmp_path))
+    recorded = (out / native.FINGERPRINT).read_text().split()[1:]
+    assert recorded == native.sources(tmp_path)
+    assert "instrumentation/records.py" in recorded
+    records = tmp_path / "instrumentation" / "records.py"
+    records.write_text(records.read_text() + "\n# edited\n")
+    assert native.unusable(tmp_path, out, env={}) == "built from other sources (make native)"
