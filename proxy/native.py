@@ -19,6 +19,7 @@ which, as `native`), never stale ones.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 import shutil
@@ -103,11 +104,11 @@ def sources(root: Path = ROOT) -> list[str]:
     return sorted(found)
 
 
-def fingerprint(root: Path = ROOT, modules: list[str] | None = None) -> str:
-    """What a build is valid for: the compiled sources, the project modules they import
-    (`modules`, by default found by `sources`) and the Python running them."""
+def fingerprint(root: Path, modules: list[str]) -> str:
+    """What a build is valid for: `modules` (the compiled sources and the project modules
+    they import: `sources`) and the Python running them."""
     digest = hashlib.sha256(sys.version.encode())
-    for module in sources(root) if modules is None else modules:
+    for module in modules:
         digest.update(module.encode() + b"\0")
         digest.update((root / module).read_bytes())
     return digest.hexdigest()
@@ -130,7 +131,7 @@ def unusable(root: Path = ROOT, out: Path = OUT, env: Mapping[str, str] = os.env
     except (OSError, ValueError):  # ValueError: an empty file
         return "not built (make native)"
     try:
-        current = fingerprint(root, modules or None)
+        current = fingerprint(root, modules)
     except (OSError, SyntaxError, ValueError):  # ValueError: a null byte in a source
         return "sources missing or unreadable"
     if built_for != current:
@@ -138,14 +139,10 @@ def unusable(root: Path = ROOT, out: Path = OUT, env: Mapping[str, str] = os.env
     return None
 
 
-_why_not: list[str | None] = []
-
-
+@functools.cache
 def why_not() -> str | None:
     """`unusable()` for this process, decided once: every package sees the same answer."""
-    if not _why_not:
-        _why_not.append(unusable())
-    return _why_not[0]
+    return unusable()
 
 
 def describe() -> str:
