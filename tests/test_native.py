@@ -31,6 +31,16 @@ def _copy_sources(to: Path) -> None:
             shutil.copy(source, to / module)
 
 
+def _built(root: Path) -> Path:
+    """The sources copied into `root`, and a build directory whose fingerprint matches
+    them (no compiled modules in it: `unusable` reads only the fingerprint)."""
+    _copy_sources(root)
+    out = root / "out"
+    out.mkdir()
+    (out / native.FINGERPRINT).write_text(native.record(root))
+    return out
+
+
 def test_compiled_modules_define_no_structs_and_no_class_keywords() -> None:
     """mypyc drops a class's keywords (msgspec's frozen=True, gc=False) and rewrites the
     annotations msgspec reads its fields from: no compiled module may define either."""
@@ -53,19 +63,13 @@ def test_every_listed_module_exists_and_is_a_source_file() -> None:
 
 
 def test_a_build_matching_its_sources_is_used(tmp_path: Path) -> None:
-    _copy_sources(tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / native.FINGERPRINT).write_text(native.record(tmp_path))
+    out = _built(tmp_path)
     assert native.unusable(tmp_path, out, env={}) is None
 
 
 def test_an_edited_source_makes_the_build_unusable(tmp_path: Path) -> None:
     """A compiled module shadows its source: once the source changes, the pure one runs."""
-    _copy_sources(tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / native.FINGERPRINT).write_text(native.record(tmp_path))
+    out = _built(tmp_path)
     edited = tmp_path / native.MODULES[0]
     edited.write_text(edited.read_text() + "\n# edited\n")
     assert native.unusable(tmp_path, out, env={}) == "built from other sources (make native)"
@@ -78,10 +82,7 @@ def test_an_edited_module_that_a_compiled_one_imports_makes_the_build_unusable(
     from modules it imports: the processor reads AttemptRecord.backoff_s as a `float`
     (an int becomes 1.0, a None raises TypeError). A build made before records.py changed
     those types must not run with them."""
-    _copy_sources(tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / native.FINGERPRINT).write_text(native.record(tmp_path))
+    out = _built(tmp_path)
     records = tmp_path / "instrumentation" / "records.py"
     records.write_text(
         records.read_text().replace("self.backoff_s = 0.0", "self.backoff_s: float | None = None")
@@ -186,15 +187,9 @@ def test_a_new_build_replaces_the_old_one_whole(
 
 def test_the_build_records_the_files_its_fingerprint_covers(tmp_path: Path) -> None:
     """Start-up hashes the files a build recorded rather than parsing every source again to
-    find them (~50 ms a process); the record names the compiled modules and what they
-    import, and a recorded dependency edited later still makes the build unusable."""
-    _copy_sources(tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / native.FINGERPRINT).write_text(native.record(tmp_path))
+    find them (~50 ms a process): the record names the compiled modules and what they
+    import."""
+    out = _built(tmp_path)
     recorded = (out / native.FINGERPRINT).read_text().split()[1:]
     assert recorded == native.sources(tmp_path)
     assert "instrumentation/records.py" in recorded
-    records = tmp_path / "instrumentation" / "records.py"
-    records.write_text(records.read_text() + "\n# edited\n")
-    assert native.unusable(tmp_path, out, env={}) == "built from other sources (make native)"
