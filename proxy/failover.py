@@ -526,10 +526,11 @@ async def _commit(
         attempt.on_body(error_body)
         verdict = classify_response(response.status, response.headers, error_body)
         return _failed(target, attempt, slot, verdict, response=response, body=error_body)
-    if is_event_stream(response) and "Content-Encoding" not in response.headers:
+    bodiless = _bodiless(request.method, response.status)
+    if not bodiless and is_event_stream(response) and "Content-Encoding" not in response.headers:
         return await _commit_stream(target, request, response, attempt, slot, timeouts, waits)
     body: bytes | None = None
-    if _read_before_commit(response):
+    if bodiless or _read_before_commit(response):
         with waits.limit(timeouts.idle_s):
             body = await response.read()
         if not _valid_json(response, body):
@@ -611,14 +612,19 @@ _BROKEN_AFTER_COMMIT = frozenset(
 )
 
 
+def _bodiless(method: str, status: int) -> bool:
+    """An answer that ends at its head (RFC 9112 §6.3), whatever length or type it names:
+    read at once (empty), it goes to the client whole, the provider's Content-Length
+    kept. An event stream's commit would wait for events that never come."""
+    return method == "HEAD" or status in (204, 304)
+
+
 def _read_before_commit(response: UpstreamResponse) -> bool:
     """Bodies read (and checked) before anything reaches the client: sized ones up to
-    the limit, and JSON API answers of unknown length (chunked), which are small. A HEAD
-    answer has no body, whatever length it names: read at once (empty), it goes to the
-    client whole, that length kept."""
+    the limit, and JSON API answers of unknown length (chunked), which are small."""
     length = response.content_length
     if length is not None:
-        return length <= _WHOLE_BODY_LIMIT or response.content.at_eof()
+        return length <= _WHOLE_BODY_LIMIT
     return response.content_type == "application/json"
 
 

@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 from conftest import Running, basic_config
-from fakeprovider import FakeProvider, anthropic_error, custom, gzipped, openai_error
+from fakeprovider import FakeProvider, anthropic_error, custom, gzipped, openai_error, sse
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -441,6 +441,28 @@ async def test_head_answer_keeps_the_providers_content_length(
     assert headers["content-length"] == d_headers["content-length"] != "0"
     if size is not None:
         assert headers["content-length"] == str(size)
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/models"], ids=["pass-through", "models"])
+async def test_head_answer_naming_an_event_stream_is_relayed(
+    path: str, fake: FakeProvider, spangate: Running
+) -> None:
+    """HEAD on a path whose GET is an event stream: the provider's status and headers,
+    no body, and a request recorded as the success it is (it used to wait, at the
+    stream's commit, for events a HEAD answer never carries, and became a 502)."""
+    request = f"HEAD {path} HTTP/1.1\r\nHost: spangate\r\nConnection: close\r\n\r\n".encode()
+    fake.script(*[sse([b"data: {}\n\n"], headers={"x-stream-id": "s-1"})] * 2)
+    d_status, d_headers, _ = await raw_exchange(fake.port, request)
+    status, headers, body = await raw_exchange(spangate.server.port, request)
+    assert (status, body) == (d_status, b"") == (200, b"")
+    assert headers["content-type"] == d_headers["content-type"]
+    assert headers["content-type"].startswith("text/event-stream")
+    assert headers["x-stream-id"] == "s-1"
+    assert "content-length" not in headers and "transfer-encoding" not in headers
+    assert len(fake.received) == 2  # one each: no retry of a failure that was not one
+    spans = spangate.finished_spans()
+    assert [s.attributes.get("http.response.status_code") for s in spans] == [200, 200]
+    assert all("error.type" not in s.attributes for s in spans)
 
 
 async def test_upstream_openai_error_is_relayed_verbatim(
