@@ -67,6 +67,17 @@ class BodyTooLarge(SpangateError):
     closes = True
 
 
+class ExpectationFailed(SpangateError):
+    """An `Expect:` other than 100-continue: refused before the body, which the client may
+    be sending anyway, so the connection does not carry on after the answer."""
+
+    status = 417
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    kind = "expectation_failed"
+    closes = True
+
+
 class RouteConfigError(SpangateError):
     """A route that points nowhere: a config bug that `check-config` reports."""
 

@@ -8,15 +8,14 @@ import time
 
 import msgspec
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
-from aiohttp.web_urldispatcher import _default_expect_handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.setup import TelemetryUnavailable
 from proxy import body as bodylib
-from proxy import failover
+from proxy import expect, failover
 from proxy.appkeys import HEALTH, RUNTIME, STATE, TELEMETRY, UPSTREAM
 from proxy.endpoints import Endpoint, Wire, classify
 from proxy.errors import (
@@ -98,6 +97,12 @@ async def _proxy(request: web.Request, record: RequestRecord) -> web.StreamRespo
     except SpangateError as err:
         record.error_type, record.error_message = err.kind, err.message
         return error_response(fmt, err)
+
+
+def wire_of(request: web.Request) -> ErrorFormat:
+    """The format of errors spangate makes for `request`: its endpoint's, else a guess."""
+    endpoint = classify(request.method, request.path, "anthropic-version" in request.headers)
+    return endpoint.wire if endpoint is not None else guess_format(request)
 
 
 def _canceller(request: web.Request) -> str:
@@ -244,13 +249,25 @@ def _overhead(record: RequestRecord, attempt: AttemptRecord) -> None:
     record.overhead_ns = (first - record.start_ns) + tail
 
 
-async def expect_continue(request: web.Request) -> None:
-    """`Expect: 100-continue` on a forwarded request: a body over server.max_body_bytes is
-    not asked for. Without the 100 Continue the client waits, and the 413 that _read_body
-    makes of its Content-Length is the answer: the body is never sent."""
-    length = request.content_length
-    if length is None or length <= request.app[RUNTIME].config.server.max_body_bytes:
-        await _default_expect_handler(request)  # 100 Continue (417 for other expectations)
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """`Expect:` on a forwarded request (aiohttp asks before any middleware or handler):
+    100-continue gets its 100 Continue, except that a body over server.max_body_bytes is
+    not asked for (the client waits, and the 413 that _read_body makes of its
+    Content-Length is the answer: the body is never sent); any other expectation gets a
+    417 in the client's format. HTTP/1.0 has no 100 Continue: there it is ignored."""
+    if request.version != HttpVersion11:
+        return None
+    value = request.headers.get("Expect", "")
+    limit = request.app[RUNTIME].config.server.max_body_bytes
+    answer = expect.decide(value, request.content_length, limit)
+    if answer == "refuse":
+        return error_response(wire_of(request), expect.unsupported(value))
+    transport = request.transport
+    if answer == "continue" and transport is not None:  # None: the client already left
+        # On the socket, as aiohttp's docs do it: an interim answer is not the response,
+        # whose writer must still count nothing sent.
+        transport.write(expect.CONTINUE)
+    return None
 
 
 async def _read_body(request: web.Request) -> bytes:

@@ -233,14 +233,15 @@ async def test_chunked_body_over_max_body_bytes_is_413(
 
 
 async def expect_continue(
-    port: int, fmt: Format, length: int
+    port: int, fmt: Format, length: int, expectation: str = "100-continue"
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a connection and send only the head of a POST of `length` bytes that says
-    `Expect: 100-continue`, as a client that waits to be asked for its body."""
+    `Expect: 100-continue` (or `expectation`), as a client that waits to be asked for its
+    body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = f"POST {fmt.path} HTTP/1.1\r\nHost: spangate\r\nContent-Type: application/json\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in fmt.headers.items())
-    head += f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    head += f"Content-Length: {length}\r\nExpect: {expectation}\r\n\r\n"
     writer.write(head.encode())
     await writer.drain()
     return reader, writer
@@ -273,12 +274,13 @@ async def test_expect_continue_over_the_limit_is_413_without_100_continue(
     assert fake.received == []
 
 
+@pytest.mark.parametrize("expectation", ["100-continue", "100-Continue"])
 async def test_expect_continue_within_the_limit_is_asked_for_and_forwarded(
-    fake: FakeProvider, small: Running
+    expectation: str, fake: FakeProvider, small: Running
 ) -> None:
-    """`Expect: 100-continue` with a body within the limit still gets its 100 Continue, and
-    the body sent after it is forwarded."""
-    reader, writer = await expect_continue(small.server.port, OPENAI, len(OPENAI.body))
+    """`Expect: 100-continue` (its name in any case) with a body within the limit still
+    gets its 100 Continue, and the body sent after it is forwarded."""
+    reader, writer = await expect_continue(small.server.port, OPENAI, len(OPENAI.body), expectation)
     try:
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         writer.write(OPENAI.body)
@@ -288,6 +290,33 @@ async def test_expect_continue_within_the_limit_is_asked_for_and_forwarded(
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     assert head.startswith(b"HTTP/1.1 200 "), head
     assert fake.last.body == OPENAI.body
+
+
+@FORMATS
+@pytest.mark.parametrize("size", [len(OPENAI.body), 2 * SMALL_LIMIT], ids=["within", "over"])
+async def test_an_expectation_other_than_100_continue_is_417_in_the_clients_format(
+    fmt: Format, size: int, fake: FakeProvider, small: Running
+) -> None:
+    """`Expect: 200-ok`: the first answer is a 417 in the client's format (not aiohttp's
+    plain text) naming the value and the one expectation spangate supports, never a 100
+    Continue, and it says the connection closes (the client may be sending the body)."""
+    reader, writer = await expect_continue(small.server.port, fmt, size, "200-ok")
+    try:
+        head, body = await read_answer(reader)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 417 "), head
+    assert b"\r\nConnection: close\r\n" in head
+    reply = Reply(417, "application/json", body)
+    check_error(
+        fmt,
+        reply,
+        417,
+        code="expectation_failed",
+        anthropic_type="invalid_request_error",
+        mentions=("'200-ok'", "100-continue"),
+    )
+    assert fake.received == []
 
 
 @FORMATS
