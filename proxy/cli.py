@@ -12,7 +12,8 @@ import msgspec
 from instrumentation.logging import configure_logging, redactor_for
 from proxy import __version__
 from proxy.config import ConfigError, load_config
-from proxy.runtime import RuntimeConfig, check_listeners, compile_config, describe
+from proxy.listeners import check_listeners
+from proxy.runtime import RuntimeConfig, compile_config, describe
 
 
 def _parser() -> argparse.ArgumentParser:

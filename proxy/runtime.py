@@ -6,7 +6,6 @@ dangling name; every problem is reported with its key path.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -29,6 +28,7 @@ from proxy.config import (
 from proxy.endpoints import Dialect
 from proxy.headers import HOP_BY_HOP
 from proxy.http1 import Origin, breaks_line, target_of
+from proxy.listeners import check_listeners
 from proxy.providers import ADAPTERS, Adapter
 from proxy.providers.base import ProviderSettings
 
@@ -258,61 +258,6 @@ def _check_ports(config: Config) -> None:
     for key, port in ports.items():
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"{key}: must be between 0 and 65535 (0 = any free port), got {port}")
-
-
-def check_listeners(config: Config, workers: int) -> None:
-    """/metrics' own listener (telemetry.prometheus.port; worker i of `workers` on port + i)
-    must not need the main listener's port on an address both bind: that would only fail
-    at start, as a bind error. Called again by `serve` with --port and --workers applied."""
-    server, prometheus = config.server, config.telemetry.prometheus
-    if not prometheus.enabled or not prometheus.port or not server.port:
-        return  # no own listener, or port 0: the system picks a free one
-    if not _overlap(prometheus.host or server.host, server.host):
-        return
-    worker = server.port - prometheus.port
-    if worker == 0:
-        raise ConfigError(
-            f"telemetry.prometheus.port: {server.port} is server.port too, on an address "
-            "both listeners bind (telemetry.prometheus.host, default server.host), so "
-            "/metrics' own listener could not open; pick another port, or remove "
-            "telemetry.prometheus.port to serve /metrics on the main listener"
-        )
-    if 0 < worker < workers:
-        raise ConfigError(
-            f"telemetry.prometheus.port: with {workers} workers, worker {worker} would serve "
-            f"/metrics on port {server.port} (telemetry.prometheus.port + {worker}), which is "
-            "server.port, on an address both listeners bind; worker i takes "
-            f"telemetry.prometheus.port + i, so keep ports {prometheus.port} to "
-            f"{prometheus.port + workers - 1} clear of server.port"
-        )
-
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _overlap(first: str, second: str) -> bool:
-    """Whether listeners on these hosts would collide on one port (as Linux binds them:
-    asyncio binds `::` to IPv6 only). Names are compared as written, not resolved:
-    check-config runs where the names may not resolve."""
-    a, b = _address(first), _address(second)
-    return a == b or _covers(a, b) or _covers(b, a)
-
-
-def _address(host: str) -> IPAddress | str:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return host.lower()
-
-
-def _covers(wildcard: IPAddress | str, other: IPAddress | str) -> bool:
-    """An empty host is every address of both families; 0.0.0.0 and :: those of their
-    own family, and any name (which may resolve to one)."""
-    if wildcard == "":
-        return True
-    if not isinstance(wildcard, IPAddress) or not wildcard.is_unspecified:
-        return False
-    return isinstance(other, str) or other.version == wildcard.version
 
 
 def _check_duplicates(alias: str, spec: ModelConfig) -> None:

@@ -862,8 +862,19 @@ def _listeners(server: dict[str, Any], prometheus: dict[str, Any]) -> dict[str, 
         ({"host": "", "port": 9464}, {"host": "::1", "port": 9464}),
         ({"host": "::", "port": 9464}, {"host": "[0:0::0]", "port": 9464}),
         ({"host": "localhost", "port": 9464}, {"host": "LOCALHOST", "port": 9464}),
+        ({"host": "localhost", "port": 9464}, {"host": "127.0.0.1", "port": 9464}),
+        ({"host": "0.0.0.0", "port": 9464}, {"host": "localhost", "port": 9464}),
     ],
-    ids=["default-host", "wildcard-metrics", "wildcard-server", "empty-host", "ipv6", "name"],
+    ids=[
+        "default-host",
+        "wildcard-metrics",
+        "wildcard-server",
+        "empty-host",
+        "ipv6",
+        "name",
+        "name-and-its-address",
+        "wildcard-and-a-name",
+    ],
 )
 def test_a_metrics_port_that_is_the_server_port_on_a_shared_address_is_refused(
     server: dict[str, Any], prometheus: dict[str, Any]
@@ -874,6 +885,17 @@ def test_a_metrics_port_that_is_the_server_port_on_a_shared_address_is_refused(
     assert _refusal(_listeners(server, prometheus)).startswith(
         "telemetry.prometheus.port: 9464 is server.port too, on an address both listeners "
         "bind (telemetry.prometheus.host, default server.host)"
+    )
+
+
+def test_the_refusal_says_where_hosts_written_differently_meet() -> None:
+    """`localhost` and `127.0.0.1` are one address once the name is resolved: the error
+    names both keys and the address they share, so the collision is not a puzzle."""
+    data = _listeners({"host": "localhost", "port": 9464}, {"host": "127.0.0.1", "port": 9464})
+    message = _refusal(data)
+    assert "telemetry.prometheus.port: 9464 is server.port too" in message
+    assert (
+        ", 127.0.0.1 (server.host 'localhost', telemetry.prometheus.host '127.0.0.1'), " in message
     )
 
 

@@ -210,6 +210,30 @@ def test_check_config_refuses_a_metrics_port_that_is_the_server_port(tmp_path: P
     assert_no_traceback(result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("server_host", "metrics_host"),
+    [("localhost", "127.0.0.1"), ("0.0.0.0", "127.0.0.1")],
+    ids=["name-and-its-address", "wildcard"],
+)
+def test_check_config_refuses_a_metrics_port_on_the_server_port_of_an_address_both_bind(
+    tmp_path: Path, server_host: str, metrics_host: str
+) -> None:
+    """Hosts written differently that bind one address (a name and what it resolves to,
+    a wildcard and an address it covers) on one port: exit 1, naming both keys and the
+    hosts, before serve would fail to bind."""
+    config = _metrics_on(9464, 9464)
+    config["server"]["host"] = server_host
+    config["telemetry"]["prometheus"]["host"] = metrics_host
+    result = run_cli("check-config", str(write_config(tmp_path, config)))
+    assert result.returncode == 1
+    assert "telemetry.prometheus.port: 9464 is server.port too" in result.stderr
+    assert f"server.host {server_host!r}, telemetry.prometheus.host {metrics_host!r}" in (
+        result.stderr
+    )
+    assert result.stdout == ""
+    assert_no_traceback(result.stderr)
+
+
 @pytest.mark.parametrize("flag", ["--port", "--workers"])
 def test_serve_refuses_a_metrics_port_the_flags_put_on_the_server_port(
     tmp_path: Path, flag: str
