@@ -462,50 +462,52 @@ async def test_sigterm_drains_an_inflight_stream_and_exits_zero(fake: FakeProvid
         assert "Traceback" not in proc.raw_output()
 
 
-#: Short, so that a stream outlives it; the bounds below are twice this (before the fix,
-#: aiohttp's own shutdown waited it twice more: three times in all).
+#: Short, so that a stream outlives it.
 DRAIN_S = 3.0
+#: How long the client and the test wait for spangate before failing rather than hanging:
+#: a hang guard, not a bound on the shutdown's speed (the provider stalls longer still, so
+#: a stream spangate never ends cannot finish by itself either).
+HANG_GUARD_S = 30.0
 
 
-def stream_outliving_the_drain(proc: SpangateProcess) -> tuple[float, bytes, int]:
+def stream_outliving_the_drain(proc: SpangateProcess) -> tuple[bytes, int]:
     """A streaming chat request whose provider stalls for a minute; once its first event
-    is here, SIGTERM. (seconds from SIGTERM to the process's exit, the stream's bytes as
-    the client got them, exit code). The client socket and the wait both give up at
-    twice DRAIN_S, so a shutdown that outstays it fails the test, never hangs it."""
+    is here, SIGTERM. (the stream's bytes as the client got them, up to spangate closing
+    the connection; the process's exit code)."""
     port = int(proc.url.rsplit(":", 1)[1])
     body = json.dumps(CHAT_STREAM).encode()
     head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: spangate\r\n"
     head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-    with socket.create_connection(("127.0.0.1", port), timeout=2 * DRAIN_S) as client:
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD_S) as client:
         client.sendall(head + body)
         received = client.recv(65536)
         while b"data: " not in received:  # the stream is committed and in flight
             received += client.recv(65536)
-        start = time.monotonic()
         proc.terminate()
         while chunk := client.recv(65536):  # until spangate closes it
             received += chunk
-    code = proc.wait(2 * DRAIN_S)
-    return time.monotonic() - start, received, code
+    return received, proc.wait(HANG_GUARD_S)
 
 
 def test_sigterm_ends_a_stream_that_outlives_the_drain_within_it(fake: FakeProvider) -> None:
-    """A stream still open when server.drain_timeout_s runs out is cancelled then: the
-    client reads an error event saying spangate is shutting down (not a stream cut
-    mid-answer), its connection ends, and the process exits 0 well before twice the drain
-    timeout (aiohttp's shutdown used to wait it twice more), its request logged first, as
-    ended by the shutdown (not by a client that left)."""
+    """A stream still open when server.drain_timeout_s runs out is cancelled by the drain
+    itself (aiohttp's shutdown used to wait it out a second time): the client reads an
+    error event saying spangate is shutting down (not a stream cut mid-answer), its
+    connection ends, and the process exits 0 on its own, its request logged after the
+    drain timeout and before the stop, as ended by the shutdown (not by a client that
+    left)."""
     fake.script(stall(after=3, seconds=60))
     config = basic_config(fake, server={"drain_timeout_s": DRAIN_S})
     with SpangateProcess(config) as proc:
-        elapsed, received, code = stream_outliving_the_drain(proc)
+        received, code = stream_outliving_the_drain(proc)
         assert code == 0
-        assert elapsed < 2 * DRAIN_S
         assert b"[DONE]" not in received  # cut, not finished
         assert b"spangate is shutting down" in received.rsplit(b'data: {"error"', 1)[-1]
         assert received.endswith(b"\r\n0\r\n\r\n")  # the chunked response ended
         completed = next(e for e in proc.logs() if e["event"] == "request.completed")
         assert completed["error_type"] == completed["attempts"][0]["error_type"] == "shutdown"
+        drained = next(e for e in proc.logs() if e["event"] == "spangate.drain_timeout")
+        assert drained["abandoned"] == 1
         logged = [entry["event"] for entry in proc.logs()]
         assert logged.index("spangate.drain_timeout") < logged.index("request.completed")
         assert logged.index("request.completed") < logged.index("spangate.stopped")
