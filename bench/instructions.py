@@ -4,7 +4,8 @@
 This machine's speed drifts 1.5-2x between runs, so CPU-time A/Bs of a few per cent
 need many interleaved repeats. An instruction count does not drift: the proxy runs
 under `valgrind --tool=callgrind`, its counters are zeroed after a warm-up, a
-sequential keep-alive client sends BENCH_REQUESTS [1000] requests (BENCH_STREAM=1:
+keep-alive client sends BENCH_REQUESTS [1000] requests (BENCH_CONCURRENCY [1]
+connections at once, each sequential, splitting them; BENCH_STREAM=1:
 the canned 20-chunk stream in one piece; BENCH_STREAM=chunks: the same stream one
 event per upstream write, 1 ms apart, from bench/slow_stream.py), and the counts are
 dumped per thread. The same code
@@ -24,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,7 @@ def main(argv: list[str]) -> int:
         print(f"not a one-process Python proxy: {', '.join(unknown)}", file=sys.stderr)
         return 2
     requests = int(os.environ.get("BENCH_REQUESTS", "1000"))
+    concurrency = int(os.environ.get("BENCH_CONCURRENCY", "1"))
     stream = {"1": canned.STREAM_HEADER, "chunks": canned.CHUNKS_HEADER}.get(
         os.environ.get("BENCH_STREAM", "")
     )
@@ -79,12 +82,12 @@ def main(argv: list[str]) -> int:
         chunks_port = start_chunk_stream(procs, 1.0) if stream == canned.CHUNKS_HEADER else 0
         setup = configs.start_setup(procs, nginx.start_upstream(procs, chunks_port)[1])
         for name in names:
-            counts.append(_measure(known[name], setup, workdir, requests, stream))
+            counts.append(_measure(known[name], setup, workdir, requests, stream, concurrency))
             print(f"{name}: {counts[-1].total / 1e6:.3f} M instructions per request", flush=True)
     finally:
         procs.stop_all()
     print()
-    print(render(counts, requests, stream))
+    print(render(counts, requests, stream, concurrency))
     return 0
 
 
@@ -106,7 +109,12 @@ def _under_callgrind(workdir: Path) -> Callable[[str, list[str]], list[str]]:
 
 
 def _measure(
-    config: Configuration, setup: Setup, workdir: Path, requests: int, stream: str | None
+    config: Configuration,
+    setup: Setup,
+    workdir: Path,
+    requests: int,
+    stream: str | None,
+    concurrency: int = 1,
 ) -> Count:
     running = config.start(setup)
     assert running.proc is not None
@@ -117,7 +125,7 @@ def _measure(
         # (the warm-up's telemetry done) before zeroing, and again before reading.
         settle_cpu(running.proc.pid, _SETTLE_S, quiet_s=0.5)
         _control("-z", running.proc.pid)
-        _send(port, requests, stream)
+        _send_concurrently(port, requests, stream, concurrency)
         settle_cpu(running.proc.pid, _SETTLE_S, quiet_s=0.5)
         _control("-d", running.proc.pid)
     finally:
@@ -127,6 +135,31 @@ def _measure(
 
 def _control(flag: str, pid: int) -> None:
     subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True)
+
+
+def _send_concurrently(port: int, count: int, stream: str | None, concurrency: int) -> None:
+    """`count` requests over `concurrency` connections, each sequential: under callgrind
+    the proxy is ~50x slower, so every connection's next request is always waiting and
+    the event loop finds as many ready as there are connections (what c=16 amortises)."""
+    if concurrency <= 1:
+        _send(port, count, stream)
+        return
+    errors: list[BaseException] = []
+
+    def run(share: int) -> None:
+        try:
+            _send(port, share, stream)
+        except BaseException as exc:  # reported below, from the main thread
+            errors.append(exc)
+
+    shares = [count // concurrency + (i < count % concurrency) for i in range(concurrency)]
+    threads = [threading.Thread(target=run, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _send(port: int, count: int, stream: str | None) -> None:
@@ -169,7 +202,7 @@ def _total(path: Path) -> int:
     return 0
 
 
-def render(counts: list[Count], requests: int, stream: str | None) -> str:
+def render(counts: list[Count], requests: int, stream: str | None, concurrency: int = 1) -> str:
     what = {
         None: "chat completions",
         canned.STREAM_HEADER: "20-chunk streams in one piece",
@@ -177,7 +210,9 @@ def render(counts: list[Count], requests: int, stream: str | None) -> str:
     }[stream]
     reference = next((c.total for c in counts if c.name == PASSTHROUGH), None)
     lines = [
-        f"Instructions per request ({requests} sequential {what}, thousands):",
+        f"Instructions per request ({requests} {what}, "
+        f"{'sequential' if concurrency <= 1 else f'{concurrency} connections at once'}, "
+        "thousands):",
         "",
         "| configuration | total | ÷ pass-through | event loop | busiest threads |",
         "|---|---:|---:|---:|---|",
