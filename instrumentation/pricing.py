@@ -14,6 +14,11 @@ from importlib import resources
 import msgspec
 import yaml
 
+#: Model names matched by prefix are remembered (bounded, cleared when full): providers
+#: answer with dated snapshots (`gpt-4o-mini-2024-07-18`), which miss the exact lookup
+#: and scanned every configured prefix on every record.
+_REMEMBERED = 1024
+
 
 class Price(msgspec.Struct, frozen=True):
     input: float
@@ -30,6 +35,9 @@ class PriceTable:
     def __init__(self, prices: Mapping[str, Price]) -> None:
         self._prices = dict(prices)
         self._prefixes = sorted(self._prices, key=len, reverse=True)
+        #: Prefix matches by model name (None: no price). Read and written by the
+        #: telemetry thread; single dict operations are atomic under the GIL.
+        self._matched: dict[str, Price | None] = {}
 
     def lookup(self, model: str | None) -> Price | None:
         if not model:
@@ -37,6 +45,21 @@ class PriceTable:
         price = self._prices.get(model)
         if price is not None:
             return price
+        try:
+            return self._matched[model]
+        except KeyError:  # the first record of this model name
+            pass
+        found = self._by_prefix(model)
+        if len(self._matched) >= _REMEMBERED:
+            self._matched.clear()
+        self._matched[model] = found
+        return found
+
+    def remembered(self) -> int:
+        """How many prefix matches are remembered (bounded by _REMEMBERED)."""
+        return len(self._matched)
+
+    def _by_prefix(self, model: str) -> Price | None:
         for prefix in self._prefixes:
             if model.startswith(prefix):
                 return self._prices[prefix]

@@ -57,3 +57,18 @@ def test_dated_snapshots_match_the_longest_prefix() -> None:
     assert table.lookup("gpt-4o-mini-2024-07-18") == shipped_prices()["gpt-4o-mini"]
     assert table.lookup("claude-sonnet-4-20250514") == shipped_prices()["claude-sonnet-4"]
     assert table.lookup("unknown-model") is None
+
+
+def test_prefix_matches_are_remembered_within_a_bound() -> None:
+    """A model priced by prefix answers the same the second time (from memory), and a
+    stream of distinct unknown model names never grows that memory past its bound."""
+    table = PriceTable(shipped_prices())
+    first = table.lookup("gpt-4o-mini-2024-07-18")
+    assert table.remembered() == 1
+    assert table.lookup("gpt-4o-mini-2024-07-18") is first
+    assert table.lookup("gpt-4o-mini") == first  # exact names are not remembered twice
+    assert table.remembered() == 1
+    for i in range(5000):
+        assert table.lookup(f"made-up-model-{i}") is None
+    assert 0 < table.remembered() <= 1024
+    assert table.lookup("claude-sonnet-4-20250514") == shipped_prices()["claude-sonnet-4"]
