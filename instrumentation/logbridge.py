@@ -57,13 +57,17 @@ class OTelLogBridge:
 
 
 def _ids(event: MutableMapping[str, Any]) -> tuple[int, int]:
-    """The line's trace and span ids (hex in the line), or zeros when it has none."""
+    """The line's trace and span ids (ints until the line is rendered, or hex text from
+    another caller), or zeros when it has none."""
     trace_id, span_id = event.get("trace_id"), event.get("span_id")
-    if not isinstance(trace_id, str) or not isinstance(span_id, str):
-        return 0, 0
-    try:
-        ids = int(trace_id, 16), int(span_id, 16)
-    except ValueError:
+    if type(trace_id) is int and type(span_id) is int:
+        ids = trace_id, span_id
+    elif isinstance(trace_id, str) and isinstance(span_id, str):
+        try:
+            ids = int(trace_id, 16), int(span_id, 16)
+        except ValueError:
+            return 0, 0
+    else:
         return 0, 0
     # As an invalid SpanContext gave no ids before: both or neither.
     return ids if ids[0] and ids[1] and ids[0] < 1 << 128 and ids[1] < 1 << 64 else (0, 0)

@@ -227,6 +227,23 @@ def test_the_time_stamp_is_added_after_redaction(stdout: io.BytesIO) -> None:
     assert dt.datetime.fromisoformat(line["ts"].replace("Z", "+00:00")).tzinfo is not None
 
 
+def test_int_ids_are_written_as_w3c_hex_and_never_redacted(stdout: io.BytesIO) -> None:
+    """The request line's trace and span ids travel as ints (what the processor gives)
+    and are written as 32 and 16 hex digits after redaction: a configured pattern that
+    matches hex text redacts the fields but cannot mangle an id."""
+    configure_logging(Redactor(patterns=[r"[0-9a-f]{6,}"]))
+    structlog.configure(logger_factory=structlog.BytesLoggerFactory(stdout))
+    fields = {**FIELDS, "trace_id": 0xAF7651916CD43DD8448EB211C80319C, "span_id": 0xB7AD6B71}
+    LineEmitter("spangate.access", "request.completed")({**fields, "note": "deadbeef"})
+    (line,) = _lines(stdout)
+    assert (line["trace_id"], line["span_id"]) == (
+        "0af7651916cd43dd8448eb211c80319c",
+        "00000000b7ad6b71",
+    )
+    assert line["note"] == "[REDACTED]"
+    assert list(line)[:2] == ["trace_id", "method"]  # where the fields put it
+
+
 def test_held_lines_leave_in_writes_no_larger_than_pipe_buf() -> None:
     """Only a write of at most PIPE_BUF bytes is atomic on a pipe (stdout shared with
     other processes): held lines are flushed before they would exceed it."""

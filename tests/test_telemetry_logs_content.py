@@ -16,7 +16,7 @@ import openai
 import pytest
 from conftest import Running, basic_config
 from fakeprovider import FakeProvider, openai_error
-from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
+from opentelemetry.trace import SpanKind
 from structlog.testing import capture_logs
 from test_telemetry_support import (
     CLAUDE,
@@ -87,11 +87,8 @@ def test_one_completed_line_per_request_with_span_ids_and_facts(
     lines = completed_lines(captured)
     assert len(lines) == 3
     servers = of_kind(finished_spans(running), SpanKind.SERVER)
-    by_ids = {
-        (format_trace_id(s.context.trace_id), format_span_id(s.context.span_id)): s
-        for s in servers
-        if s.context is not None
-    }
+    # Captured before rendering: the ids are still ints (the line writes them as hex).
+    by_ids = {(s.context.trace_id, s.context.span_id): s for s in servers if s.context is not None}
     assert {(line["trace_id"], line["span_id"]) for line in lines} == set(by_ids)
 
     aliased, streamed, rejected = lines
