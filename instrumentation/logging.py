@@ -29,6 +29,13 @@ _SECRET_KEYS = frozenset({"authorization", "x-api-key", "api-key", "api_key", "a
 _REMEMBERED_LEN = 256
 _REMEMBERED = 4096
 _PLAIN = frozenset({int, float, bool, type(None)})
+#: Nesting redacted in a log event's value; a dict or list deeper down is replaced by
+#: TOO_DEEP. Compiled (proxy/native.py), each level is C calls on the thread's own stack,
+#: which a value nested ~100,000 deep (a client's tool schema: msgspec decodes it fine)
+#: could overflow where pure raises RecursionError; either way the line was lost. Low
+#: enough that pure (three frames a level) stays far inside Python's recursion limit.
+MAX_DEPTH = 100
+TOO_DEEP = f"[nested deeper than {MAX_DEPTH} levels]"
 
 
 class Redactor:
@@ -59,13 +66,13 @@ class Redactor:
             _remember(self._texts, value, redacted)
         return redacted
 
-    def value(self, key: str, value: Any) -> Any:
+    def value(self, key: str, value: Any, depth: int = 0) -> Any:
         if self._secret_key(key):
             return REDACTED
         kind = type(value)
         if kind is str:
             return self._line_text(value)
-        return value if kind in _PLAIN else self._nested(key, value)
+        return value if kind in _PLAIN else self._nested(key, value, depth)
 
     def _secret_key(self, key: str) -> bool:
         # Only plain str keys are remembered: a subclass may hash or compare its own way.
@@ -77,13 +84,15 @@ class Redactor:
             _remember(self._keys, key, secret)
         return secret
 
-    def _nested(self, key: str, value: Any) -> Any:
+    def _nested(self, key: str, value: Any, depth: int = 0) -> Any:
         if isinstance(value, str):  # a str subclass: never remembered
             return self.text(value)
+        if depth >= MAX_DEPTH and isinstance(value, dict | list | tuple):
+            return TOO_DEEP
         if isinstance(value, dict):
-            return {k: self.value(str(k), v) for k, v in value.items()}
+            return {k: self.value(str(k), v, depth + 1) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self.value(key, v) for v in value]
+            return [self.value(key, v, depth + 1) for v in value]
         return value
 
     def __call__(

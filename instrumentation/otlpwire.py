@@ -333,8 +333,14 @@ class _Encoder:
     def _retire(self) -> None:
         """The pair cache is full: the keys that filled most of it (a trace id on every
         log line, a response id, a duration) are not cached from now on, so that the
-        pairs that do repeat stay cached instead of being cleared with them."""
-        counts = collections.Counter((field, key) for field, key, _, _ in self._pairs)
+        pairs that do repeat stay cached instead of being cleared with them.
+
+        Counted over a copy of the keys: several threads encode log lines with one
+        encoder, and pure, another thread's insert between two steps of an iteration
+        over the cache itself raised "dictionary changed size during iteration". The
+        copy (`list` of a dict, one C call: atomic under the GIL) is taken only here,
+        once per _CACHE_LIMIT new pairs."""
+        counts = collections.Counter((field, key) for field, key, _, _ in list(self._pairs))
         self._unique.update(pair for pair, count in counts.items() if count >= _UNIQUE_SHARE)
         self._pairs.clear()
 

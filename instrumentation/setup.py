@@ -353,11 +353,16 @@ class Telemetry:
         return generate_latest(self.registry)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        ok = self._sink.flush(timeout_s)
+        """Whether everything pending was exported, within `timeout_s` in all: as in
+        `shutdown`, each step gets what the ones before it left (a collector that never
+        answers holds the span step for the whole budget, and the log step then gets
+        none, rather than a budget of its own)."""
+        left = time_left(timeout_s)
+        ok = self._sink.flush(left())
         if self.span_queue is not None:
-            ok = self.span_queue.flush(timeout_s) and ok
+            ok = self.span_queue.flush(left()) and ok
         if self.logs is not None:
-            ok = self.logs.flush(timeout_s) and ok
+            ok = self.logs.flush(left()) and ok
         return ok
 
     def shutdown(self, timeout_s: float = 10.0) -> None:

@@ -24,6 +24,7 @@ import structlog
 from instrumentation.channel import FrameReader, frame
 from instrumentation.offload import FD_ENV
 from instrumentation.recordwire import from_wire
+from proxy import native
 from proxy.config import TelemetryConfig
 
 if TYPE_CHECKING:
@@ -89,6 +90,9 @@ def serve(sock: socket.socket) -> int:
         return 2
     state = ParentState()
     telemetry, sinks = build(first[1], state)
+    # It decides compiled or pure for itself (proxy/native.py), as each serving process
+    # does: a build swapped in or an edit between the two starts can make them differ.
+    log.info("telemetry.process_ready", pid=os.getpid(), native=native.describe())
     sock.sendall(frame("ready", None))
     while (message := reader.read()) is not None:
         try:

@@ -7,6 +7,7 @@ import ast
 import importlib
 import os
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -159,5 +160,51 @@ def test_the_build_records_the_files_its_fingerprint_covers(tmp_path: Path) -> N
     import."""
     out = _built(tmp_path)
     recorded = (out / native.FINGERPRINT).read_text().split()[1:]
-    assert recorded == native.sources(tmp_path)
-    assert "instrumentation/records.py" in recorded
+    files = [entry for entry in recorded if "==" not in entry]
+    assert files == native.sources(tmp_path)
+    assert "instrumentation/records.py" in files
+
+
+def _pins(out: Path) -> dict[str, str]:
+    entries = (out / native.FINGERPRINT).read_text().split()[1:]
+    return dict(entry.split("==", 1) for entry in entries if "==" in entry)
+
+
+def test_the_build_records_the_versions_of_the_distributions_its_types_come_from(
+    tmp_path: Path,
+) -> None:
+    """Compiled code checks at run time the types mypy read from the libraries it imports
+    (and mypyc's own code generation): a build is only as current as their versions. The
+    record pins mypy and the distributions holding what the covered sources import, found
+    from those imports: in the opentelemetry namespace only the ones holding the modules
+    imported, and nothing the compiled code does not import (aiohttp)."""
+    pins = _pins(_built(tmp_path))
+    typed = {"mypy", "msgspec", "multidict", "structlog", "opentelemetry-api"}
+    assert typed | {"opentelemetry-sdk", "PyYAML"} <= set(pins)
+    assert not {"aiohttp", "opentelemetry-proto", "opentelemetry-exporter-otlp"} & set(pins)
+    assert pins == {name: metadata.version(name) for name in pins}
+
+
+def test_a_changed_dependency_makes_the_build_unusable_and_says_which(tmp_path: Path) -> None:
+    """As if built before msgspec was upgraded: same sources, another version recorded."""
+    _copy_sources(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    now = native.installed(["msgspec", "structlog"])
+    (out / native.FINGERPRINT).write_text(native.record(tmp_path, {**now, "msgspec": "0.0.1"}))
+    assert native.unusable(tmp_path, out, env={}) == (
+        f"built with msgspec 0.0.1, now {now['msgspec']} (make native)"
+    )
+    (out / native.FINGERPRINT).write_text(native.record(tmp_path, now))
+    assert native.unusable(tmp_path, out, env={}) is None
+
+
+def test_a_build_time_distribution_missing_at_run_time_does_not_count(tmp_path: Path) -> None:
+    """deploy/Dockerfile copies only the build into an image without mypy or stub packages:
+    what is not installed cannot differ from what the build was checked against."""
+    _copy_sources(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    pins = {"no-such-distribution": "1.0", **native.installed(["msgspec"])}
+    (out / native.FINGERPRINT).write_text(native.record(tmp_path, pins))
+    assert native.unusable(tmp_path, out, env={}) is None

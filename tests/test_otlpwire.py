@@ -382,6 +382,52 @@ def test_keys_whose_values_never_repeat_stop_being_cached_and_encode_the_same() 
         assert parsed == encode_spans([make(n)])
 
 
+class _Interleaved(str):
+    """An attribute key whose hash, once armed, runs `interleave` first: where the pair
+    cache hashes it while counting its keys, a thread switch can let another thread
+    encode a line with the same encoder (the log encoder has several producer threads)."""
+
+    interleave: Callable[[], object] | None = None
+
+    def __hash__(self) -> int:
+        step, _Interleaved.interleave = _Interleaved.interleave, None  # once
+        if step is not None:
+            step()
+        return str.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        return str.__eq__(self, other)
+
+
+def test_another_thread_encoding_while_the_full_pair_cache_is_counted_changes_nothing() -> None:
+    """The interleaving two threads logging at once can produce, driven explicitly: the
+    pair cache is full, one thread counts its keys (_retire), and another encodes a line
+    in the middle of that count. Counting over the cache itself raised "dictionary
+    changed size during iteration" in pure mode and lost the batch; both lines must
+    encode as a fresh encoder encodes them."""
+    resource = Resource({"service.name": "a"})
+
+    def line(attributes: dict[str, Any]) -> ReadableLogRecord:
+        return ReadableLogRecord(
+            LogRecord(timestamp=1, body="x", attributes=attributes), resource=resource
+        )
+
+    encoder = LogEncoder()
+    encoder.encode([line({_Interleaved("hooked"): "v"})])  # the first pair in the cache
+    n = 0
+    while len(encoder._pairs) < 8192:  # full (_CACHE_LIMIT), no key near a share of it
+        encoder.encode([line({f"k{n % 256}": n})])
+        n += 1
+    other, meanwhile = line({"other": "thread"}), []
+    _Interleaved.interleave = lambda: meanwhile.append(encoder.encode([other]))
+    last = line({"one": "more"})  # a new pair: the cache is full, so it is counted
+    try:
+        assert encoder.encode([last]) == LogEncoder().encode([last])
+    finally:
+        _Interleaved.interleave = None
+    assert meanwhile == [LogEncoder().encode([other])]  # the other thread's line ran
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_otlp_exporters_use_otlpwire_with_the_installed_sdk(protocol: str) -> None:
     """Spans and logs, both transports take the fast encoders; an SDK change that

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from typing import Any
 
+import msgspec
 import pytest
 
 from instrumentation import logging as spangate_logging
-from instrumentation.logging import DEFAULT_SECRET_PATTERNS, REDACTED, Redactor
+from instrumentation.logging import (
+    DEFAULT_SECRET_PATTERNS,
+    MAX_DEPTH,
+    REDACTED,
+    TOO_DEEP,
+    Redactor,
+)
 
 KEY = "sk-proj-abcdefghijklmnop"
 LITERAL = "s3cr3t-literal!"
@@ -114,3 +122,29 @@ def test_str_subclasses_are_redacted_and_never_remembered() -> None:
     assert redactor(None, "info", {CaseInsensitive("AUTHORIZATION"): "v"}) == {
         CaseInsensitive("AUTHORIZATION"): REDACTED
     }
+
+
+def test_a_value_nested_deeper_than_the_limit_is_cut_there_and_the_line_kept() -> None:
+    """A log value nested deeper than Python's recursion limit (a client's tool schema,
+    which msgspec decodes happily) is redacted down to MAX_DEPTH levels and replaced by a
+    short placeholder below them, never raising: pure, the walk raised RecursionError and
+    the line was lost; compiled (proxy/native.py), it recursed on the C stack unbounded."""
+    too_deep = 2 * sys.getrecursionlimit()
+    schema: Any = KEY
+    tokens: Any = KEY
+    for _ in range(too_deep):
+        schema = {"key": KEY, "next": schema}
+        tokens = [tokens, KEY]
+    out = Redactor()(None, "info", {"schema": schema, "tokens": tokens, "api_key": KEY})
+    assert out["api_key"] == REDACTED
+    level, levels = out["schema"], 0
+    while level != TOO_DEEP:
+        assert level["key"] == REDACTED  # redacted all the way down to the cut
+        level, levels = level["next"], levels + 1
+    assert levels == MAX_DEPTH
+    level, levels = out["tokens"], 0
+    while level != TOO_DEEP:
+        assert level[1] == REDACTED
+        level, levels = level[0], levels + 1
+    assert levels == MAX_DEPTH
+    assert len(msgspec.json.encode(out)) < 20_000  # the line renders, and stays short

@@ -38,6 +38,7 @@ from instrumentation.offload import (
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.recordwire import from_wire, to_wire
 from instrumentation.tracecontext import Parent
+from proxy import native
 
 # --------------------------------------------------------------------------- the wire
 
@@ -215,6 +216,21 @@ def test_serve_runs_telemetry_in_a_child_process_that_writes_the_request_lines(
         line = poll(lambda: _completed(proc), what="request.completed")[0]
         assert line["status"] == 200 and line["model"] == GPT
     assert poll(lambda: _gone(child), what="the telemetry process to exit with spangate")
+
+
+@pytest.mark.integration
+def test_the_telemetry_process_says_whether_it_runs_the_compiled_modules(
+    fake: FakeProvider,
+) -> None:
+    """It decides compiled or pure for itself, like each serving process, and its ready
+    line says which (`native`, as on spangate.ready): here the same answer this process
+    got, from the same sources, build and environment."""
+    with started(PROCESS(fake), NO_OTLP) as proc:
+        child = poll(lambda: _telemetry_child(proc), what="the telemetry process")
+        ready = proc.wait_for_log("telemetry.process_ready")
+        assert ready["pid"] == child
+        assert ready["native"] == native.describe()
+        assert proc.wait_for_log("spangate.ready")["native"] == native.describe()
 
 
 @pytest.mark.integration

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from conftest import Running, basic_config
 from fakeprovider import FakeProvider
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -228,3 +229,55 @@ def test_shutdown_steps_share_one_deadline() -> None:
     assert exporter.exported == 1  # the flush waited for the slow export
     (given_ms,) = reader.given_ms
     assert given_ms <= (SHUTDOWN_BUDGET_S - HOLD_S) * 1000
+
+
+class SlowLogExporter(LogRecordExporter):
+    """spangate's own log path (`fast`, so lines go through its batch queue) to a
+    collector that takes at least `hold_s` to answer each export."""
+
+    fast = True
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+        self.finished = threading.Event()
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        time.sleep(self.hold_s)
+        self.finished.set()
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def test_flush_steps_share_one_deadline() -> None:
+    """Telemetry.flush(budget) spends one budget across its steps, as shutdown does: the
+    span step waits out a slow export (at least HOLD_S), so the log step gets at most
+    budget - HOLD_S, too little for a log export that takes 1.5 x HOLD_S, and flush
+    returns without it. With a budget per step, the log step got the whole budget and
+    waited for it. Both queues export only when flushed (a one-minute batch delay), so
+    the log export cannot start before the log step; the bounds hold however slow the
+    machine (no assertion on elapsed time)."""
+    budget_s = 2 * HOLD_S
+    logs = SlowLogExporter(1.5 * HOLD_S)
+    telemetry = Telemetry(
+        TelemetryConfig(),
+        Redactor(),
+        env={"OTEL_BSP_SCHEDULE_DELAY": "60000"},
+        span_exporter=SlowExporter(),
+        log_exporter=logs,
+        pipeline="thread",
+        announce=False,
+    )
+    try:
+        assert telemetry.logs is not None
+        telemetry.finish(telemetry.begin("POST", "/v1/chat/completions", {}, None))
+        telemetry.logs.emitter("test", "1").emit(body="a line")
+        assert telemetry.flush(budget_s) is False
+        assert not logs.finished.is_set()  # flush did not wait for the log export
+    finally:
+        telemetry.shutdown(SHUTDOWN_BUDGET_S)
+    assert logs.finished.is_set()  # shutdown, with a budget of its own, did
