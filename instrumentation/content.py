@@ -40,14 +40,26 @@ class ContentPolicy:
         self.on_event = mode in ("EVENT_ONLY", "SPAN_AND_EVENT")
         self.enabled = self.on_span or self.on_event
         self.max_bytes = max_bytes
-        self._redactor = redactor
+        #: Also what spans and metrics redact their client-supplied strings with.
+        self.redactor = redactor
 
     def prepare(self, value: Any) -> tuple[Any, bool]:
         """Redacted, size-capped structured value, and whether it was truncated."""
-        text = self._redactor.text(msgspec.json.encode(value).decode())
+        text = self.redactor.text(msgspec.json.encode(value).decode())
         if len(text.encode()) <= self.max_bytes:
             return msgspec.json.decode(text), False
         return _shrink(msgspec.json.decode(text), self.max_bytes), True
+
+    def redact_attributes(self, attributes: dict[str, Any]) -> None:
+        """The strings among a request's attributes (stop sequences, a user id, a
+        service tier: what the client sent), redacted in place. Here, not in the compiled
+        processor: a client decides how long the lists are."""
+        field = self.redactor.field
+        for key, value in attributes.items():
+            if type(value) is str:
+                attributes[key] = field(value)
+            elif isinstance(value, list | tuple):
+                attributes[key] = [field(v) if type(v) is str else v for v in value]
 
     def as_attribute(self, value: Any) -> tuple[str, bool]:
         prepared, truncated = self.prepare(value)

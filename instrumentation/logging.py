@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 import structlog
 
+from instrumentation.stderr import StderrHandler
+
 REDACTED = "[REDACTED]"
 
 #: Shapes of provider keys and bearer tokens, redacted wherever they appear in text.
@@ -55,8 +57,9 @@ class Redactor:
     def text(self, value: str) -> str:
         return self._pattern.sub(REDACTED, value)
 
-    def _line_text(self, value: str) -> str:
-        """text() for a plain str of a log event, remembered when short (captured
+    def field(self, value: str) -> str:
+        """text() for a value that repeats (a log event's plain str; a path, a user
+        agent or a model name on a span or a metric), remembered when short (captured
         content goes through text() and is not kept)."""
         done = self._texts.get(value)
         if done is not None:
@@ -71,7 +74,7 @@ class Redactor:
             return REDACTED
         kind = type(value)
         if kind is str:
-            return self._line_text(value)
+            return self.field(value)
         return value if kind in _PLAIN else self._nested(key, value, depth)
 
     def _secret_key(self, key: str) -> bool:
@@ -112,7 +115,7 @@ class Redactor:
             kind = type(value)
             if kind is str:
                 done = texts.get(value)
-                event[key] = done if done is not None else self._line_text(value)
+                event[key] = done if done is not None else self.field(value)
             elif kind not in _PLAIN:
                 event[key] = self._nested(key, value)
         return event
@@ -279,8 +282,38 @@ class LineEmitter:
         )
 
 
+def _serialize_text(event: Any, **_: Any) -> str:
+    return msgspec.json.encode(event, enc_hook=str).decode()
+
+
+#: The name of the stdlib handler configure_logging installs (replaced, never doubled).
+_STDLIB_HANDLER = "spangate"
+
+
+def _stdlib_handler(redactor: Redactor) -> logging.Handler:
+    """stdlib logging (aiohttp's, asyncio's, the OpenTelemetry SDK's) as JSON lines on
+    stderr, through the same redaction as spangate's own lines: aiohttp logs a request
+    it could not parse as it came, a client's Authorization header included."""
+    handler = StderrHandler()
+    handler.name = _STDLIB_HANDLER
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redactor,
+                TimeStamp(),
+                structlog.processors.JSONRenderer(serializer=_serialize_text),
+            ],
+        )
+    )
+    return handler
+
+
 def configure_logging(redactor: Redactor, level: str = "info", sinks: Iterable[Any] = ()) -> None:
-    """Route structlog (and stdlib logging) to JSON lines on stdout."""
+    """Route structlog to JSON lines on stdout, and stdlib logging to JSON lines on
+    stderr, both redacted."""
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -300,7 +333,10 @@ def configure_logging(redactor: Redactor, level: str = "info", sinks: Iterable[A
         logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.name == _STDLIB_HANDLER]:
+        root.removeHandler(handler)
+    root.addHandler(_stdlib_handler(redactor))
 
 
 def tag_worker(index: int) -> None:

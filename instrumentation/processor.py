@@ -81,10 +81,16 @@ class Processor:
         self._prices = prices
         self._emit_log = emit_log
         self._emit_event = emit_event
+        #: Redaction for the strings a client (or a provider echoing one) chose: a path,
+        #: a user agent, a model name. The request line is redacted as a whole by its
+        #: chain; spans, metrics and events are not, so these are redacted here.
+        self._field = content.redactor.field
 
     def __call__(self, record: RequestRecord) -> None:
         extractor = EXTRACTORS.get(record.api or "") if record.operation else None
         request = extractor.request(record.body, self._content.enabled) if extractor else None
+        if request is not None and request.attributes:
+            self._content.redact_attributes(request.attributes)
         views = [self._view(record, a, extractor) for a in record.attempts]
         if self._m is not None:
             for view in views:
@@ -105,6 +111,10 @@ class Processor:
         ttfc = (stamps[0] - attempt.start_ns) * _NS if stamps else None
         gaps = [(b - a) * _NS for a, b in itertools.pairwise(stamps)]
         model = attempt.model or record.request_model
+        if model:
+            model = self._field(model)
+        if facts.response_model:
+            facts.response_model = self._field(facts.response_model)
         cost = self._cost(facts, facts.response_model or model)
         outcome = attempt.stream_outcome
         if outcome in ("completed", "client_disconnected") and facts.error_type:
@@ -186,7 +196,7 @@ class Processor:
     ) -> ReadableSpan | SpanLine:
         attrs: Attrs = {
             sc.HTTP_REQUEST_METHOD: record.method,
-            sc.URL_PATH: record.path,
+            sc.URL_PATH: self._field(record.path),
             sc.URL_SCHEME: "http",
             sc.SPANGATE_ATTEMPTS: len(views),
         }
@@ -194,7 +204,8 @@ class Processor:
         if record.status:
             attrs[sc.HTTP_RESPONSE_STATUS_CODE] = record.status
         _put(attrs, sc.CLIENT_ADDRESS, record.client_address)
-        _put(attrs, sc.USER_AGENT_ORIGINAL, record.user_agent)
+        if record.user_agent:
+            attrs[sc.USER_AGENT_ORIGINAL] = self._field(record.user_agent)
         _put(attrs, sc.SPANGATE_ROUTE, record.alias)
         served = _served(views)
         if served is not None:

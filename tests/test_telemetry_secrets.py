@@ -139,3 +139,68 @@ def test_keys_appear_in_no_telemetry_and_no_error_body(
     assert len(bodies) == 3
     for body in bodies:
         assert leaks(body) == []
+
+
+def test_key_shaped_text_a_client_chose_is_redacted_on_spans_metrics_and_events(
+    fake: FakeProvider, spangate_for: Start
+) -> None:
+    """A key pasted where a client writes free text (the model field, which the provider
+    echoes back as its response model; the User-Agent; a path; a stop sequence) reaches no
+    span name or attribute, metric label or content event: the request line was redacted
+    as a whole, and spans, metrics and events get the same redaction field by field."""
+    running = spangate_for(secret_config(fake), env={sc.CAPTURE_CONTENT_ENV: "SPAN_AND_EVENT"})
+    client = openai.OpenAI(
+        base_url=running.openai_base_url,
+        api_key="not-a-secret",
+        max_retries=0,
+        default_headers={"User-Agent": f"myapp key={CLIENT_KEY}"},
+    )
+    client.chat.completions.create(model=CLIENT_KEY, messages=HELLO, stop=[CLIENT_KEY])
+    assert fake.last.json()["model"] == CLIENT_KEY  # the bytes upstream are the client's
+    client.models.retrieve(CLIENT_KEY)  # a pass-through path holding the key
+    settle(running)
+
+    spans = finished_spans(running)
+    assert {s.name for s in spans} >= {"chat [REDACTED]"}
+    assert leaks(spans_json(spans)) == []
+    metrics = metrics_json(running)
+    assert "[REDACTED]" in metrics  # the request model label is there, redacted
+    assert leaks(metrics) == []
+    assert leaks(logs_json(running)) == []
+
+
+def test_stdlib_log_records_are_json_lines_on_stderr_and_redacted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """aiohttp logs a request it could not parse as it came, a client's key included, and
+    with a traceback: after configure_logging such a record is one JSON line on stderr,
+    the key redacted in the message and in the exception text, and one handler however
+    often logging is configured."""
+    import json
+    import logging
+
+    import structlog
+
+    from instrumentation.logging import Redactor, configure_logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        configure_logging(Redactor())
+        configure_logging(Redactor())
+        ours = [h for h in root.handlers if h not in before]
+        assert len(ours) == 1
+        try:
+            raise ValueError(f"Invalid header: Authorization : Bearer {CLIENT_KEY}")
+        except ValueError:
+            logging.getLogger("aiohttp.server").exception("Error handling request %s", CLIENT_KEY)
+        (line,) = capsys.readouterr().err.splitlines()
+        entry = json.loads(line)
+        assert (entry["logger"], entry["level"]) == ("aiohttp.server", "error")
+        assert entry["event"] == "Error handling request [REDACTED]"
+        assert "ValueError" in entry["exception"]
+        assert leaks(line) == []
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+        structlog.reset_defaults()
