@@ -127,6 +127,9 @@ _EXCEPTION_CLASSES: dict[str, FailureClass] = {
     # Closed cleanly after content but before the terminal event: cut short upstream.
     "stream_truncated": "connection",
     "malformed_response": "transient",
+    # An in-band error event after content reached the client (the relay's outcome): the
+    # provider failed mid-answer (server_error, overloaded_error), as a 5xx would.
+    "stream_error": "transient",
 }
 
 

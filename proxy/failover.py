@@ -596,7 +596,8 @@ def relayed(ready: Ready) -> None:
 
 def relay_verdict(attempt: AttemptRecord) -> FailureClass | Literal["ok"] | None:
     """How a relay ended, for the circuit: "ok" (whole), the class of an upstream fault
-    after the commit (reset, idle or total timeout, truncation), or None when the client
+    after the commit (reset, idle or total timeout, truncation, an in-band error event),
+    or None when the client
     left first — which says nothing about the target."""
     outcome = attempt.stream_outcome
     if outcome in _BROKEN_AFTER_COMMIT:
@@ -608,7 +609,13 @@ def relay_verdict(attempt: AttemptRecord) -> FailureClass | Literal["ok"] | None
 
 #: Relay outcomes (proxy/streaming.py) that are the upstream's doing.
 _BROKEN_AFTER_COMMIT = frozenset(
-    {"stream_interrupted", "stream_idle_timeout", "stream_total_timeout", "stream_truncated"}
+    {
+        "stream_interrupted",
+        "stream_idle_timeout",
+        "stream_total_timeout",
+        "stream_truncated",
+        "stream_error",
+    }
 )
 
 

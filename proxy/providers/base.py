@@ -16,7 +16,7 @@ from proxy import body as bodylib
 from proxy.endpoints import Endpoint, Wire
 from proxy.errors import BadRequest
 from proxy.headers import forwardable, replace_auth
-from proxy.sse import SSEEvent
+from proxy.sse import FieldLine, SSEEvent, StreamEnd
 from proxy.sse_transform import Transform
 
 
@@ -72,8 +72,10 @@ class Adapter(Protocol):
         """Classify a stream event before the commit point."""
         ...
 
-    def stream_finished(self, block: bytes) -> bool:
-        """Does this block of events carry the stream's terminal event?"""
+    def stream_finished(self, block: bytes) -> StreamEnd | None:
+        """The terminal event this block of events carries, if any: the stream's normal
+        end ("completed") or an in-band error event ("stream_error"), after which the
+        provider closes the stream."""
         ...
 
 
@@ -100,8 +102,8 @@ class BaseAdapter:
     def stream_event_kind(self, event: SSEEvent) -> EventKind:
         return "error" if event.event == "error" else "content"
 
-    def stream_finished(self, block: bytes) -> bool:
-        return False
+    def stream_finished(self, block: bytes) -> StreamEnd | None:
+        return "stream_error" if has_error_event(block) else None
 
     def headers(self, incoming: Incoming, settings: ProviderSettings) -> CIMultiDict[str]:
         headers = forwardable(incoming.headers)
@@ -123,6 +125,16 @@ class BaseAdapter:
     ) -> str:
         query = f"?{incoming.query}" if incoming.query else ""
         return incoming.endpoint.path + query
+
+
+#: `event: error` ends a stream in failure (Anthropic, the OpenAI Responses API).
+_ERROR_EVENT = FieldLine(b"event", b"error")
+
+
+def has_error_event(block: bytes) -> bool:
+    """Does `block` hold an `event: error` event? (`b"error" in` first: one byte search
+    for the blocks, nearly all, that cannot.)"""
+    return b"error" in block and _ERROR_EVENT.matches(block)
 
 
 def spliced(body: bytes, key: str, value: object) -> bytes:
