@@ -524,7 +524,12 @@ async def _commit(
         with waits.limit(timeouts.idle_s):
             error_body = await response.read()
         attempt.on_body(error_body)
-        verdict = classify_response(response.status, response.headers, error_body)
+        verdict = classify_response(
+            response.status,
+            response.headers,
+            error_body,
+            client_key=target.provider.settings.client_key,
+        )
         return _failed(target, attempt, slot, verdict, response=response, body=error_body)
     bodiless = _bodiless(request.method, response.status)
     if not bodiless and is_event_stream(response) and "Content-Encoding" not in response.headers:
@@ -562,7 +567,9 @@ async def _commit_stream(
                 if kind == "error":
                     attempt.on_events(preface)
                     attempt.on_end("stream_error")
-                    verdict = classify_stream_error(event.data.encode())
+                    verdict = classify_stream_error(
+                        event.data.encode(), client_key=target.provider.settings.client_key
+                    )
                     return _failed(target, attempt, slot, verdict, response=response, body=preface)
                 if kind == "content":
                     slot.committed(time.monotonic(), _first_byte_s(attempt))

@@ -15,7 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy import body as bodylib
 from proxy.endpoints import Endpoint, Wire
 from proxy.errors import BadRequest
-from proxy.headers import forwardable, replace_auth
+from proxy.headers import AUTH_HEADERS, forwardable, replace_auth
 from proxy.sse import FieldLine, SSEEvent, StreamEnd
 from proxy.sse_transform import Transform
 
@@ -48,6 +48,15 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     api_version: str | None
     headers: tuple[tuple[str, str], ...]
     inject_stream_usage: bool = False
+
+    @property
+    def client_key(self) -> bool:
+        """Is the key upstream the client's own? Yes unless spangate sets one: `api_key`,
+        or a key header among the configured `headers`. A 401/403 is then the caller's
+        fault, not the target's (classify.classify_response)."""
+        return self.api_key is None and not any(
+            name.lower() in AUTH_HEADERS for name, _ in self.headers
+        )
 
 
 #: What an SSE event means for the commit point: held back, commits, or fails over.
