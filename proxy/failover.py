@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -138,8 +139,24 @@ async def run(
             "every target of this model is unavailable (circuit open or at its in-flight "
             "limit); retry shortly, or see GET /spangate/status",
             code="circuits_open",
+            retry_after_s=_reopens_in(ctx, queue),
         )
     return last
+
+
+def _reopens_in(ctx: _Context, routes: list[Route]) -> int:
+    """Whole seconds (rounded up, at least 1) until the first circuit among `routes`
+    half-opens: a Retry-After that keeps SDKs from retrying into open circuits at once."""
+    now = time.monotonic()
+    soonest = min(
+        (
+            ctx.health_of(route, target).reopens_in(now)
+            for route in routes
+            for target in route.targets
+        ),
+        default=0.0,
+    )
+    return max(math.ceil(soonest), 1)
 
 
 def _drain(queue: list[Route]) -> Iterator[Route]:

@@ -260,6 +260,23 @@ async def test_every_circuit_open_without_fallback_is_a_503_circuits_open(
     assert client_spans(running) == []
 
 
+async def test_circuits_open_says_when_to_retry(fakes: Fakes, spangate_for: Start) -> None:
+    """The 503 circuits_open carries Retry-After: the whole seconds (rounded up, at least
+    1) until the alias's first circuit half-opens, so SDKs wait instead of retrying into
+    the open circuit at once. Here a opened for its 30 s cooldown, b for the 90 s its
+    provider's own Retry-After asked."""
+    circuit = {"consecutive_failures": 1, "cooldown_s": 30}
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b"), "circuit": circuit}}))
+    fakes.a.script(openai_error(500))
+    fakes.b.script(openai_error(500, retry_after=90))
+    with pytest.raises(openai.InternalServerError):
+        await ask(running)
+    with pytest.raises(openai.InternalServerError) as caught:
+        await ask(running)
+    assert caught.value.code == "circuits_open"
+    assert caught.value.response.headers["retry-after"] in ("29", "30")
+
+
 async def test_every_circuit_open_answers_in_the_anthropic_format(
     fakes: Fakes, spangate_for: Start
 ) -> None:
