@@ -63,19 +63,22 @@ def _error_fields(body: bytes) -> _ErrorObject:
     return parsed.error if isinstance(parsed.error, _ErrorObject) else _ErrorObject()
 
 
-def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
-    """Classify an upstream HTTP error response (status >= 400)."""
+def classify_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, client_key: bool = False
+) -> Verdict:
+    """Classify an upstream HTTP error response (status >= 400). `client_key`: the key
+    sent upstream was the client's own (the provider has none configured)."""
     error = _error_fields(body)
     code = str(error.code) if error.code is not None else None
     kind = error.type
     reason = code or kind or str(status)
     retry_after = retry_after_seconds(headers)
-    cls, context = _class_for(status, kind, code, error.message)
+    cls, context = _class_for(status, kind, code, error.message, client_key)
     return Verdict(cls, reason, retry_after, context)
 
 
 def _class_for(  # noqa: PLR0911 - an ordered rule table reads best as early returns
-    status: int, kind: str | None, code: str | None, message: str | None
+    status: int, kind: str | None, code: str | None, message: str | None, client_key: bool
 ) -> tuple[FailureClass, bool]:
     # OpenAI: a 429 with type/code insufficient_quota is an empty wallet, not a
     # rate limit: waiting does not help, another deployment might.
@@ -92,8 +95,11 @@ def _class_for(  # noqa: PLR0911 - an ordered rule table reads best as early ret
     if status in (500, 502, 503, 529) or kind in ("overloaded_error", "api_error", "server_error"):
         return "transient", False
     # 401 invalid key, 403 permission (Anthropic permission_error, OpenAI region block).
+    # Our configured key: the target is unusable (credential). The client's own key: the
+    # caller's fault — every target it could reach holds the same key (check-config keeps
+    # a client's key to one origin), and it must not open the circuit for other callers.
     if status in (401, 403):
-        return "credential", False
+        return ("caller_fault" if client_key else "credential"), False
     # 402: Anthropic billing_error without the code (payment required).
     if status == 402:
         return "quota", False
@@ -127,6 +133,9 @@ _EXCEPTION_CLASSES: dict[str, FailureClass] = {
     # Closed cleanly after content but before the terminal event: cut short upstream.
     "stream_truncated": "connection",
     "malformed_response": "transient",
+    # An in-band error event after content reached the client (the relay's outcome): the
+    # provider failed mid-answer (server_error, overloaded_error), as a 5xx would.
+    "stream_error": "transient",
 }
 
 
@@ -135,7 +144,7 @@ def classify_exception(kind: str) -> Verdict:
     return Verdict(_EXCEPTION_CLASSES.get(kind, "unknown"), kind)
 
 
-def classify_stream_error(data: bytes) -> Verdict:
+def classify_stream_error(data: bytes, *, client_key: bool = False) -> Verdict:
     """Classify an error event that arrived as the first event of a 200 stream.
 
     Anthropic sends `event: error` with `{"type":"error","error":{"type":"overloaded_error"}}`;
@@ -146,7 +155,7 @@ def classify_stream_error(data: bytes) -> Verdict:
     kind = error.type
     code = str(error.code) if error.code is not None else None
     status = _STREAM_ERROR_STATUS.get(kind or "", 500)
-    cls, context = _class_for(status, kind, code, error.message)
+    cls, context = _class_for(status, kind, code, error.message, client_key)
     return Verdict(cls, code or kind or "stream_error", None, context)
 
 

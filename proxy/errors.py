@@ -25,14 +25,24 @@ class SpangateError(Exception):
     #: The answer ends the connection (Connection: close): the client may still owe bytes
     #: spangate never asked for, or spangate is going away.
     closes: ClassVar[bool] = False
-    #: Seconds for a Retry-After header, where a retry is the fix (the SDKs honour it).
-    retry_after_s: ClassVar[int | None] = None
+    #: Seconds for a Retry-After header, where a retry is the fix (the SDKs honour it):
+    #: a class's fixed value, or one given for this error (`retry_after_s=`).
+    retry_after_s: int | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
 
 class BadRequest(SpangateError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -138,8 +139,24 @@ async def run(
             "every target of this model is unavailable (circuit open or at its in-flight "
             "limit); retry shortly, or see GET /spangate/status",
             code="circuits_open",
+            retry_after_s=_reopens_in(ctx, queue),
         )
     return last
+
+
+def _reopens_in(ctx: _Context, routes: list[Route]) -> int:
+    """Whole seconds (rounded up, at least 1) until the first circuit among `routes`
+    half-opens: a Retry-After that keeps SDKs from retrying into open circuits at once."""
+    now = time.monotonic()
+    soonest = min(
+        (
+            ctx.health_of(route, target).reopens_in(now)
+            for route in routes
+            for target in route.targets
+        ),
+        default=0.0,
+    )
+    return max(math.ceil(soonest), 1)
 
 
 def _drain(queue: list[Route]) -> Iterator[Route]:
@@ -524,7 +541,12 @@ async def _commit(
         with waits.limit(timeouts.idle_s):
             error_body = await response.read()
         attempt.on_body(error_body)
-        verdict = classify_response(response.status, response.headers, error_body)
+        verdict = classify_response(
+            response.status,
+            response.headers,
+            error_body,
+            client_key=target.provider.settings.client_key,
+        )
         return _failed(target, attempt, slot, verdict, response=response, body=error_body)
     bodiless = _bodiless(request.method, response.status)
     if not bodiless and is_event_stream(response) and "Content-Encoding" not in response.headers:
@@ -562,7 +584,9 @@ async def _commit_stream(
                 if kind == "error":
                     attempt.on_events(preface)
                     attempt.on_end("stream_error")
-                    verdict = classify_stream_error(event.data.encode())
+                    verdict = classify_stream_error(
+                        event.data.encode(), client_key=target.provider.settings.client_key
+                    )
                     return _failed(target, attempt, slot, verdict, response=response, body=preface)
                 if kind == "content":
                     slot.committed(time.monotonic(), _first_byte_s(attempt))
@@ -596,7 +620,8 @@ def relayed(ready: Ready) -> None:
 
 def relay_verdict(attempt: AttemptRecord) -> FailureClass | Literal["ok"] | None:
     """How a relay ended, for the circuit: "ok" (whole), the class of an upstream fault
-    after the commit (reset, idle or total timeout, truncation), or None when the client
+    after the commit (reset, idle or total timeout, truncation, an in-band error event),
+    or None when the client
     left first — which says nothing about the target."""
     outcome = attempt.stream_outcome
     if outcome in _BROKEN_AFTER_COMMIT:
@@ -608,7 +633,13 @@ def relay_verdict(attempt: AttemptRecord) -> FailureClass | Literal["ok"] | None
 
 #: Relay outcomes (proxy/streaming.py) that are the upstream's doing.
 _BROKEN_AFTER_COMMIT = frozenset(
-    {"stream_interrupted", "stream_idle_timeout", "stream_total_timeout", "stream_truncated"}
+    {
+        "stream_interrupted",
+        "stream_idle_timeout",
+        "stream_total_timeout",
+        "stream_truncated",
+        "stream_error",
+    }
 )
 
 

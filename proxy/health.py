@@ -112,6 +112,13 @@ class TargetHealth:
             first_byte_s if previous is None else previous + _EWMA_ALPHA * (first_byte_s - previous)
         )
 
+    def reopens_in(self, now: float) -> float:
+        """Seconds until the circuit lets a request through again (0: it would now, or
+        once a half-open probe or an in-flight slot comes back)."""
+        if self.state != "open":
+            return 0.0
+        return max(self.cooldown_until - now, 0.0)
+
     def leave(self, slot: Slot) -> None:
         """`slot` is given back; the probe is freed only when the probe itself ends."""
         self.inflight = max(self.inflight - 1, 0)

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import repeat
+from typing import Literal
 
 import msgspec
+
+#: What a stream's terminal event says: it ended whole, or with an in-band error event
+#: (after which the provider closes it: nothing is missing, and nothing more is owed).
+StreamEnd = Literal["completed", "stream_error"]
 
 
 class SSEEvent(msgspec.Struct, frozen=True):

@@ -24,7 +24,7 @@ from proxy.appkeys import STATE
 from proxy.endpoints import Wire
 from proxy.errors import UpstreamUnreachable
 from proxy.headers import relayable
-from proxy.sse import split_complete
+from proxy.sse import StreamEnd, split_complete
 from proxy.sse_errors import stream_error_event
 from proxy.sse_transform import Transform
 from proxy.upstream_response import AttemptTimeout, UpstreamResponse
@@ -71,8 +71,8 @@ def is_event_stream(response: UpstreamResponse) -> bool:
 
 
 Extra = Mapping[str, str] | None
-#: Does a block of events carry the stream's terminal event?
-Finished = Callable[[bytes], bool]
+#: The terminal event a block of events carries, if any (Adapter.stream_finished).
+Finished = Callable[[bytes], StreamEnd | None]
 
 
 async def relay(
@@ -174,7 +174,7 @@ async def _relay_events(
     extra: Extra,
 ) -> web.StreamResponse:
     out = await _start(request, response, extra, _EventStream)
-    pending, done = preface, False
+    pending, end = preface, _End()
     idle = WaitTimer()  # one timer for every wait, each read from and each write to
     client = _Client(request, out, idle, idle_s)
     try:
@@ -184,17 +184,17 @@ async def _relay_events(
                 block, pending = pending[:cut], pending[cut:]
                 tap.on_events(block)
                 data = transform(block) if transform else block
-                last = finished is not None and finished(block)
-                if (done or last or finished is None) and not pending and _ended(response):
+                last = finished(block) if finished is not None else None
+                if (end.seen or last or finished is None) and not pending and _ended(response):
                     # The provider has already ended its response: the last events and the
                     # end of ours leave in one send (a send on loopback costs ~50 µs of CPU).
-                    await client.finish(tap, data)
+                    await client.finish(tap, data, end.error(last))
                     return out
                 await client.write(data)
                 # Only once it is written: a client gone before the terminal event got
                 # an incomplete stream.
-                done = done or last
-            limit_s = _AFTER_END_S if done and idle_s > _AFTER_END_S else idle_s
+                end.saw(last)
+            limit_s = _AFTER_END_S if end.seen and idle_s > _AFTER_END_S else idle_s
             with idle.limit(limit_s):
                 chunk = await response.content.readany()
             # pending holds no boundary (every complete event was taken): one that ends
@@ -204,23 +204,48 @@ async def _relay_events(
             if not chunk:
                 break
             pending += chunk
-        done = done or (finished is not None and bool(pending) and finished(pending))
-        await _body_ended(client, wire, tap, pending, done or finished is None)
+        if finished is not None and pending:
+            end.saw(finished(pending))
+        await _body_ended(client, wire, tap, pending, end, whole=end.seen or finished is None)
     except (_ClientGone, asyncio.CancelledError) as exc:
-        await _stopped(request, client, wire, tap, exc, done)
+        await _stopped(request, client, wire, tap, exc, end)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return out
     except (TimeoutError, aiohttp.ClientError, _EventTooLarge) as exc:
-        if done:
+        if end.seen:
             # The terminal event reached the client: a break or a silence after it
             # cost nothing, and an error event after it would make an SDK raise.
-            await client.finish(tap)
+            await client.finish(tap, b"", end.error())
             return out
         return await client.interrupt(wire, tap, exc)
     finally:
         idle.close()
     return out
+
+
+class _End:
+    """The terminal event a relay has passed to the client, if any."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self) -> None:
+        self.kind: StreamEnd | None = None
+
+    @property
+    def seen(self) -> bool:
+        return self.kind is not None
+
+    def saw(self, kind: StreamEnd | None) -> None:
+        if self.kind is None:
+            self.kind = kind
+
+    def error(self, last: StreamEnd | None = None) -> str | None:
+        """The outcome the tap is told at a whole end: None, or "stream_error" when the
+        provider ended the stream with an in-band error event (an answer, not a break:
+        nothing is appended, and it is not counted a truncation)."""
+        kind = self.kind or last
+        return "stream_error" if kind == "stream_error" else None
 
 
 async def _stopped(
@@ -229,23 +254,26 @@ async def _stopped(
     wire: Wire,
     tap: Tap,
     exc: BaseException,
-    done: bool,
+    end: _End,
 ) -> None:
     """The relay stopped on the client's side: the client left, or spangate's drain ran
     out and cancelled it."""
-    if isinstance(exc, asyncio.CancelledError) and not done and request.app[STATE].stopping:
+    if isinstance(exc, asyncio.CancelledError) and not end.seen and request.app[STATE].stopping:
         # Not the client leaving: it still reads, so it is told in-band rather than
         # left with a stream cut mid-answer.
         await client.interrupt(wire, tap, _ShuttingDown())
         return
     # An SDK may hang up right after the terminal event (openai-python does after
-    # `data: [DONE]`): that stream was complete, not abandoned.
-    tap.on_end(None if done else "client_disconnected")
+    # `data: [DONE]`, or raising on an in-band error event): that stream was complete,
+    # not abandoned.
+    tap.on_end(end.error() if end.seen else "client_disconnected")
     if isinstance(exc, _ClientGone):
         client.cut()
 
 
-async def _body_ended(client: _Client, wire: Wire, tap: Tap, rest: bytes, whole: bool) -> None:
+async def _body_ended(
+    client: _Client, wire: Wire, tap: Tap, rest: bytes, end: _End, *, whole: bool
+) -> None:
     """The provider's body ended: `rest` (events, or half of one), then the end of the
     response, or, when the terminal event never came (`whole` false), the error event."""
     if rest:
@@ -255,7 +283,7 @@ async def _body_ended(client: _Client, wire: Wire, tap: Tap, rest: bytes, whole:
         # Otherwise half an event, and the error event below would fuse with it into one
         # the SDK cannot parse: it is dropped, so the SDK raises the error instead.
     if whole:
-        await client.finish(tap)
+        await client.finish(tap, b"", end.error())
     else:
         # A clean close without the terminal event is a truncation, not a success.
         await client.interrupt(wire, tap, _Truncated())
@@ -399,8 +427,8 @@ class _Client:
             if not write.done():
                 write.cancel()
 
-    async def finish(self, tap: Tap, last: bytes = b"") -> None:
-        """`last`, then the end of the response."""
+    async def finish(self, tap: Tap, last: bytes = b"", outcome: str | None = None) -> None:
+        """`last`, then the end of the response; the tap is told `outcome` (None: whole)."""
         try:
             transport = self._transport
             if (
@@ -418,7 +446,7 @@ class _Client:
             tap.on_end("client_disconnected")
             self.cut()
             return
-        tap.on_end(None)
+        tap.on_end(outcome)
 
     async def interrupt(
         self, wire: Wire | None, tap: Tap, exc: BaseException

@@ -18,7 +18,8 @@ Routes (all optionally under ``prefix``):
 
 * OpenAI: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
   ``/v1/responses``; ``GET /v1/models`` and ``/v1/models/{id}``.
-* Azure OpenAI: ``POST /openai/deployments/{deployment}/chat/completions|completions|embeddings``.
+* Azure OpenAI: ``POST /openai/deployments/{deployment}/chat/completions|completions|embeddings``;
+  ``POST /openai/v1/responses`` (the v1 surface).
 * Anthropic: ``POST /v1/messages``, ``/v1/messages/count_tokens``; ``GET /v1/models`` answers in
   Anthropic's format when the request carries an ``anthropic-version`` header.
 * Anything else: 404 in OpenAI's error format.
@@ -1009,6 +1010,8 @@ _POST_ROUTES: dict[str, Route] = {
     "/v1/completions": Route("completions"),
     "/v1/embeddings": Route("embeddings"),
     "/v1/responses": Route("responses"),
+    # Azure OpenAI's v1 surface (the deployment named by the body's model).
+    "/openai/v1/responses": Route("responses"),
     "/v1/messages": Route("messages", "anthropic"),
     "/v1/messages/count_tokens": Route("count_tokens", "anthropic"),
 }

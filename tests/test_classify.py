@@ -103,6 +103,30 @@ def test_error_responses_map_to_failure_classes(
     assert (verdict.cls, verdict.reason) == (expected_class, expected_reason)
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (401, OPENAI_KEY),
+        (401, anthropic("authentication_error")),
+        (403, anthropic("permission_error")),
+    ],
+)
+def test_a_rejected_client_key_is_the_callers_fault_and_a_configured_one_the_targets(
+    status: int, body: bytes
+) -> None:
+    """401/403 on the client's own key (the provider has no api_key) is caller_fault: the
+    caller must fix it, and it says nothing about the target; on spangate's configured key
+    it stays a credential fault of the target. The reason is the provider's either way;
+    an error as a stream's first event is judged alike."""
+    theirs = classify_response(status, {}, body, client_key=True)
+    ours = classify_response(status, {}, body, client_key=False)
+    assert (theirs.cls, ours.cls) == ("caller_fault", "credential")
+    assert theirs.reason == ours.reason
+    event = anthropic("authentication_error")  # an error as a stream's first event
+    assert classify_stream_error(event, client_key=True).cls == "caller_fault"
+    assert classify_stream_error(event).cls == "credential"
+
+
 def test_context_window_errors_are_flagged_for_context_fallbacks() -> None:
     """OpenAI's code and Anthropic's "prompt is too long" both mark context overflow."""
     assert classify_response(400, {}, OPENAI_CONTEXT).context_exceeded

@@ -260,6 +260,23 @@ async def test_every_circuit_open_without_fallback_is_a_503_circuits_open(
     assert client_spans(running) == []
 
 
+async def test_circuits_open_says_when_to_retry(fakes: Fakes, spangate_for: Start) -> None:
+    """The 503 circuits_open carries Retry-After: the whole seconds (rounded up, at least
+    1) until the alias's first circuit half-opens, so SDKs wait instead of retrying into
+    the open circuit at once. Here a opened for its 30 s cooldown, b for the 90 s its
+    provider's own Retry-After asked."""
+    circuit = {"consecutive_failures": 1, "cooldown_s": 30}
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b"), "circuit": circuit}}))
+    fakes.a.script(openai_error(500))
+    fakes.b.script(openai_error(500, retry_after=90))
+    with pytest.raises(openai.InternalServerError):
+        await ask(running)
+    with pytest.raises(openai.InternalServerError) as caught:
+        await ask(running)
+    assert caught.value.code == "circuits_open"
+    assert caught.value.response.headers["retry-after"] in ("29", "30")
+
+
 async def test_every_circuit_open_answers_in_the_anthropic_format(
     fakes: Fakes, spangate_for: Start
 ) -> None:
@@ -412,3 +429,44 @@ async def test_a_client_leaving_mid_stream_does_not_count_against_the_target(
     state = await until_idle(running, "a")
     assert (state["state"], state["consecutive_failures"]) == ("closed", 0)
     assert state["recent_errors"] == []
+
+
+async def test_a_clients_rejected_key_never_opens_the_circuit_for_other_callers(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Provider a has no api_key, so the client's key goes upstream: a 401 for it is the
+    caller's fault. However often it comes, it is relayed to that caller as the provider
+    sent it, is not failed over (b, with spangate's own key, is never asked), and leaves
+    a's circuit closed, so the next caller with a good key is served."""
+    models = {"m": {"targets": targets("a", "b"), "circuit": CIRCUIT}}
+    running = spangate_for(config(fakes, models, provider_overrides={"a": {"api_key": None}}))
+    for _ in range(4):  # twice what opens the circuit
+        fakes.a.script(openai_error(401, "invalid_api_key"))
+        async with openai.AsyncOpenAI(
+            base_url=running.openai_base_url, api_key="sk-wrong", max_retries=0
+        ) as client:
+            with pytest.raises(openai.AuthenticationError) as caught:
+                await client.chat.completions.create(model="m", messages=HELLO)
+        assert caught.value.code == "invalid_api_key"
+    assert len(fakes.b.received) == 0
+    state = await target_state(running, "a")
+    assert (state["state"], state["consecutive_failures"]) == ("closed", 0)
+    raw = await ask(running)
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-spangate-target"] == label("a")
+    assert fakes.a.last.headers["authorization"] == "Bearer sk-test"
+
+
+async def test_a_rejected_configured_key_is_the_targets_fault_and_fails_over(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Provider a sets api_key: a 401 means spangate's key is bad, a credential fault of a
+    that counts toward its circuit and moves on to b."""
+    circuit = {"consecutive_failures": 1, "cooldown_s": 30}
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b"), "circuit": circuit}}))
+    fakes.a.script(openai_error(401, "invalid_api_key"))
+    raw = await ask(running)
+    assert raw.headers["x-spangate-target"] == label("b")
+    state = await target_state(running, "a")
+    assert state["state"] == "open"
+    assert [e["class"] for e in state["recent_errors"]] == ["credential"]

@@ -355,8 +355,41 @@ def test_upstream_error_event_after_content_counts_as_an_interrupted_stream(
     assert only.status.is_ok is False
     server = only_server_span(running)
     assert server.status.is_ok is False, attrs(server)
-    assert attrs(only)["spangate.stream.outcome"] != "completed"
+    assert attrs(only)["spangate.stream.outcome"] == "stream_error"
     assert metric_sum(running, "spangate.streams.interrupted") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "body", "after"),
+    [
+        pytest.param("a", "/v1/chat/completions", chat(stream=True), 3, id="chat"),
+        pytest.param(
+            "a", "/v1/responses", {"model": "m", "input": "hi", "stream": True}, 5, id="responses"
+        ),
+        pytest.param("x", "/v1/messages", message(stream=True), 5, id="anthropic"),
+    ],
+)
+async def test_a_providers_error_event_after_content_ends_the_stream_as_sent(
+    fakes: Fakes, spangate_for: Start, name: str, path: str, body: dict[str, Any], after: int
+) -> None:
+    """The provider ends a stream with its own error event after content and closes it
+    (OpenAI sends no [DONE] after one): that event is the stream's end, so the client gets
+    the provider's stream byte for byte with no spangate error appended, the outcome is
+    stream_error (not stream_truncated), and the target's circuit counts a transient
+    failure."""
+    fakes[name].script(stream_error(after=after))
+    direct = await post(fakes[name].url, path, {**body, "model": GPT}, ANTHROPIC_HEADERS)
+    fakes[name].script(stream_error(after=after))
+    running = spangate_for(config(fakes, {"m": {"targets": targets(name)}}))
+    status, _, raw = await post(running.url, path, body, ANTHROPIC_HEADERS)
+    assert status == 200
+    assert b"error" in sse_blocks(raw)[-1]
+    assert sse_blocks(raw)[-1] == sse_blocks(direct[2])[-1]
+    assert b"spangate" not in raw
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "stream_error"
+    target = (await get_status(running))["targets"][label(name)]
+    assert [e["class"] for e in target["recent_errors"]] == ["transient"]
 
 
 OPENAI_HELLO_CHUNK = (
@@ -532,46 +565,53 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_idle_timeout(
 @pytest.mark.parametrize(
     ("block", "finished"),
     [
-        (b"event: response.completed\ndata: {}\n\n", True),
-        (b"event:response.incomplete\ndata:{}\n\n", True),
-        (b'data: {"type":"response.failed","response":{}}\n\n', True),
-        (b'data: {"type": "response.completed"}\n\n', True),
-        (b'event: response.output_text.delta\ndata: {"delta":"response.completed"}\n\n', False),
-        (b"event: response.completed_soon\ndata: {}\n\n", False),
-        (b"data:[DONE]\n\n", True),
-        (b'data: {"a":1}\n\ndata: [DONE]\n\n', True),
-        (b'data: {"choices":[{"delta":{"content":"data: [DONE]"}}]}\n\n', False),
-        (b'data: {"choices":[{"delta":{"content":"x\\ndata: [DONE]"}}]}\n\n', False),
+        (b"event: response.completed\ndata: {}\n\n", "completed"),
+        (b"event:response.incomplete\ndata:{}\n\n", "completed"),
+        (b'data: {"type":"response.failed","response":{}}\n\n', "stream_error"),
+        (b'data: {"type": "response.completed"}\n\n', "completed"),
+        (b'event: response.output_text.delta\ndata: {"delta":"response.completed"}\n\n', None),
+        (b"event: response.completed_soon\ndata: {}\n\n", None),
+        (b"data:[DONE]\n\n", "completed"),
+        (b'data: {"a":1}\n\ndata: [DONE]\n\n', "completed"),
+        (b'data: {"choices":[{"delta":{"content":"data: [DONE]"}}]}\n\n', None),
+        (b'data: {"choices":[{"delta":{"content":"x\\ndata: [DONE]"}}]}\n\n', None),
+        (b'data: {"a":1}\n\ndata: {"error":{"type":"server_error"}}\n\n', "stream_error"),
+        (b'data:{"error":{"type":"server_error"}}\n\ndata: [DONE]\n\n', "stream_error"),
+        (b'event: error\ndata: {"type":"error","code":"server_error"}\n\n', "stream_error"),
+        (b'data: {"choices":[{"delta":{"content":"data: {\\"error\\""}}]}\n\n', None),
     ],
 )
 def test_the_terminal_event_is_recognised_in_every_legal_spelling(
-    block: bytes, finished: bool
+    block: bytes, finished: str | None
 ) -> None:
     """A stream ends with `data: [DONE]` or, for the Responses API, response.completed /
     incomplete / failed, named on its `event:` line (with or without the space) or only
     by its data's type; text that merely mentions one, even `data: [DONE]` itself inside
-    a model's answer, is not an end."""
-    assert OpenAIAdapter().stream_finished(block) is finished
+    a model's answer, is not an end. An in-band error event (chat's `data: {"error"...}`,
+    Responses' `event: error` or response.failed) ends it too, as a stream_error."""
+    assert OpenAIAdapter().stream_finished(block) == finished
 
 
 @pytest.mark.parametrize(
     ("block", "finished"),
     [
-        (b'event: message_stop\ndata: {"type":"message_stop"}\n\n', True),
-        (b'event:message_stop\ndata:{"type":"message_stop"}\n\n', True),
-        (b"event: ping\ndata: {}\n\nevent: message_stop\ndata: {}\n\n", True),
+        (b'event: message_stop\ndata: {"type":"message_stop"}\n\n', "completed"),
+        (b'event:message_stop\ndata:{"type":"message_stop"}\n\n', "completed"),
+        (b"event: ping\ndata: {}\n\nevent: message_stop\ndata: {}\n\n", "completed"),
         (
             b'event: content_block_delta\ndata: {"delta":{"text":"event: message_stop"}}\n\n',
-            False,
+            None,
         ),
+        (b'event: error\ndata: {"type":"error","error":{}}\n\n', "stream_error"),
+        (b'event: content_block_delta\ndata: {"delta":{"text":"event: error"}}\n\n', None),
     ],
 )
-def test_an_anthropic_stream_ends_only_at_a_message_stop_event(
-    block: bytes, finished: bool
+def test_an_anthropic_stream_ends_only_at_a_message_stop_or_error_event(
+    block: bytes, finished: str | None
 ) -> None:
-    """`event: message_stop` ends an Anthropic stream only as an event's own line, not as
-    text inside a delta."""
-    assert AnthropicAdapter().stream_finished(block) is finished
+    """`event: message_stop` (or, in failure, `event: error`) ends an Anthropic stream
+    only as an event's own line, not as text inside a delta."""
+    assert AnthropicAdapter().stream_finished(block) == finished
 
 
 async def test_a_client_reading_a_large_event_slowly_is_waited_for(

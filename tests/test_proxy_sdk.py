@@ -428,6 +428,30 @@ def test_azure_openai_chat_equals_direct(fake: FakeProvider, spangate: Running) 
     assert "authorization" not in upstream.headers
 
 
+def test_responses_through_an_alias_to_azure_use_its_v1_surface(
+    fake: FakeProvider, spangate_for: Callable[..., Running]
+) -> None:
+    """The Responses API has no deployment path on Azure: an alias whose target is an
+    azure_openai provider sends it to `{base_url}/openai/v1/responses`, the deployment
+    as the body's model, the configured key in `api-key` and no dated api-version
+    (Azure's v1 surface takes none)."""
+    config = basic_config(
+        fake, models={"az": {"targets": [{"provider": "azure", "model": "my-gpt"}]}}
+    )
+    config["providers"]["azure"]["api_key"] = "az-configured"
+    running = spangate_for(config)
+    with openai.OpenAI(
+        base_url=running.openai_base_url, api_key="sk-client", max_retries=0
+    ) as client:
+        response = client.responses.create(model="az", input="hi")
+    assert response.output_text
+    upstream = fake.last
+    assert (upstream.method, upstream.path, upstream.query) == ("POST", "/openai/v1/responses", {})
+    assert json.loads(upstream.body)["model"] == "my-gpt"
+    assert upstream.headers["api-key"] == "az-configured"
+    assert "authorization" not in upstream.headers
+
+
 def test_azure_openai_embeddings_equal_direct(fake: FakeProvider, spangate: Running) -> None:
     """Azure embeddings deployments work through spangate too."""
     results = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from proxy.endpoints import Wire
-from proxy.providers.base import BaseAdapter, EventKind
-from proxy.sse import FieldLine, SSEEvent
+from proxy.providers.base import BaseAdapter, EventKind, has_error_event
+from proxy.sse import FieldLine, SSEEvent, StreamEnd
 
 #: Frames Anthropic sends before any content: held back so a failure right
 #: after them can still move to another target.
@@ -29,5 +29,8 @@ class AnthropicAdapter(BaseAdapter):
             return "error"
         return "opening" if event.event in _OPENING else "content"
 
-    def stream_finished(self, block: bytes) -> bool:
-        return _STOP.matches(block)
+    def stream_finished(self, block: bytes) -> StreamEnd | None:
+        # An error event ends the stream as message_stop would: Anthropic closes it next.
+        if has_error_event(block):
+            return "stream_error"
+        return "completed" if _STOP.matches(block) else None

@@ -14,6 +14,10 @@ _TO_AZURE = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
+#: Operations Azure serves only on its v1 surface (`/openai/v1/...`, the OpenAI paths
+#: with the deployment named by the body's `model`, and no dated api-version: Azure
+#: refuses one there).
+_TO_AZURE_V1 = {"/v1/responses": "/openai/v1/responses"}
 
 
 class AzureOpenAIAdapter(OpenAIWire):
@@ -29,6 +33,9 @@ class AzureOpenAIAdapter(OpenAIWire):
         deployment = model or endpoint.deployment or incoming.fields.model or ""
         operation = endpoint.path if endpoint.deployment else _TO_AZURE.get(endpoint.path)
         if operation is None:
+            v1 = None if endpoint.deployment else _TO_AZURE_V1.get(endpoint.path)
+            if v1 is not None:
+                return v1 + (f"?{incoming.query}" if incoming.query else "")
             return super().path_and_query(incoming, settings, model)
         path = f"/openai/deployments/{quote(deployment, safe='')}/{operation}"
         return path + "?" + self._query(incoming.query, settings.api_version)

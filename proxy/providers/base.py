@@ -15,8 +15,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy import body as bodylib
 from proxy.endpoints import Endpoint, Wire
 from proxy.errors import BadRequest
-from proxy.headers import forwardable, replace_auth
-from proxy.sse import SSEEvent
+from proxy.headers import AUTH_HEADERS, forwardable, replace_auth
+from proxy.sse import FieldLine, SSEEvent, StreamEnd
 from proxy.sse_transform import Transform
 
 
@@ -49,6 +49,15 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     headers: tuple[tuple[str, str], ...]
     inject_stream_usage: bool = False
 
+    @property
+    def client_key(self) -> bool:
+        """Is the key upstream the client's own? Yes unless spangate sets one: `api_key`,
+        or a key header among the configured `headers`. A 401/403 is then the caller's
+        fault, not the target's (classify.classify_response)."""
+        return self.api_key is None and not any(
+            name.lower() in AUTH_HEADERS for name, _ in self.headers
+        )
+
 
 #: What an SSE event means for the commit point: held back, commits, or fails over.
 EventKind = Literal["opening", "content", "error"]
@@ -72,8 +81,10 @@ class Adapter(Protocol):
         """Classify a stream event before the commit point."""
         ...
 
-    def stream_finished(self, block: bytes) -> bool:
-        """Does this block of events carry the stream's terminal event?"""
+    def stream_finished(self, block: bytes) -> StreamEnd | None:
+        """The terminal event this block of events carries, if any: the stream's normal
+        end ("completed") or an in-band error event ("stream_error"), after which the
+        provider closes the stream."""
         ...
 
 
@@ -100,8 +111,8 @@ class BaseAdapter:
     def stream_event_kind(self, event: SSEEvent) -> EventKind:
         return "error" if event.event == "error" else "content"
 
-    def stream_finished(self, block: bytes) -> bool:
-        return False
+    def stream_finished(self, block: bytes) -> StreamEnd | None:
+        return "stream_error" if has_error_event(block) else None
 
     def headers(self, incoming: Incoming, settings: ProviderSettings) -> CIMultiDict[str]:
         headers = forwardable(incoming.headers)
@@ -123,6 +134,16 @@ class BaseAdapter:
     ) -> str:
         query = f"?{incoming.query}" if incoming.query else ""
         return incoming.endpoint.path + query
+
+
+#: `event: error` ends a stream in failure (Anthropic, the OpenAI Responses API).
+_ERROR_EVENT = FieldLine(b"event", b"error")
+
+
+def has_error_event(block: bytes) -> bool:
+    """Does `block` hold an `event: error` event? (`b"error" in` first: one byte search
+    for the blocks, nearly all, that cannot.)"""
+    return b"error" in block and _ERROR_EVENT.matches(block)
 
 
 def spliced(body: bytes, key: str, value: object) -> bytes:

@@ -15,8 +15,9 @@ from proxy.providers.base import (
     Incoming,
     ProviderSettings,
     UpstreamRequest,
+    has_error_event,
 )
-from proxy.sse import FieldLine, SSEEvent
+from proxy.sse import FieldLine, SSEEvent, StreamEnd
 from proxy.sse_transform import Transform
 
 #: Where each Azure deployment operation lives on the plain OpenAI API.
@@ -55,18 +56,27 @@ class OpenAIWire(BaseAdapter):
             return "opening"
         return "content"
 
-    def stream_finished(self, block: bytes) -> bool:
-        # Chat/completions end with `data: [DONE]`; the Responses API with a terminal event.
+    def stream_finished(self, block: bytes) -> StreamEnd | None:
+        # Chat/completions end with `data: [DONE]`, or in failure with an in-band
+        # `data: {"error": ...}` after which OpenAI closes the stream (no [DONE]); the
+        # Responses API with a terminal event, or `event: error`.
+        if b"error" in block and (_CHAT_ERROR.matches(block) or has_error_event(block)):
+            return "stream_error"
         if _DONE.matches(block):
-            return True
-        return b"response." in block and _RESPONSES_END.search(block) is not None
+            return "completed"
+        end = _RESPONSES_END.search(block) if b"response." in block else None
+        if end is None:
+            return None
+        return "stream_error" if end.group(1) == b"failed" else "completed"
 
 
 _ERROR_EVENTS = frozenset({"error", "response.failed"})
 _DONE = FieldLine(b"data", b"[DONE]")
+#: What openai-python raises on: an event whose data is an object with an `error` member.
+_CHAT_ERROR = FieldLine(b"data", b'{"error"')
 #: A terminal Responses event, named on its `event:` line or only by its data's type.
 _RESPONSES_END = re.compile(
-    rb'(?:^event: ?|"type": ?")response\.(?:completed|incomplete|failed)\b', re.MULTILINE
+    rb'(?:^event: ?|"type": ?")response\.(completed|incomplete|failed)\b', re.MULTILINE
 )
 _RESPONSES_OPENING = frozenset(
     {
