@@ -46,6 +46,8 @@ class Instruments:
         """`summed`: when given, histograms are spangate's (instrumentation/histograms.py)
         and are appended to it for the readers to attach; else the SDK's."""
         histogram = _histogram_maker(meter, summed)
+        #: What spangate_telemetry_dropped_total reads; the processor counts into it too.
+        self.drops = drops
         self.token_usage = histogram(
             sc.METRIC_TOKEN_USAGE,
             "{token}",

@@ -16,6 +16,7 @@ from instrumentation import semconv as sc
 from instrumentation.content import ContentPolicy
 from instrumentation.export import BatchQueue
 from instrumentation.extract import EXTRACTORS, Extractor, RequestFacts, ResponseFacts
+from instrumentation.extract.encodings import Inflater
 from instrumentation.metrics import Instruments
 from instrumentation.pricing import PriceTable
 from instrumentation.records import AttemptRecord, RequestRecord
@@ -85,6 +86,7 @@ class Processor:
         #: a user agent, a model name. The request line is redacted as a whole by its
         #: chain; spans, metrics and events are not, so these are redacted here.
         self._field = content.redactor.field
+        self._inflate = Inflater(instruments.drops.add if instruments is not None else None)
 
     def __call__(self, record: RequestRecord) -> None:
         extractor = EXTRACTORS.get(record.api or "") if record.operation else None
@@ -107,7 +109,7 @@ class Processor:
     def _view(
         self, record: RequestRecord, attempt: AttemptRecord, extractor: Extractor | None
     ) -> AttemptView:
-        facts, stamps = _response_facts(attempt, extractor, self._content.enabled)
+        facts, stamps = _response_facts(attempt, extractor, self._content.enabled, self._inflate)
         ttfc = (stamps[0] - attempt.start_ns) * _NS if stamps else None
         gaps = [(b - a) * _NS for a, b in itertools.pairwise(stamps)]
         model = attempt.model or record.request_model
@@ -304,9 +306,10 @@ class Processor:
 
 
 def _response_facts(
-    attempt: AttemptRecord, extractor: Extractor | None, capture: bool
+    attempt: AttemptRecord, extractor: Extractor | None, capture: bool, inflate: Inflater
 ) -> tuple[ResponseFacts, list[int]]:
-    """Facts of one attempt's response, and the arrival time of each content chunk."""
+    """Facts of one attempt's response, and the arrival time of each content chunk. A
+    compressed body is inflated first; one that cannot be (counted there) has none."""
     ok = attempt.status is not None and attempt.status < 400
     if extractor is None or not ok:
         return ResponseFacts(), []
@@ -314,8 +317,11 @@ def _response_facts(
         observer = extractor.stream(capture)
         stamps = observer.stamps(attempt.events)
         return observer.finish(), stamps
-    if attempt.body is not None:
-        return extractor.response(attempt.body, capture), []
+    body = attempt.body
+    if body and attempt.encoding is not None:
+        body = inflate(body, attempt.encoding)
+    if body is not None:
+        return extractor.response(body, capture), []
     return ResponseFacts(), []
 
 

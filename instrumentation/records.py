@@ -23,6 +23,7 @@ class AttemptRecord:
     __slots__ = (
         "backoff_s",
         "body",
+        "encoding",
         "end_ns",
         "error_type",
         "events",
@@ -73,6 +74,9 @@ class AttemptRecord:
         self.failure_class: str | None = None
         self.backoff_s = 0.0
         self.body: bytes | None = None
+        #: The response's Content-Encoding: `body` is kept as relayed, compressed or not,
+        #: and the telemetry worker undoes the coding (instrumentation/extract/encodings.py).
+        self.encoding: str | None = None
         self.events: list[tuple[int, bytes]] | None = None
         self.retained = 0
         self.stream_outcome: str | None = None
@@ -85,6 +89,7 @@ class AttemptRecord:
     def on_response(self, status: int, headers: CIMultiDictProxy[str]) -> None:
         self.status = status
         self.headers_ns = time.monotonic_ns()
+        self.encoding = headers.get("Content-Encoding")
 
     def on_body(self, body: bytes) -> None:
         self.body = body

@@ -77,6 +77,14 @@ class BodyTooLarge(SpangateError):
     closes = True
 
 
+class UnreadableBody(BadRequest):
+    """A request body that broke while being read: its Content-Encoding does not decode,
+    or its chunked framing is broken. What is left of it is unread, so the connection
+    does not carry on after the answer."""
+
+    closes = True
+
+
 class ExpectationFailed(SpangateError):
     """An `Expect:` other than 100-continue: refused before the body, which the client may
     be sending anyway, so the connection does not carry on after the answer."""

@@ -26,6 +26,7 @@ from proxy.errors import (
     NotFound,
     ShuttingDown,
     SpangateError,
+    UnreadableBody,
     UpstreamUnreachable,
     error_body,
 )
@@ -278,6 +279,24 @@ async def _read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, limit) from None
+    except web.RequestPayloadError:
+        raise _unreadable(request) from None
+
+
+def _unreadable(request: web.Request) -> UnreadableBody:
+    """aiohttp could not read the body: a coding it undoes (gzip, deflate) that does not
+    decode, or broken chunked framing."""
+    if "Content-Encoding" in request.headers:
+        return UnreadableBody(
+            "the request body does not decode as its Content-Encoding says; send it "
+            "uncompressed, or gzip or deflate compressed and labelled so",
+            code="invalid_content_encoding",
+        )
+    return UnreadableBody(
+        "the request body could not be read: it broke off or its chunked framing is "
+        "broken; send it again",
+        code="invalid_body",
+    )
 
 
 def _too_large(size: int | None, limit: int) -> BodyTooLarge:

@@ -36,10 +36,37 @@ _HOP_BY_HOP_NAMES = tuple(sorted(HOP_BY_HOP))
 _OWN_PREFIX_LEN = len(_OWN_PREFIX)
 
 
+#: Request codings aiohttp's server undoes before spangate reads the body (one coding,
+#: the last Content-Encoding line's, as its C parser reads it): spangate forwards the
+#: decoded bytes, so that line goes.
+#: aiohttp bounds the inflated body by server.max_body_bytes (client_max_size), and
+#: refuses a coding it cannot undo (br, zstd without their modules) with a 400.
+DECODED_REQUEST_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
+
+
 def forwardable(headers: Mapping[str, str]) -> CIMultiDict[str]:
     """Client headers that may go upstream: no hop-by-hop (including those the client's
-    Connection header names), no spangate-own headers. Order (and, from a multidict,
-    repeated headers) are kept."""
+    Connection header names), no spangate-own headers, and no Content-Encoding that
+    aiohttp already undid (the body sent is the decoded one). Order (and, from a
+    multidict, repeated headers) are kept."""
+    out = _end_to_end(headers)
+    if "content-encoding" in out:
+        codings = out.getall("content-encoding")
+        last = codings[-1]
+        if last.isascii() and last.lower() in DECODED_REQUEST_CODINGS:
+            del out["content-encoding"]
+            for coding in codings[:-1]:  # several lines: only the last was undone
+                out.add("Content-Encoding", coding)
+    return out
+
+
+def relayable(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """Upstream response headers that may go back to the client (a Content-Encoding
+    with them: the body is relayed as the provider encoded it)."""
+    return _end_to_end(headers)
+
+
+def _end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
     out = CIMultiDict(headers)
     listed = out.getall("connection", ())
     for name in _HOP_BY_HOP_NAMES:
@@ -52,11 +79,6 @@ def forwardable(headers: Mapping[str, str]) -> CIMultiDict[str]:
     for name in own:
         out.popall(name, None)
     return out
-
-
-def relayable(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    """Upstream response headers that may go back to the client."""
-    return forwardable(headers)
 
 
 def replace_auth(headers: CIMultiDict[str], name: str, value: str) -> None:

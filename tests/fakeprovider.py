@@ -43,6 +43,7 @@ import socket
 import ssl
 import struct
 import threading
+import zlib
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -1345,10 +1346,15 @@ class _Reset(Behaviour):
 
 @dataclass(frozen=True)
 class _Gzip(_WireBehaviour):
+    encoding: str
+
     def wire(self, ex: Exchange) -> Wire:
         wire = ex.default()
-        body = gzip.compress(wire.body, mtime=0)
-        headers = {**wire.headers, "content-encoding": "gzip"}
+        if self.encoding == "deflate":
+            body = zlib.compress(wire.body)
+        else:
+            body = gzip.compress(wire.body, mtime=0)
+        headers = {**wire.headers, "content-encoding": self.encoding}
         return replace(wire, steps=[(0.0, body)], headers=headers, content_length=len(body))
 
 
@@ -1450,9 +1456,10 @@ def malformed_json(status: int = 200) -> Behaviour:
     return _Custom(status, JSON_TYPE, ((0.0, body),), {}, chunked=False)
 
 
-def gzipped() -> Behaviour:
-    """The default reply, gzip-compressed with ``Content-Encoding: gzip``."""
-    return _Gzip()
+def gzipped(encoding: str = "gzip") -> Behaviour:
+    """The default reply, compressed with ``Content-Encoding: gzip`` (or ``x-gzip``), or
+    zlib-wrapped with ``deflate``."""
+    return _Gzip(encoding)
 
 
 def custom(

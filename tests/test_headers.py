@@ -60,3 +60,16 @@ def test_response_headers_follow_the_same_rule_and_plain_dicts_work() -> None:
     """The provider's answer is filtered by the same rule; a plain mapping is accepted."""
     relayed = relayable({"Content-Length": "9", "Connection": "close", "X-Ratelimit": "5"})
     assert list(relayed.items()) == [("X-Ratelimit", "5")]
+
+
+def test_a_request_coding_aiohttp_undid_is_not_forwarded_but_a_response_keeps_its_own() -> None:
+    """aiohttp's server inflates a gzip/deflate request body (the last Content-Encoding
+    line, any case), so that label leaves the forwarded headers; a coding it does not
+    undo (x-gzip) stays with the bytes it labels, and a response's coding is relayed."""
+    assert "Content-Encoding" not in forwardable(_proxy(("Content-Encoding", "GZip")))
+    assert "Content-Encoding" not in forwardable(_proxy(("content-encoding", "deflate")))
+    kept = forwardable(_proxy(("Content-Encoding", "x-gzip")))
+    assert kept.getall("Content-Encoding") == ["x-gzip"]
+    stacked = forwardable(_proxy(("Content-Encoding", "deflate"), ("Content-Encoding", "gzip")))
+    assert stacked.getall("Content-Encoding") == ["deflate"]
+    assert relayable(_proxy(("Content-Encoding", "gzip")))["Content-Encoding"] == "gzip"

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
 from opentelemetry.sdk.metrics import MeterProvider
@@ -338,7 +339,7 @@ def _chat_record() -> RequestRecord:
     attempt = AttemptRecord(
         1, 7, provider="openai", system="openai", host="h", port=443, target="t", model=None
     )
-    attempt.on_response(200, None)  # type: ignore[arg-type]
+    attempt.on_response(200, CIMultiDictProxy(CIMultiDict()))
     attempt.on_body(b'{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4}}')
     attempt.on_end(None)
     record.attempts = [attempt]

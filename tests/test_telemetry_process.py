@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fakeprovider import FakeProvider, stall
 from harness import SpangateProcess
+from multidict import CIMultiDict, CIMultiDictProxy
 from test_integration_support import (
     ALIAS,
     GPT,
@@ -54,7 +55,7 @@ def _full_record() -> RequestRecord:
     attempt = AttemptRecord(
         1, 99, provider="openai", system="openai", host="h", port=443, target="t", model="m"
     )
-    attempt.on_response(200, None)  # type: ignore[arg-type]
+    attempt.on_response(200, CIMultiDictProxy(CIMultiDict({"Content-Encoding": "gzip"})))
     attempt.on_events(b"data: {}\n\n")
     attempt.on_events(b"data: [DONE]\n\n")
     attempt.on_end(None)

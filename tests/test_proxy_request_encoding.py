@@ -1,0 +1,84 @@
+"""A compressed request body (client's `Content-Encoding`): aiohttp's server undoes gzip
+and deflate before spangate reads it, so spangate routes on the decoded JSON and
+forwards it decoded, without the coding's header and with its own Content-Length;
+server.max_body_bytes bounds the decoded size."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Callable
+
+import pytest
+from conftest import Running, basic_config
+from fakeprovider import FakeProvider
+from test_telemetry_support import GPT, raw_post
+
+Start = Callable[..., Running]
+CHAT = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
+LIMIT = 64 * 1024
+
+
+@pytest.fixture
+def aliased(fake: FakeProvider, spangate_for: Start) -> Running:
+    models = {"fast": {"targets": [{"provider": "openai", "model": GPT}]}}
+    return spangate_for(basic_config(fake, models=models, server={"max_body_bytes": LIMIT}))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("GZip", gzip.compress)],
+)
+async def test_compressed_request_goes_upstream_decoded_without_its_coding(
+    fake: FakeProvider, aliased: Running, encoding: str, pack: Callable[[bytes], bytes]
+) -> None:
+    """The alias is read from the decoded body and rewritten; the provider gets plain JSON
+    with no Content-Encoding and a Content-Length that is the decoded body's."""
+    body = json.dumps(CHAT).encode()
+    url = aliased.openai_base_url + "/chat/completions"
+    headers = {"Content-Encoding": encoding}
+    status, answer = await raw_post(url, pack(body), headers)
+    assert status == 200, answer
+    (received,) = fake.received
+    assert "Content-Encoding" not in received.headers
+    assert received.headers["Content-Length"] == str(len(received.body))
+    assert received.json() == {**CHAT, "model": GPT}
+
+
+async def test_compressed_request_inflating_past_max_body_bytes_is_413(
+    fake: FakeProvider, aliased: Running
+) -> None:
+    """A small gzip body that inflates past server.max_body_bytes is refused with the
+    413 spangate makes in the client's format, and never reaches the provider."""
+    padding = "a" * (4 * LIMIT)
+    bomb = gzip.compress(json.dumps({**CHAT, "user": padding}).encode())
+    assert len(bomb) < LIMIT
+    url = aliased.openai_base_url + "/chat/completions"
+    status, answer = await raw_post(url, bomb, {"Content-Encoding": "gzip"})
+    assert status == 413
+    error = json.loads(answer)["error"]
+    assert error["code"] == "body_too_large"
+    assert "server.max_body_bytes" in error["message"]
+    assert fake.received == []
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "field", "kind"),
+    [
+        ("/v1/chat/completions", {}, "code", "invalid_content_encoding"),
+        ("/v1/messages", {"anthropic-version": "2023-06-01"}, "type", "invalid_request_error"),
+    ],
+)
+async def test_compressed_request_that_does_not_decode_is_400_in_the_client_format(
+    fake: FakeProvider, aliased: Running, path: str, headers: dict[str, str], field: str, kind: str
+) -> None:
+    """A body labelled gzip that is not gzip: a 400 in the client's format that names
+    the Content-Encoding, not an internal error; nothing reaches the provider."""
+    sent = {**headers, "Content-Encoding": "gzip"}
+    status, answer = await raw_post(aliased.url + path, b'{"model": "fast"}', sent)
+    assert status == 400
+    error = json.loads(answer)["error"]
+    assert error[field] == kind
+    assert "Content-Encoding" in error["message"]
+    assert fake.received == []
