@@ -139,7 +139,15 @@ def _check_header_lines(name: str, spec: ProviderConfig) -> None:
 
 def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Provider:
     base_url = spec.base_url.rstrip("/")
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+    except ValueError:
+        # An unclosed `[` or a bracketed host that is no IPv6 address. Not quoted: the
+        # URL did not parse, so its credentials or query cannot be told apart to leave out.
+        raise ConfigError(
+            f"providers.{name}.base_url: not a URL spangate can read: an IPv6 address "
+            "must be a valid address in closed brackets, e.g. 'http://[::1]:8000'"
+        ) from None
     # First: the messages below quote the URL, and its credentials must not be quoted.
     if parts.username is not None or parts.password is not None:
         raise ConfigError(

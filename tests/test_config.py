@@ -408,6 +408,27 @@ def test_base_url_errors_never_quote_a_secret(base_url: str) -> None:
     assert "SECRET" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "base_url", ["http://[::1", "http://[zz]", "http://u:SECRET@[::1?key=SECRET"]
+)
+def test_a_base_url_with_a_bad_ipv6_host_is_refused_at_its_key_unquoted(base_url: str) -> None:
+    """urlsplit raises on an unclosed bracket or a bracketed non-address: that is a config
+    error at the key saying how to write one, and the URL (which did not parse, so its
+    secrets cannot be left out) is not quoted."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": base_url}}}
+    message = _refusal(data)
+    assert message.startswith("providers.p.base_url: not a URL spangate can read: ")
+    assert "closed brackets, e.g. 'http://[::1]:8000'" in message
+    assert "SECRET" not in message
+
+
+def test_a_base_url_with_a_bracketed_ipv6_address_is_accepted() -> None:
+    """A valid IPv6 address in brackets, with a port, is a usable base_url."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://[::1]:8000"}}}
+    provider = _compile(data).providers["p"]
+    assert (provider.host, provider.port) == ("::1", 8000)
+
+
 def test_a_bad_port_is_reported_with_the_url_minus_secrets() -> None:
     """The port error still quotes what the operator must fix: scheme, host, port, path."""
     data = {"providers": {"p": {"kind": "openai", "base_url": "http://x:99999/openai"}}}

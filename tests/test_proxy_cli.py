@@ -283,6 +283,9 @@ INVALID_CONFIGS = {
         "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
         "telemetry": {"otlp_endpoint": "collector:4317"},
     },
+    # Both used to stop check-config and serve with a ValueError traceback (urlsplit).
+    "unclosed-ipv6-base-url": {"providers": {"o": {"kind": "openai", "base_url": "http://[::1"}}},
+    "bad-ipv6-base-url": {"providers": {"o": {"kind": "openai", "base_url": "http://[zz]"}}},
     # Used to be accepted and ignored: /metrics stayed on the main listener.
     "prometheus-host-without-port": {
         "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
@@ -301,6 +304,8 @@ EXPECTED_KEY = {
     "unknown-sampler": "telemetry.traces_sampler",
     "schemeless-otlp-endpoint": "telemetry.otlp_endpoint",
     "prometheus-host-without-port": "telemetry.prometheus.host",
+    "unclosed-ipv6-base-url": "providers.o.base_url",
+    "bad-ipv6-base-url": "providers.o.base_url",
 }
 
 
@@ -316,6 +321,20 @@ def test_serve_with_an_invalid_config_exits_nonzero_without_traceback(
     assert result.stderr.startswith("spangate: config error")
     assert EXPECTED_KEY[case] in result.stderr
     assert "spangate.ready" not in result.stdout
+
+
+@pytest.mark.parametrize("base_url", ["http://[::1", "http://[zz]"])
+def test_check_config_refuses_a_bad_ipv6_base_url_at_its_key(tmp_path: Path, base_url: str) -> None:
+    """An unclosed or invalid bracketed host is a config error naming the key and saying
+    how to write an IPv6 address, with no traceback; `serve --workers 2` refuses it too."""
+    path = write_config(tmp_path, {"providers": {"o": {"kind": "openai", "base_url": base_url}}})
+    for args in (("check-config", str(path)), ("serve", "--config", str(path), "--workers", "2")):
+        result = run_cli(*args)
+        assert result.returncode == 1
+        assert_no_traceback(result.stdout, result.stderr)
+        assert "providers.o.base_url: " in result.stderr
+        assert "IPv6 address must be a valid address in closed brackets" in result.stderr
+        assert "spangate.ready" not in result.stdout
 
 
 @contextmanager
