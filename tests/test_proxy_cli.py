@@ -337,6 +337,18 @@ def test_check_config_refuses_a_bad_ipv6_base_url_at_its_key(tmp_path: Path, bas
         assert "spangate.ready" not in result.stdout
 
 
+@pytest.mark.parametrize("port", ["65536", "99999", "-1", "4000x"])
+def test_serve_refuses_a_port_flag_out_of_range_before_loading_anything(port: str) -> None:
+    """`--port` outside 0..65535 (or not a number) is refused with server.port's message,
+    instead of serving on a wrapped or random port."""
+    result = run_cli("serve", "--port", port)
+    assert result.returncode == 2
+    assert_no_traceback(result.stdout, result.stderr)
+    expected = "must be a whole number" if port == "4000x" else "must be between 0 and 65535"
+    assert f"argument --port: {expected}" in result.stderr
+    assert "spangate.ready" not in result.stdout
+
+
 @contextmanager
 def serving(tmp_path: Path, *args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m proxy serve ARGS` with stdout+stderr in tmp_path/out.log; SIGTERM on exit."""
