@@ -567,10 +567,58 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None) -> Confi
     """Load `path`, or the embedded default config when `path` is None."""
     text = _read(path)
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"(file): not valid YAML: {exc}") from None
     return parse_config(data, env)
+
+
+def _load_yaml(text: str) -> Any:
+    """`yaml.safe_load` (the same SafeLoader, so the same tags and safety), with the
+    node tree checked for a key given twice before it is built: YAML itself would keep
+    the last one without a word, so two `fast:` aliases would quietly become one."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(loader, node, "", set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_duplicate_keys(
+    loader: yaml.SafeLoader, node: yaml.Node, path: str, seen: set[int]
+) -> None:
+    """Raise at the first key a mapping holds twice, by its full path and both lines.
+    Keys compare as YAML reads them (`1` and `"1"` differ, `yes` and `true` do not);
+    `<<` merge keys are left out: a key of the mapping itself overrides a merged one."""
+    if id(node) in seen:  # an alias to a node already walked (anchors may recurse)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(loader, item, f"{path}[{index}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[tuple[type, Any], int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node)
+            where = _join(path, str(key))
+            line = key_node.start_mark.line + 1
+            # By type too: 1 == True, yet YAML keeps `1:` and `true:` as two keys. A key
+            # that is a collection is left to the schema, which refuses it.
+            if isinstance(key_node, yaml.ScalarNode):
+                typed = (type(key), key)
+                if typed in first:
+                    raise ConfigError(
+                        f"{where}: given twice, at lines {first[typed]} and {line}; YAML "
+                        "would keep only the last one, so remove or rename one of them"
+                    )
+                first[typed] = line
+            _check_duplicate_keys(loader, value_node, where, seen)
 
 
 def _read(path: str | None) -> str:

@@ -231,6 +231,84 @@ def test_unreadable_and_invalid_yaml_files_are_reported(tmp_path: Path) -> None:
         load_config(str(bad))
 
 
+DUPLICATE_ALIAS = """
+providers:
+  openai: {kind: openai, base_url: "http://a"}
+models:
+  fast:
+    targets: [{provider: openai, model: a}]
+  fast:
+    targets: [{provider: openai, model: b}]
+"""
+DUPLICATE_STRATEGY = """
+providers:
+  openai: {kind: openai, base_url: "http://a"}
+models:
+  fast:
+    strategy: ordered
+    targets: [{provider: openai, model: a}]
+    strategy: weighted
+"""
+DUPLICATE_PROVIDER = """
+providers:
+  openai: {kind: openai, base_url: "http://a"}
+  openai: {kind: openai, base_url: "http://b"}
+"""
+DUPLICATE_IN_A_LIST = """
+providers:
+  openai: {kind: openai, base_url: "http://a"}
+models:
+  fast:
+    targets:
+      - {provider: openai, model: a}
+      - {provider: openai, model: b, model: c}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (DUPLICATE_ALIAS, "models.fast: given twice, at lines 5 and 7"),
+        (DUPLICATE_STRATEGY, "models.fast.strategy: given twice, at lines 6 and 8"),
+        (DUPLICATE_PROVIDER, "providers.openai: given twice, at lines 3 and 4"),
+        (DUPLICATE_IN_A_LIST, "models.fast.targets[1].model: given twice, at lines 8 and 8"),
+        ("server: {port: 1}\nserver: {port: 2}\n", "server: given twice, at lines 1 and 2"),
+    ],
+)
+def test_a_yaml_key_given_twice_is_refused_at_its_path_and_lines(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """YAML keeps the last of two equal keys without a word (two `fast:` aliases became
+    one): a key given twice is an error naming its full path and both lines."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value).startswith(message)
+    assert "remove or rename one of them" in str(info.value)
+
+
+def test_keys_yaml_reads_as_different_values_and_merge_keys_are_not_duplicates(
+    tmp_path: Path,
+) -> None:
+    """`1:` and `"1":` are two keys, and a key beside a `<<:` merge overrides the merged
+    one: neither is a duplicate. The loader is still safe_load's: a Python tag is refused."""
+    path = tmp_path / "c.yaml"
+    path.write_text("telemetry: {resource_attributes: {1: a, '1': b}}\n")
+    with pytest.raises(ConfigError, match="resource_attributes: key 1: expected `str`"):
+        load_config(str(path), {})  # the schema's refusal, not "given twice"
+    path.write_text(
+        "providers:\n"
+        "  openai: &p {kind: openai, base_url: 'http://a'}\n"
+        "  other: {<<: *p, base_url: 'http://b'}\n"
+    )
+    config = load_config(str(path), {})
+    assert config.providers["other"].base_url == "http://b"
+    path.write_text("providers: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(path), {})
+
+
 def _one_alias(**model: Any) -> dict[str, Any]:
     """A config with provider `p` and alias `chat` whose keys are `model` (over one target)."""
     return {
