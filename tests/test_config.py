@@ -221,6 +221,112 @@ def test_missing_env_var_without_default_names_variable_and_key() -> None:
         parse_config(data, {})
 
 
+def _api_key(text: str, env: dict[str, str]) -> str | None:
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://x", "api_key": text}}}
+    return parse_config(data, env).providers["p"].api_key
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("${K-fallback}", {}, "fallback"),
+        ("${K-fallback}", {"K": ""}, ""),
+        ("${K:-fallback}", {"K": ""}, "fallback"),
+        ("${K:-fallback}", {"K": "sk"}, "sk"),
+        ("${X:-${Y:-z}}", {}, "z"),
+        ("${X:-${Y:-z}}", {"Y": "y"}, "y"),
+        ("${K:-${NOT_SET}}", {"K": "sk"}, "sk"),
+        ("${K:?set K}", {"K": "sk"}, "sk"),
+        ("pre-${K}-$$-$PLAIN-$", {"K": "sk"}, "pre-sk-$-$PLAIN-$"),
+    ],
+)
+def test_env_references_read_as_a_posix_shell_reads_them(
+    text: str, env: dict[str, str], expected: str
+) -> None:
+    """`-` defaults an unset variable, `:-` an unset or empty one, a default may hold a
+    reference (looked up only when used), and a `$` before anything but `{` or `$` stays."""
+    assert _api_key(text, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("${OPENAI_API_KEY", "'${OPENAI_API_KEY' is not closed: add the } that ends it"),
+        ("${K:-default", "'${K:-default' is not closed"),
+        ("${A B}", "'${A B}' is not a supported reference: after the name comes }, :-default"),
+        ("${K+alt}", "'${K+alt}' is not a supported reference"),
+        ("${}", "'${}' is not a valid reference: a variable name is letters"),
+        ("${1K}", "'${1K}' is not a valid reference"),
+        ("${K:-${A B}}", "'${A B}' is not a supported reference"),
+    ],
+)
+def test_a_malformed_env_reference_is_refused_at_its_key_quoting_it(text: str, message: str) -> None:
+    """Text that starts a reference but is not one used to be kept as literal text (an
+    unclosed `${OPENAI_API_KEY` went upstream as the key): it is an error at the key,
+    quoting the reference, with how to write a literal `$`."""
+    with pytest.raises(ConfigError) as info:
+        _api_key(text, {"K": "sk", "OPENAI_API_KEY": "sk"})
+    assert str(info.value).startswith(f"providers.p.api_key: {message}")
+    assert str(info.value).endswith("(write $$ for a literal $)")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("${K:?set K to the OpenAI key}", {}, "K is not set: set K to the OpenAI key"),
+        ("${K:?set K to the OpenAI key}", {"K": ""}, "K is empty: set K to the OpenAI key"),
+        ("${K?}", {}, "K is not set"),
+    ],
+)
+def test_a_required_env_reference_fails_with_its_own_message(
+    text: str, env: dict[str, str], message: str
+) -> None:
+    """`${VAR:?message}` (unset or empty) and `${VAR?message}` (unset) stop with the
+    operator's message, at the key."""
+    with pytest.raises(ConfigError) as info:
+        _api_key(text, env)
+    assert str(info.value) == f"providers.p.api_key: environment variable {message}"
+
+
+def test_interpolated_numbers_and_booleans_are_read_by_the_key_type(tmp_path: Path) -> None:
+    """YAML reads `port: ${PORT:-4000}` as text: where the key takes a number or a
+    boolean, the interpolated text is read as one, quoted or not; a text key keeps the
+    text even when it looks like a number or a date."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "server:\n"
+        "  port: ${PORT:-4000}\n"
+        "  route_headers: ${ROUTE_HEADERS:-false}\n"
+        '  drain_timeout_s: "${DRAIN:-2.5}"\n'
+        "providers:\n"
+        "  p:\n"
+        "    kind: azure_openai\n"
+        "    base_url: http://x\n"
+        "    api_version: ${V}\n"
+        "    api_key: ${K}\n"
+        "models:\n"
+        "  fast:\n"
+        "    targets:\n"
+        "      - provider: p\n"
+        "        model: ${M}\n"
+        "        weight: '${W}'\n"
+    )
+    env = {"ROUTE_HEADERS": "True", "V": "2024-10-21", "K": "0123", "M": "4", "W": "2"}
+    config = load_config(str(path), env)
+    assert (config.server.port, config.server.route_headers) == (4000, True)
+    assert config.server.drain_timeout_s == 2.5
+    assert config.providers["p"].api_version == "2024-10-21"
+    assert config.providers["p"].api_key == "0123"
+    target = config.models["fast"].targets[0]
+    assert (target.model, target.weight) == ("4", 2.0)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {**env, "PORT": "four thousand"})
+    assert str(info.value).startswith(
+        "server.port: expected `int`, got `str`; the value came from an environment "
+        "variable reference"
+    )
+
+
 def test_unreadable_and_invalid_yaml_files_are_reported(tmp_path: Path) -> None:
     """A missing file or broken YAML is a ConfigError, not a traceback."""
     with pytest.raises(ConfigError, match="cannot read config file"):

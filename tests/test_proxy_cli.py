@@ -162,6 +162,19 @@ def test_check_config_uses_the_default_of_an_unset_variable(tmp_path: Path) -> N
     assert json.loads(result.stdout)["providers"]["openai"]["base_url"] == "http://127.0.0.1:8000"
 
 
+def test_check_config_refuses_an_unclosed_env_reference_in_an_api_key(tmp_path: Path) -> None:
+    """`"${OPENAI_API_KEY"` (no closing brace) used to be sent upstream as the key: it
+    is a config error naming the key and quoting the reference, never the variable."""
+    config = {"providers": {"o": {"kind": "openai", "base_url": "http://a"}}}
+    config["providers"]["o"]["api_key"] = "${SPANGATE_CLI_TEST_KEY"
+    path = write_config(tmp_path, config)
+    result = run_cli("check-config", str(path), env=clean_env(SPANGATE_CLI_TEST_KEY=SECRET))
+    assert result.returncode == 1
+    assert "providers.o.api_key: '${SPANGATE_CLI_TEST_KEY' is not closed" in result.stderr
+    assert SECRET not in result.stderr
+    assert_no_traceback(result.stderr)
+
+
 def test_check_config_rejects_an_alias_mixing_wire_formats(tmp_path: Path) -> None:
     """An alias with OpenAI and Anthropic targets: exit 1, naming the alias."""
     config = {
