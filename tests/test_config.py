@@ -613,6 +613,66 @@ def test_a_base_url_with_a_bracketed_ipv6_address_is_accepted() -> None:
     assert (provider.host, provider.port) == ("::1", 8000)
 
 
+@pytest.mark.parametrize(
+    ("kind", "base_url", "kept"),
+    [
+        ("openai", "https://api.openai.com/v1", "https://api.openai.com"),
+        ("openai", "http://127.0.0.1:8000/vllm/V1/", "http://127.0.0.1:8000/vllm"),
+        ("anthropic", "https://api.anthropic.com/v1", "https://api.anthropic.com"),
+        ("azure_openai", "https://myres.openai.azure.com/openai", "https://myres.openai.azure.com"),
+    ],
+)
+def test_a_base_url_ending_in_the_kinds_path_root_is_refused(
+    kind: str, base_url: str, kept: str
+) -> None:
+    """The request path (`/v1/chat/completions`; Azure's `/openai/deployments/...`) is
+    appended to base_url, so one written as OPENAI_BASE_URL is (`.../v1`) would send
+    `/v1/v1/...`: refused, saying to drop the ending and showing the URL without it."""
+    root = "/openai" if kind == "azure_openai" else "/v1"
+    data = {"providers": {"p": {"kind": kind, "base_url": base_url, "api_version": "1"}}}
+    message = _refusal(data)
+    assert message.startswith(f"providers.p.base_url: ends in {root}, ")
+    assert f"would go to {root}{root}/...; drop the trailing {root}: {kept!r}" in message
+
+
+def test_azure_base_urls_may_end_in_v1_and_others_may_have_prefixes() -> None:
+    """Azure deployment paths start with /openai, so a gateway prefix ending in /v1 is
+    no doubling; a prefix that does not end in the root is fine for any kind."""
+    data = {
+        "providers": {
+            "az": {"kind": "azure_openai", "base_url": "https://gw.example/v1", "api_version": "1"},
+            "o": {"kind": "openai", "base_url": "https://myres.openai.azure.com/openai"},
+            "a": {"kind": "anthropic", "base_url": "http://127.0.0.1:8000/v1beta"},
+        }
+    }
+    providers = _compile(data).providers
+    assert providers["az"].settings.base_url == "https://gw.example/v1"
+    assert providers["o"].settings.base_url == "https://myres.openai.azure.com/openai"
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://exa mple.com", "http://-api.example", "http://api-.example:80", "http://[::1]x"],
+)
+def test_a_base_url_whose_host_is_no_host_name_or_address_is_refused(base_url: str) -> None:
+    """A space in the host, a label starting or ending with `-`, or text after an
+    IPv6 address's `]` (which urlsplit drops) is refused at the key."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": base_url}}}
+    assert "is not a host name" in _refusal(data)
+    assert _refusal(data).startswith("providers.p.base_url: the host in ")
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://my_service:8000", "http://10.0.0.7", "http://[::1]:8000", "https://bücher.example."],
+)
+def test_host_names_with_underscores_addresses_and_idna_names_are_accepted(base_url: str) -> None:
+    """Docker service names (`my_service`), IPv4 and bracketed IPv6 addresses,
+    internationalised names and a trailing root dot are hosts."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": base_url}}}
+    assert _compile(data).providers["p"].host
+
+
 def test_a_bad_port_is_reported_with_the_url_minus_secrets() -> None:
     """The port error still quotes what the operator must fix: scheme, host, port, path."""
     data = {"providers": {"p": {"kind": "openai", "base_url": "http://x:99999/openai"}}}
@@ -692,7 +752,7 @@ def _two_origins(**keys: str) -> dict[str, Any]:
     """Providers `openai` and `together` on different origins, `keys` as their api_key."""
     section = {
         "openai": {"kind": "openai", "base_url": "https://api.openai.com"},
-        "together": {"kind": "openai", "base_url": "https://api.together.xyz/v1"},
+        "together": {"kind": "openai", "base_url": "https://api.together.xyz"},
     }
     for name, key in keys.items():
         section[name]["api_key"] = key
