@@ -244,9 +244,20 @@ def _shown(parts: SplitResult) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+#: The `spangate.route` metric label of requests no alias served
+#: (instrumentation/processor.py): an alias of that name would share its series.
+PASSTHROUGH_ROUTE = "passthrough"
+
+
 def _route(
     alias: str, spec: ModelConfig, providers: dict[str, Provider], prices: PriceTable
 ) -> Route:
+    if alias == PASSTHROUGH_ROUTE:
+        raise ConfigError(
+            f"models.{alias}: this name is reserved: metrics label requests that no alias "
+            f'serves spangate_route="{alias}", so this alias\'s series would merge with '
+            "theirs; give the alias another name"
+        )
     if not spec.targets:
         raise ConfigError(f"models.{alias}.targets: list at least one target")
     targets = []

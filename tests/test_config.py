@@ -673,6 +673,18 @@ def test_host_names_with_underscores_addresses_and_idna_names_are_accepted(base_
     assert _compile(data).providers["p"].host
 
 
+def test_an_alias_named_passthrough_is_refused() -> None:
+    """Metrics label requests that no alias serves `spangate_route="passthrough"`: an
+    alias of that name would merge its series with theirs, so the name is refused."""
+    data = {
+        "providers": {"p": {"kind": "openai", "base_url": "http://x"}},
+        "models": {"passthrough": {"targets": [{"provider": "p", "model": "m"}]}},
+    }
+    message = _refusal(data)
+    assert message.startswith("models.passthrough: this name is reserved")
+    assert 'spangate_route="passthrough"' in message
+
+
 def test_a_bad_port_is_reported_with_the_url_minus_secrets() -> None:
     """The port error still quotes what the operator must fix: scheme, host, port, path."""
     data = {"providers": {"p": {"kind": "openai", "base_url": "http://x:99999/openai"}}}
