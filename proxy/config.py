@@ -508,13 +508,16 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate an already-parsed YAML document into a Config."""
     if not isinstance(data, dict):
         raise ConfigError("(top level): the config file must be a YAML mapping")
+    env = os.environ if env is None else env
     found: list[tuple[Any, ...]] = []
-    data = interpolate(data, "", os.environ if env is None else env, found)
+    data = interpolate(data, "", env, found)
     _read_env_scalars(data, found)
     try:
-        return _parse(data)
+        config = _parse(data)
     except ConfigError as exc:
         raise ConfigError(_note_env(str(exc), found)) from None
+    check_otlp_environment(env)
+    return config
 
 
 def _parse(data: dict[Any, Any]) -> Config:
@@ -611,7 +614,7 @@ def _check_telemetry(telemetry: TelemetryConfig) -> None:
     _check_redact_patterns(telemetry.redact_patterns)
     _check_sampler(telemetry.traces_sampler, telemetry.traces_sampler_arg)
     if telemetry.otlp_endpoint:
-        _check_otlp_endpoint(telemetry.otlp_endpoint)
+        _check_otlp_endpoint(telemetry.otlp_endpoint, "telemetry.otlp_endpoint")
     prometheus = telemetry.prometheus
     if prometheus.host is not None and prometheus.port is None:
         # Without a port /metrics stays on the main listener, and host would be ignored.
@@ -655,7 +658,34 @@ def _check_sampler(name: str | None, arg: str | None) -> None:
 _OTLP_EXAMPLE = "e.g. http://collector:4317 (gRPC) or http://collector:4318 (OTLP/HTTP)"
 
 
-def _check_otlp_endpoint(endpoint: str) -> None:
+#: The OTEL_EXPORTER_OTLP_* variables instrumentation/otlp.py reads, general and per
+#: signal; when set they win over telemetry.otlp_endpoint / otlp_protocol.
+_OTLP_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_",
+    *(f"OTEL_EXPORTER_OTLP_{s}_" for s in ("TRACES", "METRICS", "LOGS")),
+)
+#: What instrumentation/otlp.py exports with (it reads the value stripped; anything but
+#: grpc would quietly mean http/protobuf).
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+
+
+def check_otlp_environment(env: Mapping[str, str]) -> None:
+    """The OTLP endpoint and protocol variables get the checks their config keys get:
+    they win over the file, so a bad one would otherwise fail every export at run time
+    (a scheme-less endpoint) or be read as another protocol (`http/json`)."""
+    for prefix in _OTLP_VARIABLES:
+        endpoint, protocol = f"{prefix}ENDPOINT", f"{prefix}PROTOCOL"
+        if env.get(endpoint):
+            _check_otlp_endpoint(env[endpoint], f"{endpoint} (environment variable)")
+        chosen = (env.get(protocol) or "").strip()
+        if env.get(protocol) and chosen not in OTLP_PROTOCOLS:
+            raise ConfigError(
+                f"{protocol} (environment variable): {chosen!r} is not an OTLP protocol "
+                f"spangate exports with (one of: {', '.join(OTLP_PROTOCOLS)})"
+            )
+
+
+def _check_otlp_endpoint(endpoint: str, key: str) -> None:
     """Both exporters need a scheme: without one, every OTLP/HTTP export fails with an
     SDK error in the log, and gRPC cannot tell TLS from plain text. The messages never
     quote the value: credentials for the collector may be in it (README, Telemetry),
@@ -665,15 +695,12 @@ def _check_otlp_endpoint(endpoint: str) -> None:
     except ValueError:  # an unclosed IPv6 bracket
         parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"telemetry.otlp_endpoint: must be an http:// or https:// URL with a host, "
-            f"{_OTLP_EXAMPLE}"
-        )
+        raise ConfigError(f"{key}: must be an http:// or https:// URL with a host, {_OTLP_EXAMPLE}")
     try:
         parts.port  # noqa: B018 - parsed on access
     except ValueError:
         raise ConfigError(
-            f"telemetry.otlp_endpoint: the port must be a number from 1 to 65535, {_OTLP_EXAMPLE}"
+            f"{key}: the port must be a number from 1 to 65535, {_OTLP_EXAMPLE}"
         ) from None
 
 

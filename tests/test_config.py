@@ -260,7 +260,9 @@ def test_env_references_read_as_a_posix_shell_reads_them(
         ("${K:-${A B}}", "'${A B}' is not a supported reference"),
     ],
 )
-def test_a_malformed_env_reference_is_refused_at_its_key_quoting_it(text: str, message: str) -> None:
+def test_a_malformed_env_reference_is_refused_at_its_key_quoting_it(
+    text: str, message: str
+) -> None:
     """Text that starts a reference but is not one used to be kept as literal text (an
     unclosed `${OPENAI_API_KEY` went upstream as the key): it is an error at the key,
     quoting the reference, with how to write a literal `$`."""
@@ -1113,6 +1115,45 @@ def test_otlp_endpoints_with_scheme_and_host_are_accepted(endpoint: str) -> None
     """Credentials and a path prefix stay allowed (README, Telemetry); empty is unset."""
     runtime = _compile(_one_alias() | {"telemetry": {"otlp_endpoint": endpoint}})
     assert runtime.config.telemetry.otlp_endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-gw:4318", "must be an http:// or https:// URL"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://gw/x", "must be an http:// or https:// URL"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://gw:99999", "the port must be a number"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "'http/json' is not an OTLP protocol"),
+        ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "GRPC", "'GRPC' is not an OTLP protocol"),
+    ],
+)
+def test_otlp_settings_from_the_environment_are_checked_as_their_keys_are(
+    variable: str, value: str, message: str
+) -> None:
+    """The OTEL_EXPORTER_OTLP_* endpoint and protocol variables win over the config, so
+    they get its checks, named by the variable (a scheme-less endpoint failed every export;
+    `http/json` was quietly read as http/protobuf). The endpoint is not quoted."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://x"}}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, {variable: value})
+    assert str(info.value).startswith(f"{variable} (environment variable): {message}")
+    if "ENDPOINT" in variable:
+        assert value not in str(info.value)
+
+
+def test_good_and_empty_otlp_environment_settings_are_accepted() -> None:
+    """Both protocols (spaces around them are read away) and http(s) endpoints pass, and
+    an empty variable counts as unset, as instrumentation/otlp.py reads it."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://x"}}}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": " grpc ",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "",
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "",
+    }
+    assert parse_config(data, env).providers["p"].kind == "openai"
 
 
 def test_a_prometheus_host_without_a_port_is_refused() -> None:

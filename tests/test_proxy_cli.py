@@ -175,6 +175,27 @@ def test_check_config_refuses_an_unclosed_env_reference_in_an_api_key(tmp_path: 
     assert_no_traceback(result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+    ],
+)
+def test_check_config_and_serve_refuse_a_bad_otlp_setting_from_the_environment(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    """A scheme-less OTLP endpoint or an unknown protocol in the environment stops
+    check-config and serve with an error naming the variable, as the config keys do."""
+    path = write_config(tmp_path, {"providers": {"o": {"kind": "openai", "base_url": "http://a"}}})
+    for args in (("check-config", str(path)), ("serve", "--config", str(path), "--port", "0")):
+        result = run_cli(*args, env=clean_env(**{variable: value}))
+        assert result.returncode == 1
+        assert f"{variable} (environment variable): " in result.stderr
+        assert "spangate.ready" not in result.stdout
+        assert_no_traceback(result.stdout, result.stderr)
+
+
 def test_check_config_rejects_an_alias_mixing_wire_formats(tmp_path: Path) -> None:
     """An alias with OpenAI and Anthropic targets: exit 1, naming the alias."""
     config = {
