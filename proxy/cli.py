@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="YAML config file (default: $SPANGATE_CONFIG, else embedded)"
     )
     serve.add_argument("--host", help="listen address (overrides server.host)")
-    serve.add_argument("--port", type=int, help="listen port (overrides server.port; 0 = any free)")
+    serve.add_argument(
+        "--port", type=_port, help="listen port (overrides server.port; 0 = any free)"
+    )
     serve.add_argument(
         "--workers",
         type=_worker_count,
@@ -60,6 +62,20 @@ def _worker_count(text: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return count
+
+
+def _port(text: str) -> int:
+    """argparse type for --port: the range and message of server.port (runtime._check_ports);
+    a port past 65535 would otherwise reach the bind, which wraps it or picks any."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 and 65535 (0 = any free port), got {port}"
+        )
+    return port
 
 
 def _load(path: str | None) -> RuntimeConfig:

@@ -238,35 +238,128 @@ class Config(_Base, frozen=True):
 
 
 _S = TypeVar("_S")
-_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: A variable's name in `${NAME...}`.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: What may follow the name inside the braces, besides `}`: as in a POSIX shell.
+_ENV_OPERATORS = (":-", ":?", "-", "?")
+_DOLLAR_HINT = "(write $$ for a literal $)"
 
 
-def interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string; `$$` is a literal `$`."""
+def interpolate(
+    value: Any, path: str, env: Mapping[str, str], found: list[tuple[Any, ...]] | None = None
+) -> Any:
+    """Replace `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?message}` and
+    `${VAR?message}` in every string, as a POSIX shell does (a default may hold
+    references); `$$` is a literal `$`, and a `$` before anything else stays as it is.
+    The key path of each string that held a reference is added to `found`."""
+    return _interpolate(value, path, (), env, found if found is not None else [])
+
+
+def _interpolate(
+    value: Any, path: str, steps: tuple[Any, ...], env: Mapping[str, str], found: list[Any]
+) -> Any:
     if isinstance(value, str):
-        return _interpolate_str(value, path, env)
+        expanded = _Expansion(value, path, env).run()
+        if expanded is not value:
+            found.append(steps)
+        return expanded
     if isinstance(value, dict):
-        return {k: interpolate(v, _join(path, str(k)), env) for k, v in value.items()}
+        return {
+            k: _interpolate(v, _join(path, str(k)), (*steps, k), env, found)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+        return [
+            _interpolate(v, f"{path}[{i}]", (*steps, i), env, found) for i, v in enumerate(value)
+        ]
     return value
 
 
-def _interpolate_str(text: str, path: str, env: Mapping[str, str]) -> str:
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
+class _Expansion:
+    """One string's references, read left to right. A default or message is read even
+    where it is not used (so a typo in it is reported) but looked up only where used,
+    as in a shell: `${A:-${B}}` needs no B while A is set."""
+
+    def __init__(self, text: str, path: str, env: Mapping[str, str]) -> None:
+        self.text, self.path, self.env = text, path, env
+
+    def run(self) -> str:
+        if "$" not in self.text:
+            return self.text  # the same object: no reference
+        expanded, _ = self.word(0, inside=False, used=True)
+        return expanded
+
+    def word(self, pos: int, inside: bool, used: bool) -> tuple[str, int]:
+        """Text from `pos` to the end (or, inside a reference, to its closing `}`)."""
+        text = self.text
+        out: list[str] = []
+        while pos < len(text):
+            char = text[pos]
+            if inside and char == "}":
+                return "".join(out), pos
+            if text.startswith("$$", pos):
+                out.append("$")
+                pos += 2
+            elif text.startswith("${", pos):
+                value, pos = self.reference(pos, used)
+                out.append(value)
+            else:
+                out.append(char)
+                pos += 1
+        return "".join(out), pos
+
+    def reference(self, start: int, used: bool) -> tuple[str, int]:
+        """The value of the reference at `start` (`${`) and the index after its `}`."""
+        name_match = _ENV_NAME.match(self.text, start + 2)
+        if name_match is None:
+            raise self.refused(
+                start,
+                "is not a valid reference: a variable name is letters, digits and _, "
+                "not starting with a digit",
+            )
+        name, pos = name_match.group(), name_match.end()
+        if pos >= len(self.text):
+            raise self.refused(start, "is not closed: add the } that ends it")
+        if self.text.startswith("}", pos):
+            operator, word, end = "", "", pos
+        else:
+            operator = next((op for op in _ENV_OPERATORS if self.text.startswith(op, pos)), "")
+            if not operator:
+                raise self.refused(
+                    start,
+                    "is not a supported reference: after the name comes }, "
+                    ":-default, -default, :?message or ?message",
+                )
+            unset = name not in self.env or (operator[0] == ":" and not self.env[name])
+            word, end = self.word(pos + len(operator), inside=True, used=used and unset)
+            if end >= len(self.text):
+                raise self.refused(start, "is not closed: add the } that ends it")
+        value = self.lookup(name, operator, word) if used else ""
+        return value, end + 1
+
+    def lookup(self, name: str, operator: str, word: str) -> str:
+        value = self.env.get(name)
+        empty_counts = operator.startswith(":")
+        if value is not None and (value or not empty_counts):
+            return value
+        if operator in (":-", "-"):
+            return word
+        state = "not set" if value is None else "empty"
+        if operator in (":?", "?"):
+            reason = f": {word}" if word else ""
+            raise ConfigError(f"{self.path}: environment variable {name} is {state}{reason}")
         raise ConfigError(
-            f"{path}: environment variable {name} is not set "
+            f"{self.path}: environment variable {name} is not set "
             f"(set it, or write ${{{name}:-default}} to give a default)"
         )
 
-    return _ENV_REF.sub(substitute, text)
+    def refused(self, start: int, problem: str) -> ConfigError:
+        """The error for a malformed reference, quoting it (config text, not a value)."""
+        close = self.text.find("}", start)
+        shown = self.text[start : close + 1] if close != -1 else self.text[start:]
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return ConfigError(f"{self.path}: {shown!r} {problem} {_DOLLAR_HINT}")
 
 
 def _join(path: str, key: str) -> str:
@@ -415,7 +508,19 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate an already-parsed YAML document into a Config."""
     if not isinstance(data, dict):
         raise ConfigError("(top level): the config file must be a YAML mapping")
-    data = interpolate(data, "", os.environ if env is None else env)
+    env = os.environ if env is None else env
+    found: list[tuple[Any, ...]] = []
+    data = interpolate(data, "", env, found)
+    _read_env_scalars(data, found)
+    try:
+        config = _parse(data)
+    except ConfigError as exc:
+        raise ConfigError(_note_env(str(exc), found)) from None
+    check_otlp_environment(env)
+    return config
+
+
+def _parse(data: dict[Any, Any]) -> Config:
     staged = dict(data)
     if "providers" in staged:
         staged["providers"] = _convert_named(staged["providers"], ProviderConfig, "providers")
@@ -433,13 +538,83 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     return config
 
 
+def _read_env_scalars(data: Any, found: list[tuple[Any, ...]]) -> None:
+    """An environment variable is text, and YAML has already read `${PORT:-4000}` as a
+    string: where the key takes a number or a boolean (and no text), the interpolated
+    text is read as one, in place, so `port: ${PORT:-4000}` works quoted or not. Only
+    the key's type decides, never the text's look: `api_version: ${V}` stays text even
+    when V is `2024-10-21`. Text that reads as nothing is left for the schema to refuse."""
+    info = msgspec.inspect.type_info(Config)
+    for steps in found:
+        holder = _at(data, list(steps[:-1]))
+        if not steps or not isinstance(holder, dict | list):
+            continue
+        kinds = {type(node) for node in _types_at(info, steps)}
+        if not kinds or kinds & {msgspec.inspect.StrType, msgspec.inspect.LiteralType}:
+            continue
+        value = _scalar(holder[steps[-1]], kinds)
+        if value is not None:
+            holder[steps[-1]] = value
+
+
+def _types_at(info: msgspec.inspect.Type, steps: tuple[Any, ...]) -> list[msgspec.inspect.Type]:
+    """The types the schema allows at `steps` (map keys and list indices of `data`)."""
+    types = [info]
+    for step in steps:
+        following: list[msgspec.inspect.Type] = []
+        for node in _alternatives(types):
+            if isinstance(node, msgspec.inspect.StructType):
+                following += [f.type for f in node.fields if f.encode_name == step]
+            elif isinstance(node, msgspec.inspect.ListType) and isinstance(step, int):
+                following.append(node.item_type)
+            elif isinstance(node, msgspec.inspect.DictType):
+                following.append(node.value_type)
+        types = following
+    return _alternatives(types)
+
+
+def _scalar(text: str, kinds: set[type[msgspec.inspect.Type]]) -> bool | int | float | None:
+    word = text.strip()
+    if msgspec.inspect.BoolType in kinds and word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    if msgspec.inspect.IntType in kinds and re.fullmatch(r"[+-]?[0-9]+", word):
+        return int(word)
+    if msgspec.inspect.FloatType in kinds:
+        try:
+            return float(word)
+        except ValueError:
+            return None
+    return None
+
+
+def _note_env(message: str, found: list[tuple[Any, ...]]) -> str:
+    """Say so when the refused value came from the environment: the file shows only
+    `${VAR}`, and a number or boolean there is read from the variable's text."""
+    for steps in found:
+        path = _path_of(steps)
+        if message.startswith(f"{path}: expected `"):
+            return (
+                f"{message}; the value came from an environment variable reference, so "
+                "set the variable to what the key takes (a number: 4000, 0.5; a boolean: "
+                "true or false)"
+            )
+    return message
+
+
+def _path_of(steps: tuple[Any, ...]) -> str:
+    path = ""
+    for step in steps:
+        path = f"{path}[{step}]" if isinstance(step, int) else _join(path, str(step))
+    return path
+
+
 def _check_telemetry(telemetry: TelemetryConfig) -> None:
     """Telemetry keys that are only read once serving starts (by the redactor, the
     sampler, the exporters), checked here so that `check-config` refuses them too."""
     _check_redact_patterns(telemetry.redact_patterns)
     _check_sampler(telemetry.traces_sampler, telemetry.traces_sampler_arg)
     if telemetry.otlp_endpoint:
-        _check_otlp_endpoint(telemetry.otlp_endpoint)
+        _check_otlp_endpoint(telemetry.otlp_endpoint, "telemetry.otlp_endpoint")
     prometheus = telemetry.prometheus
     if prometheus.host is not None and prometheus.port is None:
         # Without a port /metrics stays on the main listener, and host would be ignored.
@@ -483,7 +658,34 @@ def _check_sampler(name: str | None, arg: str | None) -> None:
 _OTLP_EXAMPLE = "e.g. http://collector:4317 (gRPC) or http://collector:4318 (OTLP/HTTP)"
 
 
-def _check_otlp_endpoint(endpoint: str) -> None:
+#: The OTEL_EXPORTER_OTLP_* variables instrumentation/otlp.py reads, general and per
+#: signal; when set they win over telemetry.otlp_endpoint / otlp_protocol.
+_OTLP_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_",
+    *(f"OTEL_EXPORTER_OTLP_{s}_" for s in ("TRACES", "METRICS", "LOGS")),
+)
+#: What instrumentation/otlp.py exports with (it reads the value stripped; anything but
+#: grpc would quietly mean http/protobuf).
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+
+
+def check_otlp_environment(env: Mapping[str, str]) -> None:
+    """The OTLP endpoint and protocol variables get the checks their config keys get:
+    they win over the file, so a bad one would otherwise fail every export at run time
+    (a scheme-less endpoint) or be read as another protocol (`http/json`)."""
+    for prefix in _OTLP_VARIABLES:
+        endpoint, protocol = f"{prefix}ENDPOINT", f"{prefix}PROTOCOL"
+        if env.get(endpoint):
+            _check_otlp_endpoint(env[endpoint], f"{endpoint} (environment variable)")
+        chosen = (env.get(protocol) or "").strip()
+        if env.get(protocol) and chosen not in OTLP_PROTOCOLS:
+            raise ConfigError(
+                f"{protocol} (environment variable): {chosen!r} is not an OTLP protocol "
+                f"spangate exports with (one of: {', '.join(OTLP_PROTOCOLS)})"
+            )
+
+
+def _check_otlp_endpoint(endpoint: str, key: str) -> None:
     """Both exporters need a scheme: without one, every OTLP/HTTP export fails with an
     SDK error in the log, and gRPC cannot tell TLS from plain text. The messages never
     quote the value: credentials for the collector may be in it (README, Telemetry),
@@ -493,15 +695,12 @@ def _check_otlp_endpoint(endpoint: str) -> None:
     except ValueError:  # an unclosed IPv6 bracket
         parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"telemetry.otlp_endpoint: must be an http:// or https:// URL with a host, "
-            f"{_OTLP_EXAMPLE}"
-        )
+        raise ConfigError(f"{key}: must be an http:// or https:// URL with a host, {_OTLP_EXAMPLE}")
     try:
         parts.port  # noqa: B018 - parsed on access
     except ValueError:
         raise ConfigError(
-            f"telemetry.otlp_endpoint: the port must be a number from 1 to 65535, {_OTLP_EXAMPLE}"
+            f"{key}: the port must be a number from 1 to 65535, {_OTLP_EXAMPLE}"
         ) from None
 
 
@@ -567,10 +766,58 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None) -> Confi
     """Load `path`, or the embedded default config when `path` is None."""
     text = _read(path)
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"(file): not valid YAML: {exc}") from None
     return parse_config(data, env)
+
+
+def _load_yaml(text: str) -> Any:
+    """`yaml.safe_load` (the same SafeLoader, so the same tags and safety), with the
+    node tree checked for a key given twice before it is built: YAML itself would keep
+    the last one without a word, so two `fast:` aliases would quietly become one."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(loader, node, "", set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_duplicate_keys(
+    loader: yaml.SafeLoader, node: yaml.Node, path: str, seen: set[int]
+) -> None:
+    """Raise at the first key a mapping holds twice, by its full path and both lines.
+    Keys compare as YAML reads them (`1` and `"1"` differ, `yes` and `true` do not);
+    `<<` merge keys are left out: a key of the mapping itself overrides a merged one."""
+    if id(node) in seen:  # an alias to a node already walked (anchors may recurse)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(loader, item, f"{path}[{index}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[tuple[type, Any], int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node)
+            where = _join(path, str(key))
+            line = key_node.start_mark.line + 1
+            # By type too: 1 == True, yet YAML keeps `1:` and `true:` as two keys. A key
+            # that is a collection is left to the schema, which refuses it.
+            if isinstance(key_node, yaml.ScalarNode):
+                typed = (type(key), key)
+                if typed in first:
+                    raise ConfigError(
+                        f"{where}: given twice, at lines {first[typed]} and {line}; YAML "
+                        "would keep only the last one, so remove or rename one of them"
+                    )
+                first[typed] = line
+            _check_duplicate_keys(loader, value_node, where, seen)
 
 
 def _read(path: str | None) -> str:

@@ -139,7 +139,15 @@ def _check_header_lines(name: str, spec: ProviderConfig) -> None:
 
 def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Provider:
     base_url = spec.base_url.rstrip("/")
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+    except ValueError:
+        # An unclosed `[` or a bracketed host that is no IPv6 address. Not quoted: the
+        # URL did not parse, so its credentials or query cannot be told apart to leave out.
+        raise ConfigError(
+            f"providers.{name}.base_url: not a URL spangate can read: an IPv6 address "
+            "must be a valid address in closed brackets, e.g. 'http://[::1]:8000'"
+        ) from None
     # First: the messages below quote the URL, and its credentials must not be quoted.
     if parts.username is not None or parts.password is not None:
         raise ConfigError(
@@ -165,6 +173,13 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
             f"providers.{name}.base_url: expected an http(s) URL such as "
             f"'https://api.openai.com', got {_shown(parts)!r}"
         )
+    if not _valid_host(parts):
+        raise ConfigError(
+            f"providers.{name}.base_url: the host in {_shown(parts)!r} is not a host name "
+            "(letters, digits, '-' and '_' in dot-separated labels of up to 63 characters) "
+            "nor an IP address (an IPv6 one in brackets)"
+        )
+    _check_path_root(name, spec, parts)
     _check_header_lines(name, spec)
     if spec.kind == "azure_openai" and spec.api_version is None:
         raise ConfigError(
@@ -191,6 +206,37 @@ def _provider(name: str, spec: ProviderConfig, default_timeouts: Timeouts) -> Pr
     )
 
 
+#: One DNS label, as sent (IDNA): `_` too, which Docker and Compose service names use.
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_BRACKETED = re.compile(r"\[[^\]]+\](?::[0-9]*)?")
+
+
+def _valid_host(parts: SplitResult) -> bool:
+    """A name whose labels DNS can carry, or an IP address. urlsplit has already
+    refused a bracketed host that is no IPv6 address, but not text after the `]`
+    (`http://[::1]x`), which it drops (`hostname` is lower-cased)."""
+    host = parts.hostname or ""
+    if ":" in host:
+        return _BRACKETED.fullmatch(parts.netloc.rpartition("@")[2]) is not None
+    name = host.encode("idna").decode("ascii") if not host.isascii() else host
+    labels = name.removesuffix(".").split(".")
+    return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def _check_path_root(name: str, spec: ProviderConfig, parts: SplitResult) -> None:
+    """The request path is appended to base_url, and for most kinds it already starts
+    with the API's root (`/v1/chat/completions`): a base_url written the way
+    OPENAI_BASE_URL is (`https://api.openai.com/v1`) would send `/v1/v1/...`."""
+    root = ADAPTERS[spec.kind].path_root
+    if root and parts.path.lower().endswith(root):
+        kept = _shown(parts._replace(path=parts.path[: -len(root)]))
+        raise ConfigError(
+            f"providers.{name}.base_url: ends in {root}, and spangate appends the request "
+            f"path, which for kind {spec.kind} already starts with {root}, so requests would "
+            f"go to {root}{root}/...; drop the trailing {root}: {kept!r}"
+        )
+
+
 def _shown(parts: SplitResult) -> str:
     """The URL as an error may quote it: never its userinfo, query or fragment, which
     can carry secrets, even if a check that refuses them is ever moved after this one."""
@@ -198,9 +244,20 @@ def _shown(parts: SplitResult) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+#: The `spangate.route` metric label of requests no alias served
+#: (instrumentation/processor.py): an alias of that name would share its series.
+PASSTHROUGH_ROUTE = "passthrough"
+
+
 def _route(
     alias: str, spec: ModelConfig, providers: dict[str, Provider], prices: PriceTable
 ) -> Route:
+    if alias == PASSTHROUGH_ROUTE:
+        raise ConfigError(
+            f"models.{alias}: this name is reserved: metrics label requests that no alias "
+            f'serves spangate_route="{alias}", so this alias\'s series would merge with '
+            "theirs; give the alias another name"
+        )
     if not spec.targets:
         raise ConfigError(f"models.{alias}.targets: list at least one target")
     targets = []

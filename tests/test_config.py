@@ -221,6 +221,114 @@ def test_missing_env_var_without_default_names_variable_and_key() -> None:
         parse_config(data, {})
 
 
+def _api_key(text: str, env: dict[str, str]) -> str | None:
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://x", "api_key": text}}}
+    return parse_config(data, env).providers["p"].api_key
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("${K-fallback}", {}, "fallback"),
+        ("${K-fallback}", {"K": ""}, ""),
+        ("${K:-fallback}", {"K": ""}, "fallback"),
+        ("${K:-fallback}", {"K": "sk"}, "sk"),
+        ("${X:-${Y:-z}}", {}, "z"),
+        ("${X:-${Y:-z}}", {"Y": "y"}, "y"),
+        ("${K:-${NOT_SET}}", {"K": "sk"}, "sk"),
+        ("${K:?set K}", {"K": "sk"}, "sk"),
+        ("pre-${K}-$$-$PLAIN-$", {"K": "sk"}, "pre-sk-$-$PLAIN-$"),
+    ],
+)
+def test_env_references_read_as_a_posix_shell_reads_them(
+    text: str, env: dict[str, str], expected: str
+) -> None:
+    """`-` defaults an unset variable, `:-` an unset or empty one, a default may hold a
+    reference (looked up only when used), and a `$` before anything but `{` or `$` stays."""
+    assert _api_key(text, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("${OPENAI_API_KEY", "'${OPENAI_API_KEY' is not closed: add the } that ends it"),
+        ("${K:-default", "'${K:-default' is not closed"),
+        ("${A B}", "'${A B}' is not a supported reference: after the name comes }, :-default"),
+        ("${K+alt}", "'${K+alt}' is not a supported reference"),
+        ("${}", "'${}' is not a valid reference: a variable name is letters"),
+        ("${1K}", "'${1K}' is not a valid reference"),
+        ("${K:-${A B}}", "'${A B}' is not a supported reference"),
+    ],
+)
+def test_a_malformed_env_reference_is_refused_at_its_key_quoting_it(
+    text: str, message: str
+) -> None:
+    """Text that starts a reference but is not one used to be kept as literal text (an
+    unclosed `${OPENAI_API_KEY` went upstream as the key): it is an error at the key,
+    quoting the reference, with how to write a literal `$`."""
+    with pytest.raises(ConfigError) as info:
+        _api_key(text, {"K": "sk", "OPENAI_API_KEY": "sk"})
+    assert str(info.value).startswith(f"providers.p.api_key: {message}")
+    assert str(info.value).endswith("(write $$ for a literal $)")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("${K:?set K to the OpenAI key}", {}, "K is not set: set K to the OpenAI key"),
+        ("${K:?set K to the OpenAI key}", {"K": ""}, "K is empty: set K to the OpenAI key"),
+        ("${K?}", {}, "K is not set"),
+    ],
+)
+def test_a_required_env_reference_fails_with_its_own_message(
+    text: str, env: dict[str, str], message: str
+) -> None:
+    """`${VAR:?message}` (unset or empty) and `${VAR?message}` (unset) stop with the
+    operator's message, at the key."""
+    with pytest.raises(ConfigError) as info:
+        _api_key(text, env)
+    assert str(info.value) == f"providers.p.api_key: environment variable {message}"
+
+
+def test_interpolated_numbers_and_booleans_are_read_by_the_key_type(tmp_path: Path) -> None:
+    """YAML reads `port: ${PORT:-4000}` as text: where the key takes a number or a
+    boolean, the interpolated text is read as one, quoted or not; a text key keeps the
+    text even when it looks like a number or a date."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "server:\n"
+        "  port: ${PORT:-4000}\n"
+        "  route_headers: ${ROUTE_HEADERS:-false}\n"
+        '  drain_timeout_s: "${DRAIN:-2.5}"\n'
+        "providers:\n"
+        "  p:\n"
+        "    kind: azure_openai\n"
+        "    base_url: http://x\n"
+        "    api_version: ${V}\n"
+        "    api_key: ${K}\n"
+        "models:\n"
+        "  fast:\n"
+        "    targets:\n"
+        "      - provider: p\n"
+        "        model: ${M}\n"
+        "        weight: '${W}'\n"
+    )
+    env = {"ROUTE_HEADERS": "True", "V": "2024-10-21", "K": "0123", "M": "4", "W": "2"}
+    config = load_config(str(path), env)
+    assert (config.server.port, config.server.route_headers) == (4000, True)
+    assert config.server.drain_timeout_s == 2.5
+    assert config.providers["p"].api_version == "2024-10-21"
+    assert config.providers["p"].api_key == "0123"
+    target = config.models["fast"].targets[0]
+    assert (target.model, target.weight) == ("4", 2.0)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {**env, "PORT": "four thousand"})
+    assert str(info.value).startswith(
+        "server.port: expected `int`, got `str`; the value came from an environment "
+        "variable reference"
+    )
+
+
 def test_unreadable_and_invalid_yaml_files_are_reported(tmp_path: Path) -> None:
     """A missing file or broken YAML is a ConfigError, not a traceback."""
     with pytest.raises(ConfigError, match="cannot read config file"):
@@ -229,6 +337,84 @@ def test_unreadable_and_invalid_yaml_files_are_reported(tmp_path: Path) -> None:
     bad.write_text("providers: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(bad))
+
+
+DUPLICATE_ALIAS = """
+providers:
+  openai: {kind: openai, base_url: "http://a"}
+models:
+  fast:
+    targets: [{provider: openai, model: a}]
+  fast:
+    targets: [{provider: openai, model: b}]
+"""
+DUPLICATE_STRATEGY = """
+providers:
+  openai: {kind: openai, base_url: "http://a"}
+models:
+  fast:
+    strategy: ordered
+    targets: [{provider: openai, model: a}]
+    strategy: weighted
+"""
+DUPLICATE_PROVIDER = """
+providers:
+  openai: {kind: openai, base_url: "http://a"}
+  openai: {kind: openai, base_url: "http://b"}
+"""
+DUPLICATE_IN_A_LIST = """
+providers:
+  openai: {kind: openai, base_url: "http://a"}
+models:
+  fast:
+    targets:
+      - {provider: openai, model: a}
+      - {provider: openai, model: b, model: c}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (DUPLICATE_ALIAS, "models.fast: given twice, at lines 5 and 7"),
+        (DUPLICATE_STRATEGY, "models.fast.strategy: given twice, at lines 6 and 8"),
+        (DUPLICATE_PROVIDER, "providers.openai: given twice, at lines 3 and 4"),
+        (DUPLICATE_IN_A_LIST, "models.fast.targets[1].model: given twice, at lines 8 and 8"),
+        ("server: {port: 1}\nserver: {port: 2}\n", "server: given twice, at lines 1 and 2"),
+    ],
+)
+def test_a_yaml_key_given_twice_is_refused_at_its_path_and_lines(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """YAML keeps the last of two equal keys without a word (two `fast:` aliases became
+    one): a key given twice is an error naming its full path and both lines."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert str(info.value).startswith(message)
+    assert "remove or rename one of them" in str(info.value)
+
+
+def test_keys_yaml_reads_as_different_values_and_merge_keys_are_not_duplicates(
+    tmp_path: Path,
+) -> None:
+    """`1:` and `"1":` are two keys, and a key beside a `<<:` merge overrides the merged
+    one: neither is a duplicate. The loader is still safe_load's: a Python tag is refused."""
+    path = tmp_path / "c.yaml"
+    path.write_text("telemetry: {resource_attributes: {1: a, '1': b}}\n")
+    with pytest.raises(ConfigError, match="resource_attributes: key 1: expected `str`"):
+        load_config(str(path), {})  # the schema's refusal, not "given twice"
+    path.write_text(
+        "providers:\n"
+        "  openai: &p {kind: openai, base_url: 'http://a'}\n"
+        "  other: {<<: *p, base_url: 'http://b'}\n"
+    )
+    config = load_config(str(path), {})
+    assert config.providers["other"].base_url == "http://b"
+    path.write_text("providers: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(path), {})
 
 
 def _one_alias(**model: Any) -> dict[str, Any]:
@@ -408,6 +594,99 @@ def test_base_url_errors_never_quote_a_secret(base_url: str) -> None:
     assert "SECRET" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "base_url", ["http://[::1", "http://[zz]", "http://u:SECRET@[::1?key=SECRET"]
+)
+def test_a_base_url_with_a_bad_ipv6_host_is_refused_at_its_key_unquoted(base_url: str) -> None:
+    """urlsplit raises on an unclosed bracket or a bracketed non-address: that is a config
+    error at the key saying how to write one, and the URL (which did not parse, so its
+    secrets cannot be left out) is not quoted."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": base_url}}}
+    message = _refusal(data)
+    assert message.startswith("providers.p.base_url: not a URL spangate can read: ")
+    assert "closed brackets, e.g. 'http://[::1]:8000'" in message
+    assert "SECRET" not in message
+
+
+def test_a_base_url_with_a_bracketed_ipv6_address_is_accepted() -> None:
+    """A valid IPv6 address in brackets, with a port, is a usable base_url."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://[::1]:8000"}}}
+    provider = _compile(data).providers["p"]
+    assert (provider.host, provider.port) == ("::1", 8000)
+
+
+@pytest.mark.parametrize(
+    ("kind", "base_url", "kept"),
+    [
+        ("openai", "https://api.openai.com/v1", "https://api.openai.com"),
+        ("openai", "http://127.0.0.1:8000/vllm/V1/", "http://127.0.0.1:8000/vllm"),
+        ("anthropic", "https://api.anthropic.com/v1", "https://api.anthropic.com"),
+        ("azure_openai", "https://myres.openai.azure.com/openai", "https://myres.openai.azure.com"),
+    ],
+)
+def test_a_base_url_ending_in_the_kinds_path_root_is_refused(
+    kind: str, base_url: str, kept: str
+) -> None:
+    """The request path (`/v1/chat/completions`; Azure's `/openai/deployments/...`) is
+    appended to base_url, so one written as OPENAI_BASE_URL is (`.../v1`) would send
+    `/v1/v1/...`: refused, saying to drop the ending and showing the URL without it."""
+    root = "/openai" if kind == "azure_openai" else "/v1"
+    data = {"providers": {"p": {"kind": kind, "base_url": base_url, "api_version": "1"}}}
+    message = _refusal(data)
+    assert message.startswith(f"providers.p.base_url: ends in {root}, ")
+    assert f"would go to {root}{root}/...; drop the trailing {root}: {kept!r}" in message
+
+
+def test_azure_base_urls_may_end_in_v1_and_others_may_have_prefixes() -> None:
+    """Azure deployment paths start with /openai, so a gateway prefix ending in /v1 is
+    no doubling; a prefix that does not end in the root is fine for any kind."""
+    data = {
+        "providers": {
+            "az": {"kind": "azure_openai", "base_url": "https://gw.example/v1", "api_version": "1"},
+            "o": {"kind": "openai", "base_url": "https://myres.openai.azure.com/openai"},
+            "a": {"kind": "anthropic", "base_url": "http://127.0.0.1:8000/v1beta"},
+        }
+    }
+    providers = _compile(data).providers
+    assert providers["az"].settings.base_url == "https://gw.example/v1"
+    assert providers["o"].settings.base_url == "https://myres.openai.azure.com/openai"
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://exa mple.com", "http://-api.example", "http://api-.example:80", "http://[::1]x"],
+)
+def test_a_base_url_whose_host_is_no_host_name_or_address_is_refused(base_url: str) -> None:
+    """A space in the host, a label starting or ending with `-`, or text after an
+    IPv6 address's `]` (which urlsplit drops) is refused at the key."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": base_url}}}
+    assert "is not a host name" in _refusal(data)
+    assert _refusal(data).startswith("providers.p.base_url: the host in ")
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://my_service:8000", "http://10.0.0.7", "http://[::1]:8000", "https://bücher.example."],
+)
+def test_host_names_with_underscores_addresses_and_idna_names_are_accepted(base_url: str) -> None:
+    """Docker service names (`my_service`), IPv4 and bracketed IPv6 addresses,
+    internationalised names and a trailing root dot are hosts."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": base_url}}}
+    assert _compile(data).providers["p"].host
+
+
+def test_an_alias_named_passthrough_is_refused() -> None:
+    """Metrics label requests that no alias serves `spangate_route="passthrough"`: an
+    alias of that name would merge its series with theirs, so the name is refused."""
+    data = {
+        "providers": {"p": {"kind": "openai", "base_url": "http://x"}},
+        "models": {"passthrough": {"targets": [{"provider": "p", "model": "m"}]}},
+    }
+    message = _refusal(data)
+    assert message.startswith("models.passthrough: this name is reserved")
+    assert 'spangate_route="passthrough"' in message
+
+
 def test_a_bad_port_is_reported_with_the_url_minus_secrets() -> None:
     """The port error still quotes what the operator must fix: scheme, host, port, path."""
     data = {"providers": {"p": {"kind": "openai", "base_url": "http://x:99999/openai"}}}
@@ -487,7 +766,7 @@ def _two_origins(**keys: str) -> dict[str, Any]:
     """Providers `openai` and `together` on different origins, `keys` as their api_key."""
     section = {
         "openai": {"kind": "openai", "base_url": "https://api.openai.com"},
-        "together": {"kind": "openai", "base_url": "https://api.together.xyz/v1"},
+        "together": {"kind": "openai", "base_url": "https://api.together.xyz"},
     }
     for name, key in keys.items():
         section[name]["api_key"] = key
@@ -836,6 +1115,45 @@ def test_otlp_endpoints_with_scheme_and_host_are_accepted(endpoint: str) -> None
     """Credentials and a path prefix stay allowed (README, Telemetry); empty is unset."""
     runtime = _compile(_one_alias() | {"telemetry": {"otlp_endpoint": endpoint}})
     assert runtime.config.telemetry.otlp_endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-gw:4318", "must be an http:// or https:// URL"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://gw/x", "must be an http:// or https:// URL"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://gw:99999", "the port must be a number"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "'http/json' is not an OTLP protocol"),
+        ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "GRPC", "'GRPC' is not an OTLP protocol"),
+    ],
+)
+def test_otlp_settings_from_the_environment_are_checked_as_their_keys_are(
+    variable: str, value: str, message: str
+) -> None:
+    """The OTEL_EXPORTER_OTLP_* endpoint and protocol variables win over the config, so
+    they get its checks, named by the variable (a scheme-less endpoint failed every export;
+    `http/json` was quietly read as http/protobuf). The endpoint is not quoted."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://x"}}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, {variable: value})
+    assert str(info.value).startswith(f"{variable} (environment variable): {message}")
+    if "ENDPOINT" in variable:
+        assert value not in str(info.value)
+
+
+def test_good_and_empty_otlp_environment_settings_are_accepted() -> None:
+    """Both protocols (spaces around them are read away) and http(s) endpoints pass, and
+    an empty variable counts as unset, as instrumentation/otlp.py reads it."""
+    data = {"providers": {"p": {"kind": "openai", "base_url": "http://x"}}}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": " grpc ",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "",
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "",
+    }
+    assert parse_config(data, env).providers["p"].kind == "openai"
 
 
 def test_a_prometheus_host_without_a_port_is_refused() -> None:

@@ -162,6 +162,40 @@ def test_check_config_uses_the_default_of_an_unset_variable(tmp_path: Path) -> N
     assert json.loads(result.stdout)["providers"]["openai"]["base_url"] == "http://127.0.0.1:8000"
 
 
+def test_check_config_refuses_an_unclosed_env_reference_in_an_api_key(tmp_path: Path) -> None:
+    """`"${OPENAI_API_KEY"` (no closing brace) used to be sent upstream as the key: it
+    is a config error naming the key and quoting the reference, never the variable."""
+    config = {"providers": {"o": {"kind": "openai", "base_url": "http://a"}}}
+    config["providers"]["o"]["api_key"] = "${SPANGATE_CLI_TEST_KEY"
+    path = write_config(tmp_path, config)
+    result = run_cli("check-config", str(path), env=clean_env(SPANGATE_CLI_TEST_KEY=SECRET))
+    assert result.returncode == 1
+    assert "providers.o.api_key: '${SPANGATE_CLI_TEST_KEY' is not closed" in result.stderr
+    assert SECRET not in result.stderr
+    assert_no_traceback(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+    ],
+)
+def test_check_config_and_serve_refuse_a_bad_otlp_setting_from_the_environment(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    """A scheme-less OTLP endpoint or an unknown protocol in the environment stops
+    check-config and serve with an error naming the variable, as the config keys do."""
+    path = write_config(tmp_path, {"providers": {"o": {"kind": "openai", "base_url": "http://a"}}})
+    for args in (("check-config", str(path)), ("serve", "--config", str(path), "--port", "0")):
+        result = run_cli(*args, env=clean_env(**{variable: value}))
+        assert result.returncode == 1
+        assert f"{variable} (environment variable): " in result.stderr
+        assert "spangate.ready" not in result.stdout
+        assert_no_traceback(result.stdout, result.stderr)
+
+
 def test_check_config_rejects_an_alias_mixing_wire_formats(tmp_path: Path) -> None:
     """An alias with OpenAI and Anthropic targets: exit 1, naming the alias."""
     config = {
@@ -283,6 +317,9 @@ INVALID_CONFIGS = {
         "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
         "telemetry": {"otlp_endpoint": "collector:4317"},
     },
+    # Both used to stop check-config and serve with a ValueError traceback (urlsplit).
+    "unclosed-ipv6-base-url": {"providers": {"o": {"kind": "openai", "base_url": "http://[::1"}}},
+    "bad-ipv6-base-url": {"providers": {"o": {"kind": "openai", "base_url": "http://[zz]"}}},
     # Used to be accepted and ignored: /metrics stayed on the main listener.
     "prometheus-host-without-port": {
         "providers": {"o": {"kind": "openai", "base_url": "http://a"}},
@@ -301,6 +338,8 @@ EXPECTED_KEY = {
     "unknown-sampler": "telemetry.traces_sampler",
     "schemeless-otlp-endpoint": "telemetry.otlp_endpoint",
     "prometheus-host-without-port": "telemetry.prometheus.host",
+    "unclosed-ipv6-base-url": "providers.o.base_url",
+    "bad-ipv6-base-url": "providers.o.base_url",
 }
 
 
@@ -315,6 +354,32 @@ def test_serve_with_an_invalid_config_exits_nonzero_without_traceback(
     assert_no_traceback(result.stdout, result.stderr)
     assert result.stderr.startswith("spangate: config error")
     assert EXPECTED_KEY[case] in result.stderr
+    assert "spangate.ready" not in result.stdout
+
+
+@pytest.mark.parametrize("base_url", ["http://[::1", "http://[zz]"])
+def test_check_config_refuses_a_bad_ipv6_base_url_at_its_key(tmp_path: Path, base_url: str) -> None:
+    """An unclosed or invalid bracketed host is a config error naming the key and saying
+    how to write an IPv6 address, with no traceback; `serve --workers 2` refuses it too."""
+    path = write_config(tmp_path, {"providers": {"o": {"kind": "openai", "base_url": base_url}}})
+    for args in (("check-config", str(path)), ("serve", "--config", str(path), "--workers", "2")):
+        result = run_cli(*args)
+        assert result.returncode == 1
+        assert_no_traceback(result.stdout, result.stderr)
+        assert "providers.o.base_url: " in result.stderr
+        assert "IPv6 address must be a valid address in closed brackets" in result.stderr
+        assert "spangate.ready" not in result.stdout
+
+
+@pytest.mark.parametrize("port", ["65536", "99999", "-1", "4000x"])
+def test_serve_refuses_a_port_flag_out_of_range_before_loading_anything(port: str) -> None:
+    """`--port` outside 0..65535 (or not a number) is refused with server.port's message,
+    instead of serving on a wrapped or random port."""
+    result = run_cli("serve", "--port", port)
+    assert result.returncode == 2
+    assert_no_traceback(result.stdout, result.stderr)
+    expected = "must be a whole number" if port == "4000x" else "must be between 0 and 65535"
+    assert f"argument --port: {expected}" in result.stderr
     assert "spangate.ready" not in result.stdout
 
 

@@ -25,6 +25,9 @@ class AzureOpenAIAdapter(OpenAIWire):
     wire: ClassVar[Wire] = "openai"
     provider_name: ClassVar[str] = "azure.ai.openai"
     auth_header: ClassVar[tuple[str, str]] = ("api-key", "")
+    #: Deployment paths are `/openai/deployments/...`: base_url is the resource's
+    #: endpoint, or a gateway prefix, which may end in /v1 (an APIM API suffix).
+    path_root: ClassVar[str] = "/openai"
 
     def path_and_query(
         self, incoming: Incoming, settings: ProviderSettings, model: str | None

@@ -68,6 +68,9 @@ class Adapter(Protocol):
     wire: ClassVar[Wire]
     #: Default `gen_ai.provider.name`.
     provider_name: ClassVar[str]
+    #: The path segment every request path this adapter sends starts with, which
+    #: base_url must therefore not end in (runtime refuses `.../v1` + `/v1/...`).
+    path_root: ClassVar[str]
 
     def build_request(
         self, incoming: Incoming, settings: ProviderSettings, model: str | None
@@ -96,6 +99,8 @@ class BaseAdapter:
     provider_name: ClassVar[str]
     #: Header name and value prefix this dialect uses for its key.
     auth_header: ClassVar[tuple[str, str]]
+    #: OpenAI and Anthropic paths, and what other kinds pass through, are `/v1/...`.
+    path_root: ClassVar[str] = "/v1"
 
     def build_request(
         self, incoming: Incoming, settings: ProviderSettings, model: str | None
