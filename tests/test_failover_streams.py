@@ -540,7 +540,10 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_idle_timeout(
     its connection open but takes no byte for timeouts.idle_s is treated as gone, so the
     upstream request is cancelled and its connection and pool slot come back."""
     big = b"data: " + b"x" * 60_000 + b"\n\n"
-    fakes.a.script(sse([OPENAI_HELLO_CHUNK, *[big] * 200, SSE_DONE]))
+    # 120 MB: far more than every socket buffer between the fake and the client can
+    # hold once the kernel has grown them (12 MB could all be absorbed under load, and a
+    # reply the fake finished writing is no disconnect).
+    fakes.a.script(sse([OPENAI_HELLO_CHUNK, *[big] * 2000, SSE_DONE]))
     server = {"timeouts": {"idle_s": 0.5}}
     running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}, server=server))
     host, port = running.url.removeprefix("http://").split(":")
