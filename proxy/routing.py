@@ -67,7 +67,9 @@ def _pinned(route: Route, label: str) -> Route:
             f"(targets: {known})",
             code="unknown_target",
         )
-    return msgspec.structs.replace(route, targets=chosen, fallbacks=())
+    # That target only: no other target, and no alias after it, not even for a context
+    # overflow.
+    return msgspec.structs.replace(route, targets=chosen, fallbacks=(), context_fallbacks=())
 
 
 def _target_without_alias(

@@ -187,6 +187,18 @@ def test_pinned_target_is_not_failed_over(fakes: Fakes, spangate_for: Start) -> 
     assert len(fakes.a.received) == 0
 
 
+def test_pinned_target_is_not_sent_to_a_context_fallback(fakes: Fakes, spangate_for: Start) -> None:
+    """A pinned target's context overflow is relayed, not served by the alias's
+    context_fallbacks: a pin means that target only."""
+    fakes.b.script(openai_error(400, "context_length_exceeded"))
+    models = {**ROUTED, "m": {"targets": targets("a", "b"), "context_fallbacks": ["other"]}}
+    running = spangate_for(config(fakes, models, server={"route_headers": True}))
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(running, headers={"x-spangate-target": label("b")})
+    assert caught.value.code == "context_length_exceeded"
+    assert (len(fakes.a.received), len(fakes.b.received), len(fakes.c.received)) == (0, 1, 0)
+
+
 def test_route_header_picks_another_alias_when_enabled(fakes: Fakes, spangate_for: Start) -> None:
     """x-spangate-route: other serves the request by alias `other` (target c)."""
     running = spangate_for(config(fakes, ROUTED, server={"route_headers": True}))
