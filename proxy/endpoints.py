@@ -13,6 +13,10 @@ import msgspec
 
 #: The body format a client speaks. Azure OpenAI bodies are OpenAI bodies.
 Wire = Literal["openai", "anthropic"]
+#: How a stream that broke after the commit point is ended (proxy/sse_errors.py): with
+#: the error event of the client's wire format, except on the Responses API, which has
+#: an `error` event of its own.
+StreamErrors = Literal["openai", "openai_responses", "anthropic"]
 #: The URL/auth dialect, which picks the default provider for pass-through.
 Dialect = Literal["openai", "azure_openai", "anthropic"]
 
@@ -33,6 +37,10 @@ class Endpoint(msgspec.Struct, frozen=True):
     @property
     def wire(self) -> Wire:
         return "anthropic" if self.dialect == "anthropic" else "openai"
+
+    @property
+    def stream_errors(self) -> StreamErrors:
+        return "openai_responses" if self.api == "responses" else self.wire
 
     @property
     def has_model(self) -> bool:

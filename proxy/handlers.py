@@ -174,7 +174,7 @@ async def _forward(
         return await relay(
             request,
             result.response,
-            wire=endpoint.wire,
+            errors=endpoint.stream_errors,
             idle_s=result.target.effective_timeouts().idle_s,
             tap=result.attempt,
             transform=adapter.stream_transform(result.request),

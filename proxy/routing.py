@@ -44,6 +44,8 @@ def resolve(
             code="unknown_route",
         )
     if route is None:
+        if overrides.target:
+            raise _target_without_alias(runtime, endpoint, name, overrides.target)
         target = Target(_default_provider(runtime, endpoint), None)
         return RoutePlan(None, _passthrough(target))
     _check_wire(route, endpoint)
@@ -65,7 +67,23 @@ def _pinned(route: Route, label: str) -> Route:
             f"(targets: {known})",
             code="unknown_target",
         )
-    return msgspec.structs.replace(route, targets=chosen, fallbacks=())
+    # That target only: no other target, and no alias after it, not even for a context
+    # overflow.
+    return msgspec.structs.replace(route, targets=chosen, fallbacks=(), context_fallbacks=())
+
+
+def _target_without_alias(
+    runtime: RuntimeConfig, endpoint: Endpoint, model: str | None, label: str
+) -> BadRequest:
+    """x-spangate-target on pass-through traffic: there is no target to pin, and ignoring
+    the header would let the caller believe the request went where it asked."""
+    sent = f"model {model!r} is not one" if model is not None else "this request names no model"
+    return BadRequest(
+        f"x-spangate-target {label!r} pins a target of a model alias, but {sent} "
+        f"(known aliases: {', '.join(sorted(runtime.routes)) or 'none'}); send an alias "
+        f"as the model, or drop the header to pass {endpoint.path} through as sent",
+        code="target_without_alias",
+    )
 
 
 def _check_wire(route: Route, endpoint: Endpoint) -> None:

@@ -21,7 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.appkeys import STATE
-from proxy.endpoints import Wire
+from proxy.endpoints import StreamErrors
 from proxy.errors import UpstreamUnreachable
 from proxy.headers import relayable
 from proxy.sse import StreamEnd, split_complete
@@ -79,7 +79,7 @@ async def relay(
     request: web.Request,
     response: UpstreamResponse,
     *,
-    wire: Wire,
+    errors: StreamErrors,
     idle_s: float,
     tap: Tap,
     transform: Transform | None = None,
@@ -95,7 +95,7 @@ async def relay(
         return whole(response, body, extra)
     if is_event_stream(response) and "Content-Encoding" not in response.headers:
         return await _relay_events(
-            request, response, wire=wire, idle_s=idle_s, tap=tap, transform=transform,
+            request, response, errors=errors, idle_s=idle_s, tap=tap, transform=transform,
             finished=finished, preface=preface, extra=extra,
         )  # fmt: skip
     length = response.content_length
@@ -165,7 +165,7 @@ async def _relay_events(
     request: web.Request,
     response: UpstreamResponse,
     *,
-    wire: Wire,
+    errors: StreamErrors,
     idle_s: float,
     tap: Tap,
     transform: Transform | None,
@@ -206,9 +206,9 @@ async def _relay_events(
             pending += chunk
         if finished is not None and pending:
             end.saw(finished(pending))
-        await _body_ended(client, wire, tap, pending, end, whole=end.seen or finished is None)
+        await _body_ended(client, errors, tap, pending, end, whole=end.seen or finished is None)
     except (_ClientGone, asyncio.CancelledError) as exc:
-        await _stopped(request, client, wire, tap, exc, end)
+        await _stopped(request, client, errors, tap, exc, end)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return out
@@ -218,7 +218,7 @@ async def _relay_events(
             # cost nothing, and an error event after it would make an SDK raise.
             await client.finish(tap, b"", end.error())
             return out
-        return await client.interrupt(wire, tap, exc)
+        return await client.interrupt(errors, tap, exc)
     finally:
         idle.close()
     return out
@@ -251,7 +251,7 @@ class _End:
 async def _stopped(
     request: web.Request,
     client: _Client,
-    wire: Wire,
+    errors: StreamErrors,
     tap: Tap,
     exc: BaseException,
     end: _End,
@@ -261,7 +261,7 @@ async def _stopped(
     if isinstance(exc, asyncio.CancelledError) and not end.seen and request.app[STATE].stopping:
         # Not the client leaving: it still reads, so it is told in-band rather than
         # left with a stream cut mid-answer.
-        await client.interrupt(wire, tap, _ShuttingDown())
+        await client.interrupt(errors, tap, _ShuttingDown())
         return
     # An SDK may hang up right after the terminal event (openai-python does after
     # `data: [DONE]`, or raising on an in-band error event): that stream was complete,
@@ -272,7 +272,7 @@ async def _stopped(
 
 
 async def _body_ended(
-    client: _Client, wire: Wire, tap: Tap, rest: bytes, end: _End, *, whole: bool
+    client: _Client, errors: StreamErrors, tap: Tap, rest: bytes, end: _End, *, whole: bool
 ) -> None:
     """The provider's body ended: `rest` (events, or half of one), then the end of the
     response, or, when the terminal event never came (`whole` false), the error event."""
@@ -286,7 +286,7 @@ async def _body_ended(
         await client.finish(tap, b"", end.error())
     else:
         # A clean close without the terminal event is a truncation, not a success.
-        await client.interrupt(wire, tap, _Truncated())
+        await client.interrupt(errors, tap, _Truncated())
 
 
 async def _gather(
@@ -374,7 +374,7 @@ class _Client:
     rather than holding an upstream connection and a pool slot for as long as it stays
     connected; one that reads slowly is making progress and is waited for."""
 
-    __slots__ = ("_limit_s", "_out", "_timer", "_transport")
+    __slots__ = ("_limit_s", "_out", "_relayed", "_timer", "_transport")
 
     def __init__(
         self, request: web.Request, out: web.StreamResponse, timer: WaitTimer, limit_s: float
@@ -383,8 +383,12 @@ class _Client:
         # Looked up once: write() asks it for every event. A connection lost later
         # fails the next write (ConnectionResetError), as it would through the request.
         self._transport = request.transport
+        #: The last block written, kept (not copied) for an error event to number
+        #: itself after (the Responses API's sequence_number).
+        self._relayed = b""
 
     async def write(self, data: bytes) -> None:
+        self._relayed = data
         transport = self._transport
         try:
             if (
@@ -449,7 +453,7 @@ class _Client:
         tap.on_end(outcome)
 
     async def interrupt(
-        self, wire: Wire | None, tap: Tap, exc: BaseException
+        self, errors: StreamErrors | None, tap: Tap, exc: BaseException
     ) -> web.StreamResponse:
         """The upstream broke after the commit point: say so in-band, never truncate
         silently."""
@@ -457,8 +461,8 @@ class _Client:
         tap.on_end(reason)
         try:
             with self._timer.limit(self._limit_s):
-                if wire is not None:
-                    await self._out.write(stream_error_event(wire, message))
+                if errors is not None:
+                    await self._out.write(stream_error_event(errors, message, self._relayed))
                 await self._out.write_eof()
         except (TimeoutError, ConnectionError, aiohttp.ClientConnectionResetError):
             self.cut()

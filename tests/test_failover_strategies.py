@@ -7,6 +7,7 @@ here each is checked through spangate with real fakes behind it.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,12 +16,15 @@ import pytest
 from conftest import Running
 from fakeprovider import delay, openai_error
 from test_failover_support import (
+    ANTHROPIC_HEADERS,
     HELLO,
     Fakes,
     attrs,
     config,
     label,
+    message,
     only_server_span,
+    post,
     start_fakes,
     targets,
 )
@@ -183,6 +187,18 @@ def test_pinned_target_is_not_failed_over(fakes: Fakes, spangate_for: Start) -> 
     assert len(fakes.a.received) == 0
 
 
+def test_pinned_target_is_not_sent_to_a_context_fallback(fakes: Fakes, spangate_for: Start) -> None:
+    """A pinned target's context overflow is relayed, not served by the alias's
+    context_fallbacks: a pin means that target only."""
+    fakes.b.script(openai_error(400, "context_length_exceeded"))
+    models = {**ROUTED, "m": {"targets": targets("a", "b"), "context_fallbacks": ["other"]}}
+    running = spangate_for(config(fakes, models, server={"route_headers": True}))
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(running, headers={"x-spangate-target": label("b")})
+    assert caught.value.code == "context_length_exceeded"
+    assert (len(fakes.a.received), len(fakes.b.received), len(fakes.c.received)) == (0, 1, 0)
+
+
 def test_route_header_picks_another_alias_when_enabled(fakes: Fakes, spangate_for: Start) -> None:
     """x-spangate-route: other serves the request by alias `other` (target c)."""
     running = spangate_for(config(fakes, ROUTED, server={"route_headers": True}))
@@ -208,6 +224,38 @@ def test_unknown_target_header_is_a_400(fakes: Fakes, spangate_for: Start) -> No
         ask(running, headers={"x-spangate-target": "nope/x"})
     assert caught.value.code == "unknown_target"
     assert label("a") in caught.value.message
+    assert fakes.total() == 0
+
+
+def test_target_header_on_a_model_that_is_no_alias_is_a_400(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """x-spangate-target with a pass-through model (no alias has that name) pins nothing:
+    400 target_without_alias naming the model and the aliases, nothing sent, rather than
+    a request silently served by the default provider."""
+    running = spangate_for(config(fakes, ROUTED, server={"route_headers": True}))
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(running, model="gpt-4o", headers={"x-spangate-target": label("b")})
+    assert caught.value.code == "target_without_alias"
+    message = caught.value.message
+    assert "x-spangate-target" in message
+    assert "'gpt-4o' is not one" in message
+    assert "known aliases: m, other" in message
+    assert fakes.total() == 0
+
+
+async def test_target_header_without_an_alias_is_refused_in_the_anthropic_format(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """The same refusal on /v1/messages comes in Anthropic's error format."""
+    running = spangate_for(config(fakes, ROUTED, server={"route_headers": True}))
+    headers = {**ANTHROPIC_HEADERS, "x-spangate-target": label("x")}
+    status, _, raw = await post(running.url, "/v1/messages", message("claude-x"), headers)
+    assert status == 400
+    body = json.loads(raw)
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "'claude-x' is not one" in body["error"]["message"]
     assert fakes.total() == 0
 
 

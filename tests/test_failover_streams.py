@@ -47,6 +47,9 @@ from proxy.providers.openai import OpenAIAdapter
 Start = Callable[..., Running]
 OPENAI_TEXT = f"Hello from {GPT}: hi there"
 CLAUDE_TEXT = f"Hello from {CLAUDE}: hi there"
+#: The fake's Responses stream: created, in_progress, output_item.added,
+#: content_part.added, then the first output_text.delta (event index 4).
+RESPONSES_FIRST_DELTA = 4
 
 
 @pytest.fixture
@@ -286,6 +289,80 @@ async def test_openai_interrupted_stream_wire_ends_with_a_data_error_event(
     assert last["error"]["code"] == "stream_interrupted"
     assert last["error"]["type"] == "server_error"
     assert b"[DONE]" not in raw
+
+
+def test_responses_stream_reset_after_content_raises_spangates_message_in_the_sdk(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """A Responses stream cut after its first text delta: `responses.create(stream=True)`
+    yields the delta, then raises APIError with spangate's message (not a silently
+    yielded error event), and b is never asked."""
+    fakes.a.script(reset_after(events=RESPONSES_FIRST_DELTA + 1))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    seen: list[str] = []
+    with openai.OpenAI(
+        base_url=running.openai_base_url, api_key="sk-test", max_retries=0
+    ) as client:
+        stream = client.responses.create(model="m", input="hi", stream=True)
+        with pytest.raises(openai.APIError) as caught:
+            for event in stream:
+                assert event.type != "error", event
+                if event.type == "response.output_text.delta":
+                    seen.append(event.delta)
+    assert "".join(seen) == "Hello"  # content did reach the client first
+    assert caught.value.message.startswith("spangate: the provider's stream broke off")
+    assert "incomplete" in caught.value.message
+    assert len(fakes.b.received) == 0
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "stream_interrupted"
+
+
+async def test_responses_interrupted_stream_wire_ends_with_the_responses_error_event(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """Raw check: a Responses stream ends with `event: error` whose data has the Responses
+    API's documented fields (type, code, message, param, sequence_number one past the last
+    event relayed) and the nested `error` object the live API sends; no chat-style data."""
+    fakes.a.script(reset_after(events=RESPONSES_FIRST_DELTA + 1))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    body = {"model": "m", "input": "hi", "stream": True}
+    status, _, raw = await post(running.url, "/v1/responses", body)
+    assert status == 200
+    blocks = sse_blocks(raw)
+    assert len(blocks) == RESPONSES_FIRST_DELTA + 2
+    name, data = blocks[-1].split(b"\n", 1)
+    assert name == b"event: error"
+    event = json.loads(data.removeprefix(b"data: "))
+    assert event["type"] == "error"
+    assert event["code"] == "stream_interrupted"
+    assert event["param"] is None
+    assert event["message"].startswith("spangate: ")
+    assert event["sequence_number"] == RESPONSES_FIRST_DELTA + 1
+    assert event["error"] == {
+        "type": "server_error",
+        "code": "stream_interrupted",
+        "message": event["message"],
+        "param": None,
+    }
+
+
+async def test_a_responses_stream_without_sequence_numbers_ends_without_one(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """A provider whose Responses events carry no sequence_number (some compatible
+    servers): spangate's error event invents none either."""
+    created = b'event: response.created\ndata: {"type":"response.created"}\n\n'
+    delta = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta"}\n\n'
+    fakes.a.script(sse([created, delta]))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}))
+    body = {"model": "m", "input": "hi", "stream": True}
+    _, _, raw = await post(running.url, "/v1/responses", body)
+    assert raw.startswith(created + delta), raw
+    name, data = sse_blocks(raw)[-1].split(b"\n", 1)
+    assert name == b"event: error"
+    event = json.loads(data.removeprefix(b"data: "))
+    assert "sequence_number" not in event
+    assert event["code"] == "stream_interrupted"
 
 
 def test_anthropic_stream_reset_after_content_raises_in_the_sdk(
