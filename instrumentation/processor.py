@@ -113,11 +113,13 @@ class Processor:
         ttfc = (stamps[0] - attempt.start_ns) * _NS if stamps else None
         gaps = [(b - a) * _NS for a, b in itertools.pairwise(stamps)]
         model = attempt.model or record.request_model
+        # Priced by the names as sent: a redaction pattern that matched part of one (a
+        # wide id pattern against a dated snapshot) must not lose the cost.
+        cost = self._cost(facts, facts.response_model or model)
         if model:
             model = self._field(model)
         if facts.response_model:
             facts.response_model = self._field(facts.response_model)
-        cost = self._cost(facts, facts.response_model or model)
         outcome = attempt.stream_outcome
         if outcome in ("completed", "client_disconnected") and facts.error_type:
             # The provider ended the stream with an in-band error event after content;
