@@ -77,6 +77,11 @@ def classify_response(
     return Verdict(cls, reason, retry_after, context)
 
 
+#: 403 codes that refuse the place a request comes from, not the key that signs it: the
+#: target is unusable from this sidecar for every caller (OpenAI's region block).
+_PLACE_REFUSED = frozenset({"unsupported_country_region_territory"})
+
+
 def _class_for(  # noqa: PLR0911 - an ordered rule table reads best as early returns
     status: int, kind: str | None, code: str | None, message: str | None, client_key: bool
 ) -> tuple[FailureClass, bool]:
@@ -96,10 +101,12 @@ def _class_for(  # noqa: PLR0911 - an ordered rule table reads best as early ret
         return "transient", False
     # 401 invalid key, 403 permission (Anthropic permission_error, OpenAI region block).
     # Our configured key: the target is unusable (credential). The client's own key: the
-    # caller's fault — every target it could reach holds the same key (check-config keeps
-    # a client's key to one origin), and it must not open the circuit for other callers.
+    # caller's fault — the targets that take a client's key are one origin (check-config),
+    # which would refuse the same key — and it must not open the circuit for other
+    # callers. Except a refusal of where spangate calls from, which no caller can mend.
     if status in (401, 403):
-        return ("caller_fault" if client_key else "credential"), False
+        own = client_key and code not in _PLACE_REFUSED
+        return ("caller_fault" if own else "credential"), False
     # 402: Anthropic billing_error without the code (payment required).
     if status == 402:
         return "quota", False

@@ -127,6 +127,17 @@ def test_a_rejected_client_key_is_the_callers_fault_and_a_configured_one_the_tar
     assert classify_stream_error(event).cls == "credential"
 
 
+def test_a_region_refusal_is_the_targets_even_on_the_clients_key() -> None:
+    """OpenAI's 403 unsupported_country_region_territory refuses where spangate calls
+    from, not the key: no caller can mend it, so it stays a credential fault of the
+    target (the circuit opens, the alias fails over) whoever's key was sent."""
+    body = (
+        b'{"error": {"message": "Country, region, or territory not supported", '
+        b'"type": "request_forbidden", "code": "unsupported_country_region_territory"}}'
+    )
+    assert classify_response(403, {}, body, client_key=True).cls == "credential"
+
+
 def test_context_window_errors_are_flagged_for_context_fallbacks() -> None:
     """OpenAI's code and Anthropic's "prompt is too long" both mark context overflow."""
     assert classify_response(400, {}, OPENAI_CONTEXT).context_exceeded
