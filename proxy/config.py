@@ -354,9 +354,17 @@ class _Expansion:
         )
 
     def refused(self, start: int, problem: str) -> ConfigError:
-        """The error for a malformed reference, quoting it (config text, not a value)."""
-        close = self.text.find("}", start)
-        shown = self.text[start : close + 1] if close != -1 else self.text[start:]
+        """The error for a malformed reference, quoting its name and operator only: what
+        follows them may be a literal secret (`${OPENAI_API_KEY:-sk-...` unclosed)."""
+        name = _ENV_NAME.match(self.text, start + 2)
+        pos = name.end() if name is not None else start + 2
+        operator = next((op for op in _ENV_OPERATORS if self.text.startswith(op, pos)), "")
+        pos += len(operator)
+        shown = self.text[start:pos]
+        if self.text.startswith("}", pos):
+            shown += "}"
+        elif pos < len(self.text):
+            shown += "..."
         if len(shown) > 60:
             shown = shown[:57] + "..."
         return ConfigError(f"{self.path}: {shown!r} {problem} {_DOLLAR_HINT}")

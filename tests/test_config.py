@@ -252,24 +252,27 @@ def test_env_references_read_as_a_posix_shell_reads_them(
     ("text", "message"),
     [
         ("${OPENAI_API_KEY", "'${OPENAI_API_KEY' is not closed: add the } that ends it"),
-        ("${K:-default", "'${K:-default' is not closed"),
-        ("${A B}", "'${A B}' is not a supported reference: after the name comes }, :-default"),
-        ("${K+alt}", "'${K+alt}' is not a supported reference"),
+        ("${K:-default", "'${K:-...' is not closed"),
+        ("${OPENAI_API_KEY:-sk-proj-SECRET123", "'${OPENAI_API_KEY:-...' is not closed"),
+        ("${A B}", "'${A...' is not a supported reference: after the name comes }, :-default"),
+        ("${K+alt}", "'${K...' is not a supported reference"),
         ("${}", "'${}' is not a valid reference: a variable name is letters"),
-        ("${1K}", "'${1K}' is not a valid reference"),
-        ("${K:-${A B}}", "'${A B}' is not a supported reference"),
+        ("${1K}", "'${...' is not a valid reference"),
+        ("${K:-${A B}}", "'${A...' is not a supported reference"),
     ],
 )
-def test_a_malformed_env_reference_is_refused_at_its_key_quoting_it(
+def test_a_malformed_env_reference_is_refused_at_its_key_quoting_its_name_only(
     text: str, message: str
 ) -> None:
     """Text that starts a reference but is not one used to be kept as literal text (an
     unclosed `${OPENAI_API_KEY` went upstream as the key): it is an error at the key,
-    quoting the reference, with how to write a literal `$`."""
+    quoting the reference's name and operator (what follows may be a literal key), with
+    how to write a literal `$`."""
     with pytest.raises(ConfigError) as info:
         _api_key(text, {"K": "sk", "OPENAI_API_KEY": "sk"})
     assert str(info.value).startswith(f"providers.p.api_key: {message}")
     assert str(info.value).endswith("(write $$ for a literal $)")
+    assert "SECRET" not in str(info.value)
 
 
 @pytest.mark.parametrize(
