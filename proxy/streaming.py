@@ -383,12 +383,14 @@ class _Client:
         # Looked up once: write() asks it for every event. A connection lost later
         # fails the next write (ConnectionResetError), as it would through the request.
         self._transport = request.transport
-        #: The last block written, kept (not copied) for an error event to number
-        #: itself after (the Responses API's sequence_number).
+        #: The last block of events written, kept (not copied) for an error event to
+        #: number itself after (the Responses API's sequence_number): not an empty one
+        #: (a transform took all of it) nor a keep-alive comment, which carry none.
         self._relayed = b""
 
     async def write(self, data: bytes) -> None:
-        self._relayed = data
+        if data[:1] not in (b"", b":"):
+            self._relayed = data
         transport = self._transport
         try:
             if (

@@ -365,6 +365,26 @@ async def test_a_responses_stream_without_sequence_numbers_ends_without_one(
     assert event["code"] == "stream_interrupted"
 
 
+async def test_a_keep_alive_comment_last_does_not_lose_the_sequence_number(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """The error event numbers itself after the last numbered event, even when the last
+    block relayed before the break was a keep-alive comment, which carries no number."""
+    created = b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n'
+    delta = (
+        b"event: response.output_text.delta\n"
+        b'data: {"type":"response.output_text.delta","sequence_number":1}\n\n'
+    )
+    fakes.a.script(sse([created, delta, b": ping\n\n"]))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}))
+    body = {"model": "m", "input": "hi", "stream": True}
+    _, _, raw = await post(running.url, "/v1/responses", body)
+    assert raw.startswith(created + delta + b": ping\n\n"), raw
+    name, data = sse_blocks(raw)[-1].split(b"\n", 1)
+    assert name == b"event: error"
+    assert json.loads(data.removeprefix(b"data: "))["sequence_number"] == 2
+
+
 def test_anthropic_stream_reset_after_content_raises_in_the_sdk(
     fakes: Fakes, spangate_for: Start
 ) -> None:
