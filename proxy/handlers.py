@@ -82,13 +82,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 
 async def _proxy(request: web.Request, record: RequestRecord) -> web.StreamResponse:
-    endpoint = classify(request.method, request.path, "anthropic-version" in request.headers)
+    endpoint = _endpoint(request)
     # Path and query go upstream byte for byte as the client sent them: yarl's forms
     # (even the "raw" query string) undo escapes such as %2F and %7e.
     raw_path, _, raw_query = request.raw_path.partition("?")
     if endpoint is not None and endpoint.deployment is None:
         endpoint = _as_sent(endpoint, raw_path)
-    fmt = endpoint.wire if endpoint is not None else guess_format(request)
+    fmt = _format(request, endpoint)
     try:
         if endpoint is None:
             record.route = None
@@ -102,7 +102,14 @@ async def _proxy(request: web.Request, record: RequestRecord) -> web.StreamRespo
 
 def wire_of(request: web.Request) -> ErrorFormat:
     """The format of errors spangate makes for `request`: its endpoint's, else a guess."""
-    endpoint = classify(request.method, request.path, "anthropic-version" in request.headers)
+    return _format(request, _endpoint(request))
+
+
+def _endpoint(request: web.Request) -> Endpoint | None:
+    return classify(request.method, request.path, "anthropic-version" in request.headers)
+
+
+def _format(request: web.Request, endpoint: Endpoint | None) -> ErrorFormat:
     return endpoint.wire if endpoint is not None else guess_format(request)
 
 
@@ -272,6 +279,14 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 
 async def _read_body(request: web.Request) -> bytes:
+    if len(request.headers.getall("Content-Encoding", ())) > 1:
+        # Which line aiohttp undid depends on its parser (C: the last, Python: the
+        # first): the body spangate would forward could carry the wrong label.
+        raise UnreadableBody(
+            "the request has more than one Content-Encoding header; send one (gzip or "
+            "deflate) or none",
+            code="invalid_content_encoding",
+        )
     limit = request.app[RUNTIME].config.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(request.content_length, limit)

@@ -36,9 +36,10 @@ _HOP_BY_HOP_NAMES = tuple(sorted(HOP_BY_HOP))
 _OWN_PREFIX_LEN = len(_OWN_PREFIX)
 
 
-#: Request codings aiohttp's server undoes before spangate reads the body (one coding,
-#: the last Content-Encoding line's, as its C parser reads it): spangate forwards the
-#: decoded bytes, so that line goes.
+#: Request codings aiohttp's server (3.13 and later: zstd) undoes before spangate reads
+#: the body (one coding: a request with two Content-Encoding lines is refused, since
+#: aiohttp's C and Python parsers undo different ones): spangate forwards the decoded
+#: bytes, so that line goes.
 #: aiohttp bounds the inflated body by server.max_body_bytes (client_max_size), and
 #: refuses a coding it cannot undo (br, zstd without their modules) with a 400.
 DECODED_REQUEST_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})

@@ -5,6 +5,7 @@ server.max_body_bytes bounds the decoded size."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import zlib
@@ -81,4 +82,34 @@ async def test_compressed_request_that_does_not_decode_is_400_in_the_client_form
     error = json.loads(answer)["error"]
     assert error[field] == kind
     assert "Content-Encoding" in error["message"]
+    assert fake.received == []
+
+
+async def test_a_request_with_two_content_encoding_lines_is_400(
+    fake: FakeProvider, aliased: Running
+) -> None:
+    """aiohttp's C parser undoes the last Content-Encoding line and its Python parser the
+    first: with two, the body spangate would forward could carry the wrong label, so the
+    request is refused with a 400 in the client's format and nothing reaches the provider."""
+    body = gzip.compress(json.dumps(CHAT).encode())
+    host, port = aliased.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: application/json\r\nContent-Encoding: identity\r\n"
+        f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    try:
+        head_in = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        lines = head_in.decode().split("\r\n")
+        fields = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        answer = await asyncio.wait_for(reader.readexactly(int(fields["content-length"])), 30)
+    finally:
+        writer.close()
+    assert lines[0].split()[1] == "400", head_in
+    error = json.loads(answer)["error"]
+    assert error["code"] == "invalid_content_encoding"
+    assert "more than one Content-Encoding" in error["message"]
     assert fake.received == []
