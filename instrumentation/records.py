@@ -25,6 +25,7 @@ class AttemptRecord:
         "body",
         "encoding",
         "end_ns",
+        "error_block",
         "error_type",
         "events",
         "failure_class",
@@ -80,6 +81,9 @@ class AttemptRecord:
         self.events: list[tuple[int, bytes]] | None = None
         self.retained = 0
         self.stream_outcome: str | None = None
+        #: The block of events whose in-band error event ended a relayed stream (the
+        #: circuit's verdict is read from it: failover.relay_verdict).
+        self.error_block: bytes | None = None
         self.usage_injected = False
         #: "primary" / "hedge" when the route hedges; "won" / "lost" once a race ended.
         self.hedge_role: str | None = None
@@ -101,6 +105,9 @@ class AttemptRecord:
         if self.retained < MAX_RETAINED_BYTES:
             self.retained += len(block)
             events.append((time.monotonic_ns(), block))
+
+    def on_error_end(self, block: bytes) -> None:
+        self.error_block = block
 
     def on_end(self, error: str | None) -> None:
         self.end_ns = time.monotonic_ns()

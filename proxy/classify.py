@@ -11,11 +11,12 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 
 from proxy.config import FailureClass
+from proxy.sse import SSEDecoder, SSEEvent
 
 
 class Verdict(msgspec.Struct, frozen=True):
@@ -140,8 +141,8 @@ _EXCEPTION_CLASSES: dict[str, FailureClass] = {
     # Closed cleanly after content but before the terminal event: cut short upstream.
     "stream_truncated": "connection",
     "malformed_response": "transient",
-    # An in-band error event after content reached the client (the relay's outcome): the
-    # provider failed mid-answer (server_error, overloaded_error), as a 5xx would.
+    # An in-band error event after content reached the client whose data says nothing
+    # that classify_stream_end can read: the provider failed mid-answer, as a 5xx would.
     "stream_error": "transient",
 }
 
@@ -164,6 +165,23 @@ def classify_stream_error(data: bytes, *, client_key: bool = False) -> Verdict:
     status = _STREAM_ERROR_STATUS.get(kind or "", 500)
     cls, context = _class_for(status, kind, code, error.message, client_key)
     return Verdict(cls, code or kind or "stream_error", None, context)
+
+
+def classify_stream_end(
+    block: bytes, is_error: Callable[[SSEEvent], bool], *, client_key: bool = False
+) -> Verdict:
+    """Classify the in-band error event that ended a stream after content reached the
+    client: `block` is the block of events that carried it (content events may come
+    before it), `is_error` the adapter's test for an error event. Judged by the event
+    itself as classify_stream_error judges one at a stream's start (an Anthropic
+    invalid_request_error is the caller's fault, a rate_limit_error a rate limit);
+    transient, as a 5xx, when no error event in `block` can be found. Called once per
+    such stream, never per block."""
+    # The closing blank line may be missing when the provider closed right after it.
+    for event in SSEDecoder().feed(block + b"\n\n"):
+        if is_error(event):
+            return classify_stream_error(event.data.encode(), client_key=client_key)
+    return classify_exception("stream_error")
 
 
 _STREAM_ERROR_STATUS = {

@@ -14,7 +14,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
 
 import aiohttp
@@ -24,14 +24,20 @@ from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.setup import Telemetry
 from instrumentation.tracecontext import new_span_id
 from proxy import strategies
-from proxy.classify import Verdict, classify_exception, classify_response, classify_stream_error
+from proxy.classify import (
+    Verdict,
+    classify_exception,
+    classify_response,
+    classify_stream_end,
+    classify_stream_error,
+)
 from proxy.config import FailureClass, RetryConfig, Timeouts
 from proxy.errors import SpangateError, Unavailable, UpstreamTimeout, UpstreamUnreachable
 from proxy.health import HealthRegistry, Slot, TargetHealth
 from proxy.providers.base import Incoming, UpstreamRequest
 from proxy.routing import RoutePlan
 from proxy.runtime import Route, RuntimeConfig, Target
-from proxy.sse import SSEDecoder
+from proxy.sse import SSEDecoder, SSEEvent
 from proxy.streaming import is_event_stream
 from proxy.upstream import Upstream
 from proxy.upstream_response import UpstreamResponse
@@ -608,7 +614,7 @@ async def _commit_stream(
 def relayed(ready: Ready) -> None:
     """The relay of a committed attempt ended (or the client left): free its slot, with the
     verdict a streamed response could not have at its commit."""
-    verdict = relay_verdict(ready.attempt)
+    verdict = relay_verdict(ready.attempt, ready.target)
     now = time.monotonic()
     if verdict == "ok":
         ready.slot.completed(now)
@@ -618,17 +624,29 @@ def relayed(ready: Ready) -> None:
         ready.slot.release()
 
 
-def relay_verdict(attempt: AttemptRecord) -> FailureClass | Literal["ok"] | None:
+def relay_verdict(attempt: AttemptRecord, target: Target) -> FailureClass | Literal["ok"] | None:
     """How a relay ended, for the circuit: "ok" (whole), the class of an upstream fault
     after the commit (reset, idle or total timeout, truncation, an in-band error event),
     or None when the client
-    left first — which says nothing about the target."""
+    left first — which says nothing about the target. An in-band error event is judged
+    by what it says (an invalid_request_error is the caller's, not the target's)."""
     outcome = attempt.stream_outcome
+    if outcome == "stream_error" and attempt.error_block is not None:
+        return classify_stream_end(
+            attempt.error_block,
+            _is_error_event(target),
+            client_key=target.provider.settings.client_key,
+        ).cls
     if outcome in _BROKEN_AFTER_COMMIT:
         return classify_exception(outcome).cls
     if attempt.end_ns and attempt.error_type is None:
         return "ok"
     return None
+
+
+def _is_error_event(target: Target) -> Callable[[SSEEvent], bool]:
+    kind = target.provider.adapter.stream_event_kind
+    return lambda event: kind(event) == "error"
 
 
 #: Relay outcomes (proxy/streaming.py) that are the upstream's doing.

@@ -49,6 +49,7 @@ class Tap(Protocol):
     def on_response(self, status: int, headers: CIMultiDictProxy[str]) -> None: ...
     def on_body(self, body: bytes) -> None: ...
     def on_events(self, block: bytes) -> None: ...
+    def on_error_end(self, block: bytes) -> None: ...
     def on_end(self, error: str | None) -> None: ...
 
 
@@ -60,6 +61,9 @@ class NullTap:
         pass
 
     def on_events(self, block: bytes) -> None:
+        pass
+
+    def on_error_end(self, block: bytes) -> None:
         pass
 
     def on_end(self, error: str | None) -> None:
@@ -188,12 +192,12 @@ async def _relay_events(
                 if (end.seen or last or finished is None) and not pending and _ended(response):
                     # The provider has already ended its response: the last events and the
                     # end of ours leave in one send (a send on loopback costs ~50 µs of CPU).
-                    await client.finish(tap, data, end.error(last))
+                    await client.finish(tap, data, end.error(tap, last, block))
                     return out
                 await client.write(data)
                 # Only once it is written: a client gone before the terminal event got
                 # an incomplete stream.
-                end.saw(last)
+                end.saw(last, block)
             limit_s = _AFTER_END_S if end.seen and idle_s > _AFTER_END_S else idle_s
             with idle.limit(limit_s):
                 chunk = await response.content.readany()
@@ -205,7 +209,7 @@ async def _relay_events(
                 break
             pending += chunk
         if finished is not None and pending:
-            end.saw(finished(pending))
+            end.saw(finished(pending), pending)
         await _body_ended(client, errors, tap, pending, end, whole=end.seen or finished is None)
     except (_ClientGone, asyncio.CancelledError) as exc:
         await _stopped(request, client, errors, tap, exc, end)
@@ -216,7 +220,7 @@ async def _relay_events(
         if end.seen:
             # The terminal event reached the client: a break or a silence after it
             # cost nothing, and an error event after it would make an SDK raise.
-            await client.finish(tap, b"", end.error())
+            await client.finish(tap, b"", end.error(tap))
             return out
         return await client.interrupt(errors, tap, exc)
     finally:
@@ -225,27 +229,33 @@ async def _relay_events(
 
 
 class _End:
-    """The terminal event a relay has passed to the client, if any."""
+    """The terminal event a relay has passed to the client, if any, and the block of
+    events that carried it (kept, not copied: an error event is classified from it)."""
 
-    __slots__ = ("kind",)
+    __slots__ = ("block", "kind")
 
     def __init__(self) -> None:
         self.kind: StreamEnd | None = None
+        self.block = b""
 
     @property
     def seen(self) -> bool:
         return self.kind is not None
 
-    def saw(self, kind: StreamEnd | None) -> None:
-        if self.kind is None:
-            self.kind = kind
+    def saw(self, kind: StreamEnd | None, block: bytes) -> None:
+        if kind is not None and self.kind is None:
+            self.kind, self.block = kind, block
 
-    def error(self, last: StreamEnd | None = None) -> str | None:
+    def error(self, tap: Tap, last: StreamEnd | None = None, block: bytes = b"") -> str | None:
         """The outcome the tap is told at a whole end: None, or "stream_error" when the
         provider ended the stream with an in-band error event (an answer, not a break:
-        nothing is appended, and it is not counted a truncation)."""
-        kind = self.kind or last
-        return "stream_error" if kind == "stream_error" else None
+        nothing is appended, and it is not counted a truncation), the tap then given the
+        block that carried the event first (its verdict for the circuit comes from it)."""
+        self.saw(last, block)
+        if self.kind != "stream_error":
+            return None
+        tap.on_error_end(self.block)
+        return "stream_error"
 
 
 async def _stopped(
@@ -266,7 +276,7 @@ async def _stopped(
     # An SDK may hang up right after the terminal event (openai-python does after
     # `data: [DONE]`, or raising on an in-band error event): that stream was complete,
     # not abandoned.
-    tap.on_end(end.error() if end.seen else "client_disconnected")
+    tap.on_end(end.error(tap) if end.seen else "client_disconnected")
     if isinstance(exc, _ClientGone):
         client.cut()
 
@@ -283,7 +293,7 @@ async def _body_ended(
         # Otherwise half an event, and the error event below would fuse with it into one
         # the SDK cannot parse: it is dropped, so the SDK raises the error instead.
     if whole:
-        await client.finish(tap, b"", end.error())
+        await client.finish(tap, b"", end.error(tap))
     else:
         # A clean close without the terminal event is a truncation, not a success.
         await client.interrupt(errors, tap, _Truncated())

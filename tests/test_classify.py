@@ -7,9 +7,13 @@ import pytest
 from proxy.classify import (
     classify_exception,
     classify_response,
+    classify_stream_end,
     classify_stream_error,
     retry_after_seconds,
 )
+from proxy.providers.anthropic import AnthropicAdapter
+from proxy.providers.openai import OpenAIAdapter
+from proxy.sse import SSEEvent
 
 OPENAI_RATE = (
     b'{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-x on '
@@ -214,3 +218,82 @@ def test_io_edge_failures(kind: str, expected: str) -> None:
 def test_in_band_stream_errors(data: bytes, expected: str) -> None:
     """An error as the first event of a 200 stream classifies like its HTTP twin."""
     assert classify_stream_error(data).cls == expected
+
+
+def _anthropic_error(kind: bytes) -> bytes:
+    return (
+        b'event: error\ndata: {"type":"error","error":{"type":"' + kind + b'","message":"x"}}\n\n'
+    )
+
+
+_CLAUDE_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Hi"}}\n\n'
+)
+_CHAT_CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+
+
+def _anthropic_error_event(event: SSEEvent) -> bool:
+    return AnthropicAdapter().stream_event_kind(event) == "error"
+
+
+def _openai_error_event(event: SSEEvent) -> bool:
+    return OpenAIAdapter().stream_event_kind(event) == "error"
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (_CLAUDE_DELTA + _anthropic_error(b"invalid_request_error"), "caller_fault"),
+        (_CLAUDE_DELTA + _anthropic_error(b"rate_limit_error"), "rate_limited"),
+        (_CLAUDE_DELTA + _anthropic_error(b"overloaded_error"), "transient"),
+        (_anthropic_error(b"api_error"), "transient"),
+        # The provider closed right after the event, without its blank line.
+        (_anthropic_error(b"invalid_request_error")[:-1], "caller_fault"),
+    ],
+)
+def test_an_error_event_ending_a_stream_after_content_classifies_by_what_it_says(
+    block: bytes, expected: str
+) -> None:
+    """The in-band error event that ended a stream after content is judged by its own
+    type, as one at a stream's start would be: the caller's fault or a rate limit is not
+    the target's 5xx."""
+    assert classify_stream_end(block, _anthropic_error_event).cls == expected
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (
+            _CHAT_CHUNK + b'data: {"error":{"message":"x","type":"invalid_request_error",'
+            b'"code":"bad"}}\n\n',
+            "caller_fault",
+        ),
+        (
+            _CHAT_CHUNK + b'data: {"error":{"message":"x","type":"server_error","code":null}}\n\n',
+            "transient",
+        ),
+    ],
+)
+def test_an_openai_chat_error_ending_a_stream_classifies_by_its_type(
+    block: bytes, expected: str
+) -> None:
+    """OpenAI chat's `data: {"error": ...}` after content: judged by its type too."""
+    assert classify_stream_end(block, _openai_error_event).cls == expected
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'event: error\ndata: {"type":"error","error":{"type":"invalid_re\n\n',  # cut JSON
+        b"event: error\ndata: not json\n\n",
+        _CLAUDE_DELTA,  # no error event found in the block
+        b"",
+    ],
+)
+def test_an_error_end_that_cannot_be_read_counts_as_transient(block: bytes) -> None:
+    """An error end whose event cannot be found or parsed falls back to transient, as a
+    5xx would."""
+    verdict = classify_stream_end(block, _anthropic_error_event)
+    assert verdict.cls == "transient"
+    assert verdict.cls == classify_exception("stream_error").cls

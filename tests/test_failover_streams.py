@@ -489,6 +489,50 @@ async def test_a_providers_error_event_after_content_ends_the_stream_as_sent(
     assert [e["class"] for e in target["recent_errors"]] == ["transient"]
 
 
+@pytest.mark.parametrize(
+    ("name", "path", "body", "after", "blameless", "counted"),
+    [
+        pytest.param(
+            "x", "/v1/messages", message(stream=True), 5,
+            "invalid_request_error", "overloaded_error", id="anthropic",
+        ),
+        pytest.param(
+            "a", "/v1/chat/completions", chat(stream=True), 3,
+            "invalid_request_error", "server_error", id="chat",
+        ),
+    ],
+)  # fmt: skip
+async def test_an_error_event_after_content_counts_against_the_circuit_by_what_it_says(
+    fakes: Fakes,
+    spangate_for: Start,
+    name: str,
+    path: str,
+    body: dict[str, Any],
+    after: int,
+    blameless: str,
+    counted: str,
+) -> None:
+    """An in-band error event after content is judged by its own type, as one at a
+    stream's start would be: an invalid_request_error (the caller's fault) does not count
+    toward the target's circuit, while an overloaded/server error counts as a transient
+    failure."""
+    running = spangate_for(config(fakes, {"m": {"targets": targets(name)}}))
+    fakes[name].script(stream_error(after=after, type=blameless))
+    status, _, raw = await post(running.url, path, body, ANTHROPIC_HEADERS)
+    assert status == 200
+    assert blameless.encode() in sse_blocks(raw)[-1]
+    target = (await get_status(running))["targets"][label(name)]
+    assert (target["state"], target["consecutive_failures"]) == ("closed", 0)
+    assert target["recent_errors"] == []
+    fakes[name].script(stream_error(after=after, type=counted))
+    status, _, raw = await post(running.url, path, body, ANTHROPIC_HEADERS)
+    assert status == 200
+    assert counted.encode() in sse_blocks(raw)[-1]
+    target = (await get_status(running))["targets"][label(name)]
+    assert target["consecutive_failures"] == 1
+    assert [e["class"] for e in target["recent_errors"]] == ["transient"]
+
+
 OPENAI_HELLO_CHUNK = (
     b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,'
     b'"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},'
