@@ -245,23 +245,27 @@ _ENV_OPERATORS = (":-", ":?", "-", "?")
 _DOLLAR_HINT = "(write $$ for a literal $)"
 
 
-def interpolate(
-    value: Any, path: str, env: Mapping[str, str], found: list[tuple[Any, ...]] | None = None
-) -> Any:
+#: Where a string held a reference: its key path as steps (map keys, list indices) and
+#: as the text errors name it by.
+Found = list[tuple[tuple[Any, ...], str]]
+
+
+def interpolate(value: Any, path: str, env: Mapping[str, str], found: Found | None = None) -> Any:
     """Replace `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?message}` and
     `${VAR?message}` in every string, as a POSIX shell does (a default may hold
     references); `$$` is a literal `$`, and a `$` before anything else stays as it is.
-    The key path of each string that held a reference is added to `found`."""
+    The key path of each string that held a reference is added to `found`, as steps and
+    as text."""
     return _interpolate(value, path, (), env, found if found is not None else [])
 
 
 def _interpolate(
-    value: Any, path: str, steps: tuple[Any, ...], env: Mapping[str, str], found: list[Any]
+    value: Any, path: str, steps: tuple[Any, ...], env: Mapping[str, str], found: Found
 ) -> Any:
     if isinstance(value, str):
         expanded = _Expansion(value, path, env).run()
         if expanded is not value:
-            found.append(steps)
+            found.append((steps, path))
         return expanded
     if isinstance(value, dict):
         return {
@@ -323,7 +327,7 @@ class _Expansion:
         if self.text.startswith("}", pos):
             operator, word, end = "", "", pos
         else:
-            operator = next((op for op in _ENV_OPERATORS if self.text.startswith(op, pos)), "")
+            operator = self.operator_at(pos)
             if not operator:
                 raise self.refused(
                     start,
@@ -353,13 +357,16 @@ class _Expansion:
             f"(set it, or write ${{{name}:-default}} to give a default)"
         )
 
+    def operator_at(self, pos: int) -> str:
+        """The operator (`:-`, `:?`, `-`, `?`) that starts at `pos`, or ""."""
+        return next((op for op in _ENV_OPERATORS if self.text.startswith(op, pos)), "")
+
     def refused(self, start: int, problem: str) -> ConfigError:
         """The error for a malformed reference, quoting its name and operator only: what
         follows them may be a literal secret (`${OPENAI_API_KEY:-sk-...` unclosed)."""
         name = _ENV_NAME.match(self.text, start + 2)
         pos = name.end() if name is not None else start + 2
-        operator = next((op for op in _ENV_OPERATORS if self.text.startswith(op, pos)), "")
-        pos += len(operator)
+        pos += len(self.operator_at(pos))
         shown = self.text[start:pos]
         if self.text.startswith("}", pos):
             shown += "}"
@@ -467,22 +474,13 @@ def _first_bad_key(entries: Any) -> Any:
 
 
 def _allowed_values(info: msgspec.inspect.Type, where: str) -> list[str]:
-    """The names a Literal key accepts, when `where` leads to one; else []."""
-    types = [info]
-    for step in _PATH_STEP.finditer(where):
-        field = step.group(1)
-        following: list[msgspec.inspect.Type] = []
-        for node in _alternatives(types):
-            if field is not None and isinstance(node, msgspec.inspect.StructType):
-                following += [f.type for f in node.fields if f.encode_name == field]
-            elif field is None and isinstance(node, msgspec.inspect.ListType):
-                following.append(node.item_type)
-            elif field is None and isinstance(node, msgspec.inspect.DictType):
-                following.append(node.value_type)
-        types = following
+    """The names a Literal key accepts, when `where` (a msgspec path: `.field`, `[i]`,
+    `[...]` for a map's entry) leads to one; else []."""
+    # An index stands for every `[...]`: a list's item and a map's value alike.
+    steps = tuple(step.group(1) or 0 for step in _PATH_STEP.finditer(where))
     return [
         str(value)
-        for node in _alternatives(types)
+        for node in _types_at(info, steps)
         if isinstance(node, msgspec.inspect.LiteralType)
         for value in node.values
     ]
@@ -517,7 +515,7 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("(top level): the config file must be a YAML mapping")
     env = os.environ if env is None else env
-    found: list[tuple[Any, ...]] = []
+    found: Found = []
     data = interpolate(data, "", env, found)
     _read_env_scalars(data, found)
     try:
@@ -546,14 +544,14 @@ def _parse(data: dict[Any, Any]) -> Config:
     return config
 
 
-def _read_env_scalars(data: Any, found: list[tuple[Any, ...]]) -> None:
+def _read_env_scalars(data: Any, found: Found) -> None:
     """An environment variable is text, and YAML has already read `${PORT:-4000}` as a
     string: where the key takes a number or a boolean (and no text), the interpolated
     text is read as one, in place, so `port: ${PORT:-4000}` works quoted or not. Only
     the key's type decides, never the text's look: `api_version: ${V}` stays text even
     when V is `2024-10-21`. Text that reads as nothing is left for the schema to refuse."""
     info = msgspec.inspect.type_info(Config)
-    for steps in found:
+    for steps, _ in found:
         holder = _at(data, list(steps[:-1]))
         if not steps or not isinstance(holder, dict | list):
             continue
@@ -595,11 +593,10 @@ def _scalar(text: str, kinds: set[type[msgspec.inspect.Type]]) -> bool | int | f
     return None
 
 
-def _note_env(message: str, found: list[tuple[Any, ...]]) -> str:
+def _note_env(message: str, found: Found) -> str:
     """Say so when the refused value came from the environment: the file shows only
     `${VAR}`, and a number or boolean there is read from the variable's text."""
-    for steps in found:
-        path = _path_of(steps)
+    for _, path in found:
         if message.startswith(f"{path}: expected `"):
             return (
                 f"{message}; the value came from an environment variable reference, so "
@@ -607,13 +604,6 @@ def _note_env(message: str, found: list[tuple[Any, ...]]) -> str:
                 "true or false)"
             )
     return message
-
-
-def _path_of(steps: tuple[Any, ...]) -> str:
-    path = ""
-    for step in steps:
-        path = f"{path}[{step}]" if isinstance(step, int) else _join(path, str(step))
-    return path
 
 
 def _check_telemetry(telemetry: TelemetryConfig) -> None:
