@@ -177,7 +177,7 @@ class Processor:
         self, m: Instruments, record: RequestRecord, views: list[AttemptView]
     ) -> None:
         attrs = {
-            sc.ATTR_ROUTE: record.alias or "passthrough",
+            sc.ATTR_ROUTE: record.alias or sc.PASSTHROUGH_ROUTE,
             sc.ATTR_STATUS_CLASS: f"{record.status // 100}xx" if record.status else "none",
         }
         m.requests.add(1, attrs)

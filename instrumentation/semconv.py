@@ -121,6 +121,9 @@ METRIC_CIRCUIT_TRANSITIONS = "spangate.circuit.transitions"
 
 # Metric attribute keys of spangate's own (low cardinality: never ids).
 ATTR_ROUTE = "spangate.route"
+#: Its value for requests no alias served: an alias of this name is refused
+#: (proxy/runtime.py), or its series would merge with theirs.
+PASSTHROUGH_ROUTE = "passthrough"
 ATTR_STATUS_CLASS = "http.response.status_class"
 ATTR_OUTCOME = "spangate.outcome"
 ATTR_SIGNAL = "spangate.signal"

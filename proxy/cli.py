@@ -13,7 +13,7 @@ from instrumentation.logging import configure_logging, redactor_for
 from proxy import __version__
 from proxy.config import ConfigError, load_config
 from proxy.listeners import check_listeners
-from proxy.runtime import RuntimeConfig, compile_config, describe
+from proxy.runtime import RuntimeConfig, compile_config, describe, port_problem
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,10 +71,9 @@ def _port(text: str) -> int:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"must be between 0 and 65535 (0 = any free port), got {port}"
-        )
+    problem = port_problem(port)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return port
 
 

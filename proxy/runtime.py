@@ -13,6 +13,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 import msgspec
 
 from instrumentation.pricing import PriceTable, shipped_prices
+from instrumentation.semconv import PASSTHROUGH_ROUTE
 from proxy.config import (
     CircuitConfig,
     Config,
@@ -244,15 +245,10 @@ def _shown(parts: SplitResult) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-#: The `spangate.route` metric label of requests no alias served
-#: (instrumentation/processor.py): an alias of that name would share its series.
-PASSTHROUGH_ROUTE = "passthrough"
-
-
 def _route(
     alias: str, spec: ModelConfig, providers: dict[str, Provider], prices: PriceTable
 ) -> Route:
-    if alias == PASSTHROUGH_ROUTE:
+    if alias == PASSTHROUGH_ROUTE:  # the route label of unaliased requests
         raise ConfigError(
             f"models.{alias}: this name is reserved: metrics label requests that no alias "
             f'serves spangate_route="{alias}", so this alias\'s series would merge with '
@@ -313,8 +309,16 @@ def _check_ports(config: Config) -> None:
         "telemetry.prometheus.port": config.telemetry.prometheus.port,
     }
     for key, port in ports.items():
-        if port is not None and not 0 <= port <= 65535:
-            raise ConfigError(f"{key}: must be between 0 and 65535 (0 = any free port), got {port}")
+        problem = port_problem(port) if port is not None else None
+        if problem is not None:
+            raise ConfigError(f"{key}: {problem}")
+
+
+def port_problem(port: int) -> str | None:
+    """What is wrong with a listen port (the config's and --port's), or None."""
+    if 0 <= port <= 65535:
+        return None
+    return f"must be between 0 and 65535 (0 = any free port), got {port}"
 
 
 def _check_duplicates(alias: str, spec: ModelConfig) -> None:
