@@ -283,7 +283,8 @@ class LineEmitter:
 
 
 def _serialize_text(event: Any, **_: Any) -> str:
-    return msgspec.json.encode(event, enc_hook=str).decode()
+    """_serialize's line as text: what a logging.Formatter returns."""
+    return _serialize(event).decode()
 
 
 #: The name of the stdlib handler configure_logging installs (replaced, never doubled).
