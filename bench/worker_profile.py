@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -85,6 +86,10 @@ def _id() -> int:
     return _rng.getrandbits(64) or 1
 
 
+#: What the bench's nginx upstream answers with, by `stream`.
+_CONTENT_TYPE = {False: "application/json", True: "text/event-stream"}
+
+
 def record(stream: bool) -> RequestRecord:
     r = RequestRecord("POST", "/v1/chat/completions")
     r.api, r.operation, r.wire = "chat_completions", "chat", "openai"
@@ -95,7 +100,7 @@ def record(stream: bool) -> RequestRecord:
     a = AttemptRecord(
         1, _id(), provider="openai", system="openai", host="h", port=443, target="t", model=None
     )
-    a.on_response(200, None)  # type: ignore[arg-type]
+    a.on_response(200, CIMultiDictProxy(CIMultiDict({"Content-Type": _CONTENT_TYPE[stream]})))
     if stream:
         for event in canned.sse_events():
             a.on_events(event)

@@ -33,8 +33,8 @@ from test_telemetry_support import (
 )
 
 from instrumentation import semconv as sc
-from instrumentation.extract.encodings import CORRUPT, TOO_LARGE, UNSUPPORTED, Undecodable, inflate
 from instrumentation.records import MAX_RETAINED_BYTES
+from proxy.codings import CORRUPT, TOO_LARGE, UNSUPPORTED, Undecodable, inflate
 
 HELLO: Any = [{"role": "user", "content": "hi there"}]
 Start = Callable[..., Running]
@@ -154,7 +154,7 @@ def _raw_deflate(data: bytes) -> bytes:
 )
 def test_inflate_undoes_the_codings_zlib_reads(encoding: str, body: bytes) -> None:
     """gzip/x-gzip (every member), zlib or raw deflate, stacked codings, identity."""
-    assert inflate(body, encoding) == DOC
+    assert inflate(body, encoding, MAX_RETAINED_BYTES) == DOC
 
 
 @pytest.mark.parametrize(
