@@ -39,7 +39,24 @@ class _ErrorBody(msgspec.Struct):
     error: _ErrorObject | str | None = None
 
 
+class _FailedResponse(msgspec.Struct):
+    error: _ErrorObject | None = None
+
+
+class _ResponsesEvent(msgspec.Struct):
+    """A Responses stream's error event: `error` with its fields at the top level
+    (`{"type":"error","code":…,"message":…,"param":…,"sequence_number":…}`), or
+    `response.failed` with the failed response's `error` (`{"code":…,"message":…}`).
+    `type` names the event, never an error kind."""
+
+    type: str | None = None
+    code: str | int | None = None
+    message: str | None = None
+    response: _FailedResponse | None = None
+
+
 _decode_error = msgspec.json.Decoder(_ErrorBody).decode
+_decode_event = msgspec.json.Decoder(_ResponsesEvent).decode
 
 #: OpenAI bills under type `insufficient_quota`; the code names which budget ran out.
 _QUOTA_CODES = frozenset(
@@ -57,11 +74,29 @@ _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"
 
 
 def _error_fields(body: bytes) -> _ErrorObject:
+    """The error's type/code/message: from `{"error": {...}}` (OpenAI, Azure, Anthropic's
+    `{"type":"error","error":{...}}`, a Responses error event some servers nest so),
+    else from a Responses stream's `error` or `response.failed` event; empty if none."""
     try:
         parsed = _decode_error(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return _ErrorObject()
-    return parsed.error if isinstance(parsed.error, _ErrorObject) else _ErrorObject()
+    if isinstance(parsed.error, _ErrorObject):
+        return parsed.error
+    return _responses_error(body)
+
+
+def _responses_error(body: bytes) -> _ErrorObject:
+    try:
+        event = _decode_event(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _ErrorObject()
+    if event.type == "error":
+        return _ErrorObject(code=event.code, message=event.message)
+    failed = event.response
+    if event.type == "response.failed" and failed is not None and failed.error is not None:
+        return failed.error
+    return _ErrorObject()
 
 
 def classify_response(
@@ -156,13 +191,15 @@ def classify_stream_error(data: bytes, *, client_key: bool = False) -> Verdict:
     """Classify an error event that arrived as the first event of a 200 stream.
 
     Anthropic sends `event: error` with `{"type":"error","error":{"type":"overloaded_error"}}`;
-    OpenAI-format servers send `data: {"error": {...}}`. The error type maps as the
-    matching HTTP status would.
+    OpenAI chat servers send `data: {"error": {...}}`; the Responses API an `error` event
+    with a top-level `code`, or `response.failed` with the response's `error.code`. The
+    error code (the more specific, where both are sent), else its type, maps to the
+    status the same error would have had over HTTP; 500 when neither is known.
     """
     error = _error_fields(data)
     kind = error.type
     code = str(error.code) if error.code is not None else None
-    status = _STREAM_ERROR_STATUS.get(kind or "", 500)
+    status = _STREAM_ERROR_STATUS.get(code or "") or _STREAM_ERROR_STATUS.get(kind or "", 500)
     cls, context = _class_for(status, kind, code, error.message, client_key)
     return Verdict(cls, code or kind or "stream_error", None, context)
 
@@ -184,15 +221,45 @@ def classify_stream_end(
     return classify_exception("stream_error")
 
 
+#: An in-band error's code or type → the HTTP status the same error comes with.
 _STREAM_ERROR_STATUS = {
+    # Anthropic error types.
     "overloaded_error": 529,
     "rate_limit_error": 429,
-    "rate_limit_exceeded": 429,
     "invalid_request_error": 400,
     "authentication_error": 401,
     "permission_error": 403,
     "not_found_error": 404,
     "timeout_error": 504,
+    # OpenAI codes, the Responses API's among them (ResponseError.code): a rate limit,
+    # a server fault or a slow file search are the target's; a prompt or image the
+    # model refuses is the request's, and would be refused elsewhere too.
+    "rate_limit_exceeded": 429,
+    "server_error": 500,
+    "vector_store_timeout": 504,
+    "context_length_exceeded": 400,
+    "invalid_api_key": 401,
+    "model_not_found": 404,
+    "invalid_prompt": 400,
+    **dict.fromkeys(
+        (
+            "invalid_image",
+            "invalid_image_format",
+            "invalid_base64_image",
+            "invalid_image_url",
+            "image_too_large",
+            "image_too_small",
+            "image_parse_error",
+            "image_content_policy_violation",
+            "invalid_image_mode",
+            "image_file_too_large",
+            "unsupported_image_media_type",
+            "empty_image_file",
+            "failed_to_download_image",
+            "image_file_not_found",
+        ),
+        400,
+    ),
 }
 
 

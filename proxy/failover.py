@@ -23,7 +23,7 @@ import msgspec
 from instrumentation.records import AttemptRecord, RequestRecord
 from instrumentation.setup import Telemetry
 from instrumentation.tracecontext import new_span_id
-from proxy import strategies
+from proxy import codings, strategies
 from proxy.classify import (
     Verdict,
     classify_exception,
@@ -44,6 +44,8 @@ from proxy.upstream_response import UpstreamResponse
 from proxy.waits import WaitTimer
 
 _WHOLE_BODY_LIMIT = 8 * 1024 * 1024
+#: What a compressed error body may inflate to for the classifier: error bodies are small.
+_ERROR_BODY_LIMIT = 64 * 1024
 _rng = random.Random()
 
 
@@ -550,7 +552,7 @@ async def _commit(
         verdict = classify_response(
             response.status,
             response.headers,
-            error_body,
+            _readable(response, error_body),
             client_key=target.provider.settings.client_key,
         )
         return _failed(target, attempt, slot, verdict, response=response, body=error_body)
@@ -675,6 +677,19 @@ def _read_before_commit(response: UpstreamResponse) -> bool:
     if length is not None:
         return length <= _WHOLE_BODY_LIMIT
     return response.content_type == "application/json"
+
+
+def _readable(response: UpstreamResponse, body: bytes) -> bytes:
+    """An error body as the classifier reads it: a compressed one inflated (a copy; the
+    client and telemetry get the bytes as sent). One that does not inflate, or inflates
+    past _ERROR_BODY_LIMIT, is classified as sent, by its status."""
+    encoding = ", ".join(response.headers.getall("Content-Encoding", ()))
+    if not encoding:
+        return body
+    try:
+        return codings.inflate(body, encoding, _ERROR_BODY_LIMIT)
+    except codings.Undecodable:
+        return body
 
 
 class _AnyJSON(msgspec.Struct):

@@ -1726,3 +1726,25 @@ def unused_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- compressed replies
+
+
+@dataclass(frozen=True)
+class _GzipOf(_WireBehaviour):
+    inner: _WireBehaviour
+
+    def wire(self, ex: Exchange) -> Wire:
+        wire = self.inner.wire(ex)
+        body = gzip.compress(wire.body, mtime=0)
+        headers = {**wire.headers, "content-encoding": "gzip"}
+        return replace(wire, steps=[(0.0, body)], headers=headers, content_length=len(body))
+
+
+def gzipped_reply(behaviour: Behaviour) -> Behaviour:
+    """``behaviour``'s whole reply (an ``openai_error(...)``, say) sent compressed, with
+    ``Content-Encoding: gzip``, as providers answer clients that accept gzip."""
+    if not isinstance(behaviour, _WireBehaviour):
+        raise TypeError(f"{behaviour!r} has no wire to compress")
+    return _GzipOf(behaviour)

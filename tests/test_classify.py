@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.classify import (
+    _error_fields,
     classify_exception,
     classify_response,
     classify_stream_end,
@@ -218,6 +219,131 @@ def test_io_edge_failures(kind: str, expected: str) -> None:
 def test_in_band_stream_errors(data: bytes, expected: str) -> None:
     """An error as the first event of a 200 stream classifies like its HTTP twin."""
     assert classify_stream_error(data).cls == expected
+
+
+RESPONSES_ERROR = (
+    b'{"type":"error","code":"rate_limit_exceeded","message":"Rate limit reached.",'
+    b'"param":null,"sequence_number":3}'
+)
+RESPONSES_ERROR_NESTED = (
+    b'{"type":"error","sequence_number":3,"error":{"type":"tokens",'
+    b'"code":"rate_limit_exceeded","message":"Rate limit reached.","param":null}}'
+)
+
+
+def _responses_error(code: bytes) -> bytes:
+    return b'{"type":"error","code":"' + code + b'","message":"x","param":null}'
+
+
+RESPONSES_FAILED = (
+    b'{"type":"response.failed","sequence_number":7,"response":{"id":"resp_1",'
+    b'"object":"response","status":"failed","error":{"code":"server_error",'
+    b'"message":"The model failed to generate a response."}}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "fields"),
+    [
+        (OPENAI_RATE, ("requests", "rate_limit_exceeded")),
+        (anthropic("overloaded_error"), ("overloaded_error", None)),
+        (RESPONSES_ERROR, (None, "rate_limit_exceeded")),
+        (RESPONSES_ERROR_NESTED, ("tokens", "rate_limit_exceeded")),
+        (RESPONSES_FAILED, (None, "server_error")),
+        # The event's own name is never the error's kind.
+        (b'{"type":"error","message":"x"}', (None, None)),
+        (b'{"type":"response.failed","response":{"status":"failed","error":null}}', (None, None)),
+        (b'{"type":"response.completed","response":{"status":"completed"}}', (None, None)),
+        (b'{"type":"response.failed","response":"failed"}', (None, None)),
+        (b'{"error":"overloaded"}', (None, None)),
+        (b"not json", (None, None)),
+    ],
+)
+def test_error_fields_are_read_from_every_error_shape(
+    data: bytes, fields: tuple[str | None, str | None]
+) -> None:
+    """The error's type and code come from `{"error": {...}}` (OpenAI, Anthropic, a
+    Responses error event nested so), from a Responses `error` event's top level, or from
+    a `response.failed` event's response.error; the event's `type` is never taken for the
+    error's."""
+    error = _error_fields(data)
+    assert (error.type, error.code) == fields
+
+
+@pytest.mark.parametrize(
+    ("data", "expected", "reason"),
+    [
+        (RESPONSES_ERROR, "rate_limited", "rate_limit_exceeded"),
+        (RESPONSES_ERROR_NESTED, "rate_limited", "rate_limit_exceeded"),
+        (RESPONSES_FAILED, "transient", "server_error"),
+        (_responses_error(b"invalid_prompt"), "caller_fault", "invalid_prompt"),
+        (_responses_error(b"image_too_large"), "caller_fault", "image_too_large"),
+        (_responses_error(b"vector_store_timeout"), "timeout", "vector_store_timeout"),
+        (_responses_error(b"insufficient_quota"), "quota", "insufficient_quota"),
+        (_responses_error(b"model_not_found"), "model_unavailable", "model_not_found"),
+        (_responses_error(b"something_new"), "transient", "something_new"),
+        (b'{"type":"error","code":null,"message":"x"}', "transient", "stream_error"),
+        # OpenAI chat: the code is more specific than the type it refines.
+        (
+            b'{"error":{"type":"tokens","code":"rate_limit_exceeded"}}',
+            "rate_limited",
+            "rate_limit_exceeded",
+        ),
+        (
+            b'{"error":{"type":"invalid_request_error","code":"model_not_found"}}',
+            "model_unavailable",
+            "model_not_found",
+        ),
+    ],
+)
+def test_a_stream_error_maps_by_its_code_as_well_as_its_type(
+    data: bytes, expected: str, reason: str
+) -> None:
+    """An in-band error maps to the status its code (else its type) comes with over
+    HTTP: a Responses rate_limit_exceeded is rate_limited, server_error transient,
+    vector_store_timeout a timeout, invalid_prompt or a bad image the caller's; an
+    unknown code is transient, as a 500. The reason is the code, never the event's
+    `type` ("error")."""
+    verdict = classify_stream_error(data)
+    assert (verdict.cls, verdict.reason) == (expected, reason)
+
+
+def test_a_responses_context_overflow_is_flagged_for_context_fallbacks() -> None:
+    """A Responses error event with code context_length_exceeded is the caller's fault
+    and marks a context overflow, as the HTTP 400 does."""
+    data = b'{"type":"error","code":"context_length_exceeded","message":"x","param":"input"}'
+    verdict = classify_stream_error(data)
+    assert (verdict.cls, verdict.context_exceeded) == ("caller_fault", True)
+
+
+def _responses_delta() -> bytes:
+    return (
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+        b'"sequence_number":4,"delta":"Hi"}\n\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (
+            _responses_delta() + b"event: response.failed\ndata: " + RESPONSES_FAILED + b"\n\n",
+            "transient",
+        ),
+        (
+            _responses_delta()
+            + b'event: response.failed\ndata: {"type":"response.failed","response":'
+            b'{"status":"failed","error":{"code":"invalid_prompt","message":"x"}}}\n\n',
+            "caller_fault",
+        ),
+        (_responses_delta() + b"event: error\ndata: " + RESPONSES_ERROR + b"\n\n", "rate_limited"),
+    ],
+)
+def test_a_responses_error_ending_a_stream_classifies_by_its_code(
+    block: bytes, expected: str
+) -> None:
+    """A Responses `response.failed` or `error` event after content: judged by its code."""
+    assert classify_stream_end(block, _openai_error_event).cls == expected
 
 
 def _anthropic_error(kind: bytes) -> bytes:

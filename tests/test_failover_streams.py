@@ -197,6 +197,35 @@ def test_openai_error_right_after_the_role_chunk_fails_over(
     assert openai_stream_text(running) == OPENAI_TEXT
 
 
+def responses_stream_text(running: Running) -> str:
+    """Stream a Responses answer with the OpenAI SDK; the concatenated text deltas."""
+    with openai.OpenAI(
+        base_url=running.openai_base_url, api_key="sk-test", max_retries=0
+    ) as client:
+        stream = client.responses.create(model="m", input="hi", stream=True)
+        return "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+
+
+@pytest.mark.parametrize("after", [0, 2], ids=["first-event", "after-opening-frames"])
+async def test_a_responses_rate_limit_error_event_at_the_start_is_rate_limited(
+    fakes: Fakes, spangate_for: Start, after: int
+) -> None:
+    """A Responses stream whose first event past its opening frames is `event: error`
+    with code rate_limit_exceeded (its fields at the top level) is a rate limit, as a
+    429 would be, not a transient fault: b serves the SDK a clean stream, and a's
+    attempt and circuit say rate_limited."""
+    fakes.a.script(stream_error(after=after, code="rate_limit_exceeded"))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    assert responses_stream_text(running) == f"Hello from {GPT}: hi"
+    assert [len(fakes.a.received), len(fakes.b.received)] == [1, 1]
+    first, _ = client_spans(running)
+    assert attrs(first)["spangate.failure_class"] == "rate_limited"
+    assert attrs(first)["error.type"] == "rate_limit_exceeded"
+    target = (await get_status(running))["targets"][label("a")]
+    assert target["consecutive_failures"] == 1
+    assert [e["class"] for e in target["recent_errors"]] == ["rate_limited"]
+
+
 def test_anthropic_error_right_after_an_empty_content_block_start_fails_over(
     fakes: Fakes, spangate_for: Start
 ) -> None:
@@ -500,6 +529,11 @@ async def test_a_providers_error_event_after_content_ends_the_stream_as_sent(
             "a", "/v1/chat/completions", chat(stream=True), 3,
             "invalid_request_error", "server_error", id="chat",
         ),
+        # The Responses `error` event: its code at the top level.
+        pytest.param(
+            "a", "/v1/responses", {"model": "m", "input": "hi", "stream": True}, 5,
+            "invalid_prompt", "server_error", id="responses",
+        ),
     ],
 )  # fmt: skip
 async def test_an_error_event_after_content_counts_against_the_circuit_by_what_it_says(
@@ -529,6 +563,51 @@ async def test_an_error_event_after_content_counts_against_the_circuit_by_what_i
     assert status == 200
     assert counted.encode() in sse_blocks(raw)[-1]
     target = (await get_status(running))["targets"][label(name)]
+    assert target["consecutive_failures"] == 1
+    assert [e["class"] for e in target["recent_errors"]] == ["transient"]
+
+
+def responses_event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+
+RESPONSES_CONTENT = [
+    responses_event(
+        "response.created",
+        {"sequence_number": 0, "response": {"id": "resp_1", "status": "in_progress"}},
+    ),
+    responses_event(
+        "response.output_text.delta",
+        {"sequence_number": 1, "item_id": "msg_1", "output_index": 0, "delta": "Hi"},
+    ),
+]
+
+
+def response_failed(code: str) -> bytes:
+    error = {"code": code, "message": "it failed"}
+    failed = {"id": "resp_1", "object": "response", "status": "failed", "error": error}
+    return responses_event("response.failed", {"sequence_number": 2, "response": failed})
+
+
+async def test_a_responses_failed_event_after_content_counts_by_its_code(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """`response.failed` after content carries its code in the failed response's `error`:
+    invalid_prompt is the caller's fault and does not count against the target's circuit,
+    while server_error counts as a transient failure. Either way the stream is relayed as
+    the provider ended it."""
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}))
+    body = {"model": "m", "input": "hi", "stream": True}
+    fakes.a.script(sse([*RESPONSES_CONTENT, response_failed("invalid_prompt")]))
+    status, _, raw = await post(running.url, "/v1/responses", body)
+    assert status == 200
+    assert raw == b"".join([*RESPONSES_CONTENT, response_failed("invalid_prompt")])
+    target = (await get_status(running))["targets"][label("a")]
+    assert (target["state"], target["consecutive_failures"]) == ("closed", 0)
+    assert target["recent_errors"] == []
+    fakes.a.script(sse([*RESPONSES_CONTENT, response_failed("server_error")]))
+    await post(running.url, "/v1/responses", body)
+    target = (await get_status(running))["targets"][label("a")]
     assert target["consecutive_failures"] == 1
     assert [e["class"] for e in target["recent_errors"]] == ["transient"]
 
