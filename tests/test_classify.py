@@ -346,6 +346,33 @@ def test_a_responses_error_ending_a_stream_classifies_by_its_code(
     assert classify_stream_end(block, _openai_error_event).cls == expected
 
 
+def test_a_responses_error_sent_without_an_event_line_is_judged_by_its_code() -> None:
+    """Servers that send data-only Responses events: `response.failed` and `error` are
+    error events by their data's type (as their end is), so their codes decide."""
+    failed = (
+        b'data: {"type":"response.failed","response":{"status":"failed",'
+        b'"error":{"code":"invalid_prompt","message":"x"}}}\n\n'
+    )
+    assert classify_stream_end(_DATA_ONLY_DELTA + failed, _openai_error_event).cls == (
+        "caller_fault"
+    )
+    error = b"data: " + RESPONSES_ERROR + b"\n\n"
+    assert classify_stream_end(_DATA_ONLY_DELTA + error, _openai_error_event).cls == (
+        "rate_limited"
+    )
+    # A content event that mentions an error type further in is content.
+    assert not _openai_error_event(
+        SSEEvent(
+            "message", '{"type":"response.output_text.delta","delta":"\\"type\\":\\"error\\""}'
+        )
+    )
+
+
+_DATA_ONLY_DELTA = (
+    b'data: {"type":"response.output_text.delta","sequence_number":4,"delta":"Hi"}\n\n'
+)
+
+
 def _anthropic_error(kind: bytes) -> bytes:
     return (
         b'event: error\ndata: {"type":"error","error":{"type":"' + kind + b'","message":"x"}}\n\n'

@@ -47,7 +47,12 @@ class OpenAIWire(BaseAdapter):
         # Chat/completions chunks: `data: {"error": ...}` is an in-band failure.
         # Responses API: `event: error` / `response.failed`; its lifecycle events
         # before the first output are opening frames.
-        if event.event in _ERROR_EVENTS or event.data.lstrip().startswith('{"error"'):
+        data = event.data
+        if event.event in _ERROR_EVENTS or data.lstrip().startswith('{"error"'):
+            return "error"
+        if event.event == "message" and _TYPED_ERROR.match(data):
+            # Servers that send no `event:` lines name it only by the data's type, as
+            # stream_finished already reads them.
             return "error"
         if event.event in _RESPONSES_OPENING:
             return "opening"
@@ -71,6 +76,8 @@ class OpenAIWire(BaseAdapter):
 
 
 _ERROR_EVENTS = frozenset({"error", "response.failed"})
+#: A Responses error event with no `event:` line: its type leads its data, as the API writes it.
+_TYPED_ERROR = re.compile(r'\s*\{\s*"type"\s*:\s*"(?:error|response\.failed)"')
 _DONE = FieldLine(b"data", b"[DONE]")
 #: What openai-python raises on: an event whose data is an object with an `error` member.
 _CHAT_ERROR = FieldLine(b"data", b'{"error"')
