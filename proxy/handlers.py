@@ -283,8 +283,8 @@ async def _read_body(request: web.Request) -> bytes:
         # Which line aiohttp undid depends on its parser (C: the last, Python: the
         # first): the body spangate would forward could carry the wrong label.
         raise UnreadableBody(
-            "the request has more than one Content-Encoding header; send one (gzip or "
-            "deflate) or none",
+            "the request has more than one Content-Encoding header; send one (gzip, "
+            "deflate, br or zstd) or none",
             code="invalid_content_encoding",
         )
     limit = request.app[RUNTIME].config.server.max_body_bytes
@@ -299,12 +299,12 @@ async def _read_body(request: web.Request) -> bytes:
 
 
 def _unreadable(request: web.Request) -> UnreadableBody:
-    """aiohttp could not read the body: a coding it undoes (gzip, deflate) that does not
-    decode, or broken chunked framing."""
+    """aiohttp could not read the body: a coding it undoes (gzip, deflate, br, zstd) that
+    does not decode, or broken chunked framing."""
     if "Content-Encoding" in request.headers:
         return UnreadableBody(
             "the request body does not decode as its Content-Encoding says; send it "
-            "uncompressed, or gzip or deflate compressed and labelled so",
+            "uncompressed, or gzip, deflate, br or zstd compressed and labelled so",
             code="invalid_content_encoding",
         )
     return UnreadableBody(

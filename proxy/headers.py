@@ -40,8 +40,9 @@ _OWN_PREFIX_LEN = len(_OWN_PREFIX)
 #: the body (one coding: a request with two Content-Encoding lines is refused, since
 #: aiohttp's C and Python parsers undo different ones): spangate forwards the decoded
 #: bytes, so that line goes.
-#: aiohttp bounds the inflated body by server.max_body_bytes (client_max_size), and
-#: refuses a coding it cannot undo (br, zstd without their modules) with a 400.
+#: aiohttp bounds the inflated body by server.max_body_bytes (client_max_size). br and
+#: zstd need the Brotli and backports.zstd modules (spangate dependencies): without
+#: them aiohttp refuses such a body with its own plain-text 400 before spangate sees it.
 DECODED_REQUEST_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 
 

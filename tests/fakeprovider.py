@@ -50,7 +50,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import brotli
 from aiohttp import web
+from backports import zstd
 from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "Received",
     "Wire",
     "anthropic_error",
+    "brotli_compressed",
     "count_tokens",
     "custom",
     "default",
@@ -75,6 +78,7 @@ __all__ = [
     "stall",
     "stream_error",
     "unused_port",
+    "zstd_compressed",
 ]
 
 Json = dict[str, Any]
@@ -1460,6 +1464,34 @@ def gzipped(encoding: str = "gzip") -> Behaviour:
     """The default reply, compressed with ``Content-Encoding: gzip`` (or ``x-gzip``), or
     zlib-wrapped with ``deflate``."""
     return _Gzip(encoding)
+
+
+@dataclass(frozen=True)
+class _Packed(_WireBehaviour):
+    encoding: str
+    pack: Callable[[bytes], bytes]
+
+    def wire(self, ex: Exchange) -> Wire:
+        wire = ex.default()
+        body = self.pack(wire.body)
+        headers = {**wire.headers, "content-encoding": self.encoding}
+        return replace(wire, steps=[(0.0, body)], headers=headers, content_length=len(body))
+
+
+def brotli_compressed() -> Behaviour:
+    """The default reply, compressed with ``Content-Encoding: br``."""
+    return _Packed("br", brotli.compress)
+
+
+def zstd_compressed(frames: int = 1) -> Behaviour:
+    """The default reply, compressed with ``Content-Encoding: zstd``; with ``frames`` > 1,
+    as that many zstd frames one after the other (a body may have several)."""
+
+    def pack(body: bytes) -> bytes:
+        cut = [len(body) * i // frames for i in range(frames + 1)]
+        return b"".join(zstd.compress(body[a:b]) for a, b in itertools.pairwise(cut))
+
+    return _Packed("zstd", pack)
 
 
 def custom(

@@ -1,5 +1,5 @@
-"""A compressed request body (client's `Content-Encoding`): aiohttp's server undoes gzip
-and deflate before spangate reads it, so spangate routes on the decoded JSON and
+"""A compressed request body (client's `Content-Encoding`): aiohttp's server undoes gzip,
+deflate, br and zstd before spangate reads it, so spangate routes on the decoded JSON and
 forwards it decoded, without the coding's header and with its own Content-Length;
 server.max_body_bytes bounds the decoded size."""
 
@@ -11,7 +11,9 @@ import json
 import zlib
 from collections.abc import Callable
 
+import brotli
 import pytest
+from backports import zstd
 from conftest import Running, basic_config
 from fakeprovider import FakeProvider
 from test_telemetry_support import GPT, raw_post
@@ -29,7 +31,13 @@ def aliased(fake: FakeProvider, spangate_for: Start) -> Running:
 
 @pytest.mark.parametrize(
     ("encoding", "pack"),
-    [("gzip", gzip.compress), ("deflate", zlib.compress), ("GZip", gzip.compress)],
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("GZip", gzip.compress),
+        ("br", brotli.compress),
+        ("zstd", zstd.compress),
+    ],
 )
 async def test_compressed_request_goes_upstream_decoded_without_its_coding(
     fake: FakeProvider, aliased: Running, encoding: str, pack: Callable[[bytes], bytes]
@@ -64,24 +72,52 @@ async def test_compressed_request_inflating_past_max_body_bytes_is_413(
     assert fake.received == []
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
 @pytest.mark.parametrize(
     ("path", "headers", "field", "kind"),
     [
         ("/v1/chat/completions", {}, "code", "invalid_content_encoding"),
         ("/v1/messages", {"anthropic-version": "2023-06-01"}, "type", "invalid_request_error"),
     ],
+    ids=["openai", "anthropic"],
 )
 async def test_compressed_request_that_does_not_decode_is_400_in_the_client_format(
-    fake: FakeProvider, aliased: Running, path: str, headers: dict[str, str], field: str, kind: str
+    fake: FakeProvider,
+    aliased: Running,
+    path: str,
+    headers: dict[str, str],
+    field: str,
+    kind: str,
+    encoding: str,
 ) -> None:
-    """A body labelled gzip that is not gzip: a 400 in the client's format that names
-    the Content-Encoding, not an internal error; nothing reaches the provider."""
-    sent = {**headers, "Content-Encoding": "gzip"}
+    """A body labelled gzip, br or zstd that is not so encoded: a 400 in the client's
+    format that names the Content-Encoding and the codings read, not aiohttp's plain
+    text or an internal error; nothing reaches the provider."""
+    sent = {**headers, "Content-Encoding": encoding}
     status, answer = await raw_post(aliased.url + path, b'{"model": "fast"}', sent)
-    assert status == 400
+    assert status == 400, answer
     error = json.loads(answer)["error"]
     assert error[field] == kind
     assert "Content-Encoding" in error["message"]
+    assert "gzip, deflate, br or zstd" in error["message"]
+    assert fake.received == []
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [("br", lambda data: brotli.compress(data, quality=4)), ("zstd", zstd.compress)],
+)
+async def test_br_or_zstd_request_inflating_past_max_body_bytes_is_413(
+    fake: FakeProvider, aliased: Running, encoding: str, pack: Callable[[bytes], bytes]
+) -> None:
+    """A small br or zstd body that inflates past server.max_body_bytes gets the same
+    413 as gzip, in the client's format, and never reaches the provider."""
+    bomb = pack(json.dumps({**CHAT, "user": "a" * (4 * LIMIT)}).encode())
+    assert len(bomb) < LIMIT
+    url = aliased.openai_base_url + "/chat/completions"
+    status, answer = await raw_post(url, bomb, {"Content-Encoding": encoding})
+    assert status == 413, answer
+    assert json.loads(answer)["error"]["code"] == "body_too_large"
     assert fake.received == []
 
 

@@ -1,9 +1,9 @@
 """A response body's Content-Encoding undone for the extractors, within a size bound.
 
 spangate relays a compressed answer as the provider sent it (both SDKs ask for
-gzip), so the attempt record keeps the compressed bytes and their coding; the
-telemetry worker inflates them (proxy/codings.py, which says which codings are read)
-before an extractor reads them.
+gzip, and for br and zstd where the app has their modules), so the attempt record
+keeps the compressed bytes and their coding; the telemetry worker inflates them
+(proxy/codings.py, which says which codings are read) before an extractor reads them.
 """
 
 from __future__ import annotations
