@@ -12,6 +12,9 @@ sets for HTTP) is refused as corrupt rather than given the memory it asks for.
 What inflates past `limit` bytes is given up as soon as it passes it: a small body that
 would inflate to gigabytes (a decompression bomb) costs at most `limit` bytes of output
 (plus, for br, the one 32 KiB block Brotli fills at a time) and the time to make them.
+A body of more than 1,024 gzip members or zstd frames is too large too, however little
+they hold: each costs a decoder, so a body of many empty ones would cost time without
+ever nearing the limit.
 
 Never compiled (proxy/native.py): inflating is a loop over client-sized data, which
 compiled code would run without ever letting the event loop in.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -43,6 +47,12 @@ TOO_LARGE = "decompressed_too_large"
 
 #: Output asked of the decompressor per call: the worker gives up the GIL between calls.
 _STEP = 256 * 1024
+
+#: Members (gzip) or frames (zstd) read from one body: aiohttp's own bound for request
+#: bodies.
+_MAX_MEMBERS = 1024
+#: Input given a decoder at a time (see _member).
+_FEED = 16 * 1024
 
 #: RFC 9659 §3: a zstd Content-Encoding's window is at most 8 MiB (2**23).
 _ZSTD_WINDOW_LOG_MAX = 23
@@ -85,29 +95,10 @@ def _undo(coding: str, body: bytes, limit: int) -> bytes:
 
 
 def _zlib(body: bytes, wbits: int, limit: int) -> bytes:
-    """Every member of a gzip body (RFC 1952 allows several), or one zlib/raw stream."""
-    out = bytearray()
-    data = body
-    while True:
-        inflater = zlib.decompressobj(wbits)
-        try:
-            while True:
-                out += inflater.decompress(data, min(_STEP, limit + 1 - len(out)))
-                if len(out) > limit:
-                    raise Undecodable(TOO_LARGE)
-                data = inflater.unconsumed_tail
-                if not data:
-                    break
-            out += inflater.flush()
-        except zlib.error:
-            raise Undecodable(CORRUPT) from None
-        if len(out) > limit:
-            raise Undecodable(TOO_LARGE)
-        if not inflater.eof:
-            raise Undecodable(CORRUPT)  # cut short
-        data = inflater.unused_data
-        if not data or wbits != zlib.MAX_WBITS | 16:
-            return bytes(out)
+    """Every member of a gzip body (RFC 1952 allows several), or one zlib/raw stream
+    (what follows its end is ignored, as zlib does)."""
+    gzip = wbits == zlib.MAX_WBITS | 16
+    return _members(body, limit, lambda: zlib.decompressobj(wbits), zlib.error, every=gzip)
 
 
 def _brotli(body: bytes, limit: int) -> bytes:
@@ -137,23 +128,51 @@ def _brotli(body: bytes, limit: int) -> bytes:
 
 def _zstandard(body: bytes, limit: int) -> bytes:
     """Every frame of a zstd body (RFC 8878 allows several, as gzip has members)."""
-    out = bytearray()
-    data = body
     options = {_zstd.DecompressionParameter.window_log_max: _ZSTD_WINDOW_LOG_MAX}
-    while True:
-        decoder = _zstd.ZstdDecompressor(options=options)
+    return _members(
+        body, limit, lambda: _zstd.ZstdDecompressor(options=options), _zstd.ZstdError, every=True
+    )
+
+
+def _members(
+    body: bytes, limit: int, decoder: Callable[[], Any], error: type[Exception], every: bool
+) -> bytes:
+    """The members (gzip) or frames (zstd) of `body`, each read by a `decoder()` (zlib's
+    and zstd's decompressor objects share the calls used here); only the first unless
+    `every`. More than _MAX_MEMBERS is too large: each costs a decoder however little it
+    holds, so many empty ones would cost time without ever nearing `limit`."""
+    out = bytearray()
+    view = memoryview(body)
+    start = 0
+    for _ in range(_MAX_MEMBERS):
         try:
-            while True:
-                out += decoder.decompress(data, min(_STEP, limit + 1 - len(out)))
-                if len(out) > limit:
-                    raise Undecodable(TOO_LARGE)
-                data = b""  # the decoder keeps what it has not read yet
-                if decoder.eof or decoder.needs_input:
-                    break
-        except _zstd.ZstdError:
+            start = _member(decoder(), view, start, out, limit)
+        except error:
             raise Undecodable(CORRUPT) from None
-        if not decoder.eof:
-            raise Undecodable(CORRUPT)  # cut short
-        data = decoder.unused_data
-        if not data:
+        if start >= len(view) or not every:
             return bytes(out)
+    raise Undecodable(TOO_LARGE)
+
+
+def _member(decoder: Any, view: memoryview, start: int, out: bytearray, limit: int) -> int:
+    """Feeds `decoder` from `view[start:]` into `out` until its member ends; returns where
+    the next one starts. Input goes in _FEED-sized pieces: what is left of a piece when
+    the member ends is copied (unused_data), never the whole rest of the body."""
+    at = start
+    while not decoder.eof:
+        if at >= len(view):
+            raise Undecodable(CORRUPT)  # cut short
+        data: bytes | memoryview = view[at : at + _FEED]
+        at += len(data)
+        while True:
+            ask = min(_STEP, limit + 1 - len(out))
+            got = decoder.decompress(data, ask)
+            out += got
+            if len(out) > limit:
+                raise Undecodable(TOO_LARGE)
+            # zlib hands back the input it had no room to read; zstd keeps it. A full
+            # answer may mean more output is waiting either way: ask again.
+            data = getattr(decoder, "unconsumed_tail", b"")
+            if decoder.eof or (not data and len(got) < ask):
+                break
+    return at - len(decoder.unused_data)

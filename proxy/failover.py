@@ -681,10 +681,11 @@ def _read_before_commit(response: UpstreamResponse) -> bool:
 
 def _readable(response: UpstreamResponse, body: bytes) -> bytes:
     """An error body as the classifier reads it: a compressed one inflated (a copy; the
-    client and telemetry get the bytes as sent). One that does not inflate, or inflates
-    past _ERROR_BODY_LIMIT, is classified as sent, by its status."""
+    client and telemetry get the bytes as sent). One that does not inflate, or is or
+    inflates past _ERROR_BODY_LIMIT, is classified as sent, by its status."""
     encoding = ", ".join(response.headers.getall("Content-Encoding", ()))
-    if not encoding:
+    if not encoding or len(body) > _ERROR_BODY_LIMIT:
+        # Compressed, an error this long would inflate past the limit anyway.
         return body
     try:
         return codings.inflate(body, encoding, _ERROR_BODY_LIMIT)

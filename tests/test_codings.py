@@ -7,6 +7,7 @@ limit is given up once it passes it, having cost about the limit in memory."""
 from __future__ import annotations
 
 import gzip
+import random
 import subprocess
 import sys
 import tracemalloc
@@ -146,6 +147,39 @@ def test_a_bomb_costs_about_the_limit_not_what_it_inflates_to(
         tracemalloc.stop()
     assert caught.value.reason == TOO_LARGE
     assert peak < 2 * limit
+
+
+_EMPTY_GZIP = gzip.compress(b"", mtime=0)
+#: A zstd skippable frame holding nothing (RFC 8878 §3.1.2): 8 bytes, no output.
+_SKIPPABLE = (0x184D2A50).to_bytes(4, "little") + bytes(4)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "member"),
+    [("gzip", _EMPTY_GZIP), ("zstd", zstd.compress(b"")), ("zstd", _SKIPPABLE)],
+    ids=["gzip", "zstd", "zstd-skippable"],
+)
+def test_a_body_of_more_than_1024_members_or_frames_is_too_large_however_little_they_hold(
+    encoding: str, member: bytes
+) -> None:
+    """Each member costs a decoder and inflates to nothing, so a body of a quarter of a
+    million empty ones never nears the limit: it had cost the event loop (which reads a
+    compressed error body) minutes. 1,024 are read (aiohttp's bound for request bodies)."""
+    assert inflate(member * 1024, encoding, 64 * 1024) == b""
+    with pytest.raises(Undecodable) as refused:
+        inflate(member * 262_144, encoding, 64 * 1024)
+    assert refused.value.reason == TOO_LARGE
+
+
+def test_members_after_the_first_are_read_from_where_it_ended() -> None:
+    """Members longer than the pieces a decoder is fed (16 KiB) and members inside one
+    piece both end where the next begins."""
+    large = bytes(range(256)) * 400  # 100 KiB inflated from a small member
+    noise = random.Random(7).randbytes(40_000)  # incompressible: its member spans 3 pieces
+    body = gzip.compress(noise) + gzip.compress(b"tiny") + gzip.compress(large)
+    assert inflate(body, "gzip", 1 << 20) == noise + b"tiny" + large
+    frames = zstd.compress(noise) + zstd.compress(b"tiny") + zstd.compress(large)
+    assert inflate(frames, "zstd", 1 << 20) == noise + b"tiny" + large
 
 
 def test_without_the_brotli_and_zstd_modules_br_and_zstd_are_unsupported() -> None:
