@@ -83,6 +83,15 @@ def _end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return out
 
 
+def uncompressed(headers: CIMultiDict[str]) -> None:
+    """Ask for the answer without a content coding: `Accept-Encoding: identity` in place
+    of every value the client sent. For streams: spangate flushes, fails over on and reads
+    a stream event by event, none of which it can do with compressed bytes, and on the
+    loopback hop to the app compression saves nothing (it also batches tokens)."""
+    headers.popall("accept-encoding", None)
+    headers["Accept-Encoding"] = "identity"
+
+
 def replace_auth(headers: CIMultiDict[str], name: str, value: str) -> None:
     """Drop every key the client sent and set the configured one."""
     for header in AUTH_HEADERS:

@@ -1780,3 +1780,47 @@ def gzipped_reply(behaviour: Behaviour) -> Behaviour:
     if not isinstance(behaviour, _WireBehaviour):
         raise TypeError(f"{behaviour!r} has no wire to compress")
     return _GzipOf(behaviour)
+
+
+# --------------------------------------------------------------------------- negotiated compression
+
+
+def accepts_gzip(values: Sequence[str]) -> bool:
+    """Do these Accept-Encoding values allow gzip (RFC 9110 §12.5.3: `gzip` or `x-gzip`
+    or `*` with a q above 0, a named gzip's q ruling over `*`)? No header: no, as
+    providers send plain bytes to a client that names no coding."""
+    named: float | None = None
+    star: float | None = None
+    for value in values:
+        for item in value.split(","):
+            coding, _, params = item.strip().partition(";")
+            q = 1.0
+            for param in params.split(";"):
+                key, _, number = param.strip().partition("=")
+                if key.strip().lower() == "q":
+                    with contextlib.suppress(ValueError):
+                        q = float(number)
+            coding = coding.strip().lower()
+            if coding in ("gzip", "x-gzip"):
+                named = q
+            elif coding == "*":
+                star = q
+    chosen = named if named is not None else star
+    return chosen is not None and chosen > 0
+
+
+@dataclass(frozen=True)
+class _GzipIfAccepted(_WireBehaviour):
+    def wire(self, ex: Exchange) -> Wire:
+        wire = ex.default()
+        if not accepts_gzip(ex.received.headers.getall("accept-encoding", ())):
+            return wire
+        body = gzip.compress(wire.body, mtime=0)
+        headers = {**wire.headers, "content-encoding": "gzip"}
+        return replace(wire, steps=[(0.0, body)], headers=headers, content_length=len(body))
+
+
+def gzip_if_accepted() -> Behaviour:
+    """The default reply (a stream too) compressed with ``Content-Encoding: gzip`` when the
+    request's Accept-Encoding allows gzip, and plain otherwise, as Anthropic answers."""
+    return _GzipIfAccepted()

@@ -15,7 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy import body as bodylib
 from proxy.endpoints import Endpoint, Wire
 from proxy.errors import BadRequest
-from proxy.headers import AUTH_HEADERS, forwardable, replace_auth
+from proxy.headers import AUTH_HEADERS, forwardable, replace_auth, uncompressed
 from proxy.sse import FieldLine, SSEEvent, StreamEnd
 from proxy.sse_transform import Transform
 
@@ -121,6 +121,8 @@ class BaseAdapter:
 
     def headers(self, incoming: Incoming, settings: ProviderSettings) -> CIMultiDict[str]:
         headers = forwardable(incoming.headers)
+        if asks_stream(incoming):
+            uncompressed(headers)  # a provider's `headers` may still set Accept-Encoding
         for name, value in settings.headers:
             headers[name] = value
         if settings.api_key is not None:
@@ -139,6 +141,23 @@ class BaseAdapter:
     ) -> str:
         query = f"?{incoming.query}" if incoming.query else ""
         return incoming.endpoint.path + query
+
+
+def asks_stream(incoming: Incoming) -> bool:
+    """Does the request ask for an event stream? Every streaming API spangate serves says
+    so with the body's `"stream": true` (OpenAI chat/completions, completions and
+    Responses, Anthropic messages). An Azure deployment path's body is not decoded on
+    arrival (the URL names its model), so its `stream` is read here; a pass-through
+    path's body is not spangate's to read."""
+    endpoint = incoming.endpoint
+    if incoming.fields.stream is not None or endpoint.deployment is None:
+        return incoming.fields.stream is True
+    if endpoint.api == "other" or not incoming.body:
+        return False
+    try:
+        return bodylib.decode_fields(incoming.body).stream is True
+    except bodylib.BodyError:
+        return False  # not JSON: forwarded as sent, the provider's to refuse
 
 
 #: `event: error` ends a stream in failure (Anthropic, the OpenAI Responses API).
