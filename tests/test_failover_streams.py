@@ -923,3 +923,54 @@ async def test_an_event_that_never_ends_is_cut_off_with_an_error_event(
     assert "an event over 64 MiB" in error["message"]
     (only,) = client_spans(running)
     assert attrs(only)["spangate.stream.outcome"] == "stream_interrupted"
+
+
+def _data_only(event: bytes) -> bytes:
+    """A Responses event as servers that send no `event:` lines write it."""
+    return b"".join(line + b"\n" for line in event.split(b"\n") if line.startswith(b"data:"))
+
+
+async def test_a_data_only_responses_error_after_content_ends_the_stream_judged_by_its_code(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """From a server that names events only by their data's type, an `error` event after
+    content is the stream's end as `event: error` is: relayed as sent, with no error event
+    of spangate's after it and no truncation; invalid_prompt is the caller's fault and
+    does not count against the target's circuit."""
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a")}}))
+    body = {"model": "m", "input": "hi", "stream": True}
+    error = (
+        b'data: {"type":"error","code":"invalid_prompt","message":"x","param":null,'
+        b'"sequence_number":2}\n\n'
+    )
+    content = [_data_only(event) for event in RESPONSES_CONTENT]
+    fakes.a.script(sse([*content, error]))
+    status, _, raw = await post(running.url, "/v1/responses", body)
+    assert status == 200
+    assert raw == b"".join([*content, error])
+    (only,) = client_spans(running)
+    assert attrs(only)["spangate.stream.outcome"] == "stream_error"
+    target = (await get_status(running))["targets"][label("a")]
+    assert (target["consecutive_failures"], target["recent_errors"]) == (0, [])
+
+
+async def test_a_data_only_responses_error_after_its_opening_frames_fails_over(
+    fakes: Fakes, spangate_for: Start
+) -> None:
+    """`response.created` sent without an `event:` line is still an opening frame, not
+    content: a rate_limit_exceeded `error` right after it fails over to b before anything
+    reached the client, and counts as rate_limited."""
+    created = (
+        b'data: {"type":"response.created","sequence_number":0,'
+        b'"response":{"id":"resp_1","status":"in_progress"}}\n\n'
+    )
+    error = (
+        b'data: {"type":"error","code":"rate_limit_exceeded","message":"x","param":null,'
+        b'"sequence_number":1}\n\n'
+    )
+    fakes.a.script(sse([created, error]))
+    running = spangate_for(config(fakes, {"m": {"targets": targets("a", "b")}}))
+    assert responses_stream_text(running) == f"Hello from {GPT}: hi"
+    assert [len(fakes.a.received), len(fakes.b.received)] == [1, 1]
+    target = (await get_status(running))["targets"][label("a")]
+    assert [e["class"] for e in target["recent_errors"]] == ["rate_limited"]

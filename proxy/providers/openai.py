@@ -48,15 +48,17 @@ class OpenAIWire(BaseAdapter):
         # Responses API: `event: error` / `response.failed`; its lifecycle events
         # before the first output are opening frames.
         data = event.data
-        if event.event in _ERROR_EVENTS or data.lstrip().startswith('{"error"'):
+        name = event.event
+        if name == "message":
+            # Servers that send no `event:` lines name a Responses event only by the type
+            # leading its data (as stream_finished reads their ends).
+            typed = _LEADING_TYPE.match(data)
+            name = typed.group(1) if typed else name
+        if name in _ERROR_EVENTS or data.lstrip().startswith('{"error"'):
             return "error"
-        if event.event == "message" and _TYPED_ERROR.match(data):
-            # Servers that send no `event:` lines name it only by the data's type, as
-            # stream_finished already reads them.
-            return "error"
-        if event.event in _RESPONSES_OPENING:
+        if name in _RESPONSES_OPENING:
             return "opening"
-        if event.event == "message" and _is_empty_chunk(event.data):
+        if name == "message" and _is_empty_chunk(data):
             # The first chat chunk usually carries only {"role":"assistant","content":""}.
             return "opening"
         return "content"
@@ -65,7 +67,9 @@ class OpenAIWire(BaseAdapter):
         # Chat/completions end with `data: [DONE]`, or in failure with an in-band
         # `data: {"error": ...}` after which OpenAI closes the stream (no [DONE]); the
         # Responses API with a terminal event, or `event: error`.
-        if b"error" in block and (_CHAT_ERROR.matches(block) or has_error_event(block)):
+        if b"error" in block and (
+            _CHAT_ERROR.matches(block) or has_error_event(block) or _TYPED_ERROR.search(block)
+        ):
             return "stream_error"
         if _DONE.matches(block):
             return "completed"
@@ -76,8 +80,12 @@ class OpenAIWire(BaseAdapter):
 
 
 _ERROR_EVENTS = frozenset({"error", "response.failed"})
-#: A Responses error event with no `event:` line: its type leads its data, as the API writes it.
-_TYPED_ERROR = re.compile(r'\s*\{\s*"type"\s*:\s*"(?:error|response\.failed)"')
+#: A Responses event's type where it leads its data, as the API writes it: what names an
+#: event sent without an `event:` line.
+_LEADING_TYPE = re.compile(r'\s*\{\s*"type"\s*:\s*"([^"]*)"')
+#: A Responses `error` event sent without an `event:` line (a data-only
+#: `response.failed` is one of _RESPONSES_END's).
+_TYPED_ERROR = re.compile(rb'^data: ?\s*\{\s*"type"\s*:\s*"error"', re.MULTILINE)
 _DONE = FieldLine(b"data", b"[DONE]")
 #: What openai-python raises on: an event whose data is an object with an `error` member.
 _CHAT_ERROR = FieldLine(b"data", b'{"error"')
