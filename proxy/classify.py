@@ -194,13 +194,12 @@ def classify_stream_error(data: bytes, *, client_key: bool = False) -> Verdict:
     OpenAI chat servers send `data: {"error": {...}}`; the Responses API an `error` event
     with a top-level `code`, or `response.failed` with the response's `error.code`. The
     error code (the more specific, where both are sent), else its type, maps to the
-    status the same error would have had over HTTP; 500 when neither is known.
+    status the same error would have had over HTTP (_stream_status).
     """
     error = _error_fields(data)
     kind = error.type
     code = str(error.code) if error.code is not None else None
-    status = _STREAM_ERROR_STATUS.get(code or "") or _STREAM_ERROR_STATUS.get(kind or "", 500)
-    cls, context = _class_for(status, kind, code, error.message, client_key)
+    cls, context = _class_for(_stream_status(kind, code), kind, code, error.message, client_key)
     return Verdict(cls, code or kind or "stream_error", None, context)
 
 
@@ -219,6 +218,15 @@ def classify_stream_end(
         if is_error(event):
             return classify_stream_error(event.data.encode(), client_key=client_key)
     return classify_exception("stream_error")
+
+
+def _stream_status(kind: str | None, code: str | None) -> int:
+    """The HTTP status an in-band error stands for: its code's, else its type's; a code
+    that is itself an error status (vLLM and other OpenAI-compatible servers send
+    `"code": 400`) is that status; 500 when none is known."""
+    if code is not None and code.isdigit() and 400 <= int(code) <= 599:
+        return int(code)
+    return _STREAM_ERROR_STATUS.get(code or "") or _STREAM_ERROR_STATUS.get(kind or "", 500)
 
 
 #: An in-band error's code or type → the HTTP status the same error comes with.

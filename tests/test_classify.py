@@ -221,6 +221,26 @@ def test_in_band_stream_errors(data: bytes, expected: str) -> None:
     assert classify_stream_error(data).cls == expected
 
 
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (b"400", "caller_fault"),
+        (b"429", "rate_limited"),
+        (b"503", "transient"),
+        (b"404", "model_unavailable"),
+    ],
+)
+def test_an_in_band_error_whose_code_is_an_http_status_classifies_as_that_status(
+    code: bytes, expected: str
+) -> None:
+    """vLLM and other OpenAI-compatible servers put the HTTP status in `code` (a number)
+    and a class name in `type`: the status decides, as over HTTP (it was transient)."""
+    data = (
+        b'{"error":{"object":"error","message":"x","type":"BadRequestError","code":' + code + b"}}"
+    )
+    assert classify_stream_error(data).cls == expected
+
+
 RESPONSES_ERROR = (
     b'{"type":"error","code":"rate_limit_exceeded","message":"Rate limit reached.",'
     b'"param":null,"sequence_number":3}'
