@@ -43,9 +43,16 @@ class Endpoint(msgspec.Struct, frozen=True):
         return "openai_responses" if self.api == "responses" else self.wire
 
     @property
+    def reads_body(self) -> bool:
+        """True where spangate decodes the body's fields on arrival: every inference API,
+        an Azure deployment's too; not the model list nor a pass-through path."""
+        return self.api not in ("models", "other")
+
+    @property
     def has_model(self) -> bool:
-        """True where the body carries a `model` to route on."""
-        return self.api not in ("models", "other") and self.deployment is None
+        """True where the body carries a `model` to route on (on an Azure deployment path
+        the URL names it)."""
+        return self.reads_body and self.deployment is None
 
 
 _OPENAI_POST: dict[str, tuple[str, str | None]] = {

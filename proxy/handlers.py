@@ -324,8 +324,10 @@ def _too_large(size: int | None, limit: int) -> BodyTooLarge:
 
 
 def _fields(method: str, endpoint: Endpoint, body: bytes) -> bodylib.RequestFields:
-    if method != "POST" or not endpoint.has_model:
+    if method != "POST" or not endpoint.reads_body:
         return bodylib.RequestFields()
+    if endpoint.deployment is not None:
+        return _deployment_fields(body)
     if not body:
         raise BadRequest("request body is empty: send a JSON object", code="invalid_json")
     try:
@@ -338,6 +340,19 @@ def _fields(method: str, endpoint: Endpoint, body: bytes) -> bodylib.RequestFiel
             param="model",
             code="missing_model",
         )
+    return fields
+
+
+def _deployment_fields(body: bytes) -> bodylib.RequestFields:
+    """An Azure deployment body's fields (`stream`, `stream_options`), for the stream
+    handling and telemetry every inference request gets. The URL's deployment is the
+    model, so a body `model` (which Azure ignores) is not routed on, and a body that does
+    not decode is no error of spangate's: it goes as sent, the provider's to refuse."""
+    try:
+        fields = bodylib.decode_fields(body)
+    except bodylib.BodyError:
+        return bodylib.RequestFields()
+    fields.model = None
     return fields
 
 

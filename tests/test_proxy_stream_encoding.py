@@ -49,7 +49,7 @@ def _incoming(path: str, body: dict[str, Any], accept: str = SDK_ACCEPT) -> Inco
     endpoint = classify("POST", path, anthropic_hint=path.startswith("/v1/messages"))
     assert endpoint is not None
     raw = json.dumps(body).encode()
-    fields = bodylib.decode_fields(raw) if endpoint.has_model else bodylib.RequestFields()
+    fields = bodylib.decode_fields(raw) if endpoint.reads_body else bodylib.RequestFields()
     headers = CIMultiDictProxy(CIMultiDict({"Accept-Encoding": accept, "Accept": "*/*"}))
     return Incoming("POST", endpoint, "", headers, raw, fields)
 

@@ -146,18 +146,9 @@ class BaseAdapter:
 def asks_stream(incoming: Incoming) -> bool:
     """Does the request ask for an event stream? Every streaming API spangate serves says
     so with the body's `"stream": true` (OpenAI chat/completions, completions and
-    Responses, Anthropic messages). An Azure deployment path's body is not decoded on
-    arrival (the URL names its model), so its `stream` is read here; a pass-through
-    path's body is not spangate's to read."""
-    endpoint = incoming.endpoint
-    if incoming.fields.stream is not None or endpoint.deployment is None:
-        return incoming.fields.stream is True
-    if endpoint.api == "other" or not incoming.body:
-        return False
-    try:
-        return bodylib.decode_fields(incoming.body).stream is True
-    except bodylib.BodyError:
-        return False  # not JSON: forwarded as sent, the provider's to refuse
+    Responses, Azure deployments, Anthropic messages), decoded once on arrival; a
+    pass-through path's body is not spangate's to read."""
+    return incoming.fields.stream is True
 
 
 #: `event: error` ends a stream in failure (Anthropic, the OpenAI Responses API).
