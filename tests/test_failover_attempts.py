@@ -22,6 +22,7 @@ from fakeprovider import (
     custom,
     default,
     delay,
+    gzipped_reply,
     malformed_json,
     openai_error,
     reset,
@@ -397,12 +398,21 @@ def test_anthropic_prompt_too_long_without_context_fallback_is_relayed(
     assert fakes.counts() == {"a": 0, "b": 0, "c": 0, "x": 1, "y": 0}
 
 
+#: An error body as the provider sends it: plain, or gzip-compressed as real providers
+#: answer the SDKs (which accept gzip); the failover reads both alike.
+AS_SENT = [
+    pytest.param(lambda reply: reply, id="plain"),
+    pytest.param(gzipped_reply, id="gzip"),
+]
+
+
+@pytest.mark.parametrize("sent", AS_SENT)
 def test_context_length_exceeded_goes_to_the_context_fallback(
-    fakes: Fakes, spangate_for: Start
+    fakes: Fakes, spangate_for: Start, sent: Callable[[Any], Any]
 ) -> None:
     """context_length_exceeded with context_fallbacks: [big] is served by the big alias,
-    not by the next target or the ordinary fallbacks."""
-    fakes.a.script(openai_error(400, "context_length_exceeded"))
+    not by the next target or the ordinary fallbacks, compressed or not."""
+    fakes.a.script(sent(openai_error(400, "context_length_exceeded")))
     models = {
         "m": {
             "targets": targets("a", "b"),
@@ -425,11 +435,13 @@ def test_context_length_exceeded_goes_to_the_context_fallback(
     assert server["spangate.attempts"] == 2
 
 
+@pytest.mark.parametrize("sent", AS_SENT)
 def test_anthropic_prompt_too_long_goes_to_the_context_fallback(
-    fakes: Fakes, spangate_for: Start
+    fakes: Fakes, spangate_for: Start, sent: Callable[[Any], Any]
 ) -> None:
-    """Anthropic "prompt is too long" also triggers context_fallbacks."""
-    fakes.x.script(anthropic_error(400, "invalid_request_error", "prompt is too long: 210000"))
+    """Anthropic "prompt is too long" also triggers context_fallbacks, compressed or not."""
+    too_long = anthropic_error(400, "invalid_request_error", "prompt is too long: 210000")
+    fakes.x.script(sent(too_long))
     models = {
         "m": {"targets": targets("x"), "context_fallbacks": ["big"]},
         "big": {"targets": targets("y", model="claude-opus-4-6")},

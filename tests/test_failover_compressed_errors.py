@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
-import anthropic
 import openai
 import pytest
 from conftest import Running
-from fakeprovider import anthropic_error, gzipped_reply, openai_error
+from fakeprovider import gzipped_reply, openai_error
 from test_failover_support import (
     GPT,
     HELLO,
@@ -59,49 +58,6 @@ async def post_raw(base: str, body: dict[str, Any]) -> tuple[int, dict[str, str]
         ) as resp,
     ):
         return resp.status, {k.lower(): v for k, v in resp.headers.items()}, await resp.read()
-
-
-def test_a_gzipped_context_length_exceeded_goes_to_the_context_fallback(
-    fakes: Fakes, spangate_for: Start
-) -> None:
-    """A gzip-compressed 400 context_length_exceeded is read as one: the request goes to
-    the context fallback, not to the next target nor the ordinary fallbacks."""
-    fakes.a.script(gzipped_reply(openai_error(400, "context_length_exceeded")))
-    models = {
-        "m": {
-            "targets": targets("a", "b"),
-            "fallbacks": ["other"],
-            "context_fallbacks": ["big"],
-        },
-        "big": {"targets": targets("c", model="gpt-4.1")},
-        "other": {"targets": targets("b")},
-    }
-    running = spangate_for(config(fakes, models))
-    raw = ask(running)
-    assert raw.parse().choices[0].message.content == "Hello from gpt-4.1: hi there"
-    assert raw.headers["x-spangate-fallback"] == "big"
-    assert fakes.counts() == {"a": 1, "b": 0, "c": 1, "x": 0, "y": 0}
-    assert "gzip" in fakes.a.received[0].headers["accept-encoding"]
-    first, _ = client_spans(running)
-    assert attrs(first)["spangate.failure_class"] == "caller_fault"
-    assert attrs(first)["error.type"] == "context_length_exceeded"
-
-
-def test_a_gzipped_anthropic_prompt_too_long_goes_to_the_context_fallback(
-    fakes: Fakes, spangate_for: Start
-) -> None:
-    """Anthropic's "prompt is too long", gzip-compressed, triggers context_fallbacks too."""
-    too_long = anthropic_error(400, "invalid_request_error", "prompt is too long: 210000")
-    fakes.x.script(gzipped_reply(too_long))
-    models = {
-        "m": {"targets": targets("x"), "context_fallbacks": ["big"]},
-        "big": {"targets": targets("y", model="claude-opus-4-6")},
-    }
-    running = spangate_for(config(fakes, models))
-    with anthropic.Anthropic(base_url=running.url, api_key="sk-ant", max_retries=0) as client:
-        raw = client.messages.with_raw_response.create(model="m", max_tokens=64, messages=HELLO)
-    assert raw.parse().model == "claude-opus-4-6"
-    assert raw.headers["x-spangate-fallback"] == "big"
 
 
 async def test_a_gzipped_insufficient_quota_is_quota_and_moves_on(
