@@ -52,7 +52,7 @@ _STEP = 256 * 1024
 #: bodies.
 _MAX_MEMBERS = 1024
 #: Input given a decoder at a time (see _member).
-_FEED = 16 * 1024
+_FEED = 64 * 1024
 
 #: RFC 9659 §3: a zstd Content-Encoding's window is at most 8 MiB (2**23).
 _ZSTD_WINDOW_LOG_MAX = 23

@@ -388,6 +388,19 @@ def test_a_responses_error_sent_without_an_event_line_is_judged_by_its_code() ->
     )
 
 
+def test_a_chat_chunk_led_by_a_type_field_is_still_a_chat_chunk() -> None:
+    """Some OpenAI-compatible gateways lead chat chunks with `"type":"chat.completion.chunk"`:
+    only Responses opening and error types name a data-only event, so an empty first chunk
+    stays an opening frame (held back, failover still possible) and a text chunk content."""
+    role_only = (
+        '{"type":"chat.completion.chunk","id":"c","choices":[{"index":0,'
+        '"delta":{"role":"assistant","content":""}}]}'
+    )
+    text = '{"type":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"}}]}'
+    assert OpenAIAdapter().stream_event_kind(SSEEvent("message", role_only)) == "opening"
+    assert OpenAIAdapter().stream_event_kind(SSEEvent("message", text)) == "content"
+
+
 _DATA_ONLY_DELTA = (
     b'data: {"type":"response.output_text.delta","sequence_number":4,"delta":"Hi"}\n\n'
 )

@@ -53,7 +53,8 @@ class OpenAIWire(BaseAdapter):
             # Servers that send no `event:` lines name a Responses event only by the type
             # leading its data (as stream_finished reads their ends).
             typed = _LEADING_TYPE.match(data)
-            name = typed.group(1) if typed else name
+            if typed is not None and typed.group(1) in _NAMED_BY_TYPE:
+                name = typed.group(1)
         if name in _ERROR_EVENTS or data.lstrip().startswith('{"error"'):
             return "error"
         if name in _RESPONSES_OPENING:
@@ -102,6 +103,9 @@ _RESPONSES_OPENING = frozenset(
         "response.content_part.added",
     }
 )
+#: The data-only events named by their leading type: only these, since some
+#: OpenAI-compatible gateways lead chat chunks with `"type":"chat.completion.chunk"`.
+_NAMED_BY_TYPE = _RESPONSES_OPENING | _ERROR_EVENTS
 
 
 class _Delta(msgspec.Struct):
