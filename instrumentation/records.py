@@ -12,6 +12,7 @@ import time
 from multidict import CIMultiDictProxy
 
 from instrumentation.tracecontext import Parent
+from proxy.codings import content_coding
 
 #: Bytes of one attempt's streamed body kept for decoding; past it, only timing.
 MAX_RETAINED_BYTES = 4 * 1024 * 1024
@@ -93,7 +94,7 @@ class AttemptRecord:
     def on_response(self, status: int, headers: CIMultiDictProxy[str]) -> None:
         self.status = status
         self.headers_ns = time.monotonic_ns()
-        self.encoding = headers.get("Content-Encoding")
+        self.encoding = content_coding(headers)
 
     def on_body(self, body: bytes) -> None:
         self.body = body

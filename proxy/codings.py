@@ -27,6 +27,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from multidict import CIMultiDictProxy
+
 try:
     import brotli
 except ImportError:  # an install without Brotli: br is unsupported
@@ -64,6 +66,16 @@ class Undecodable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def content_coding(headers: CIMultiDictProxy[str]) -> str | None:
+    """A message's Content-Encoding as one value, its lines joined in order (RFC 9110
+    §5.5: several lines are one list, codings applied in the order listed); None
+    without one. What `inflate` takes."""
+    lines = headers.getall("Content-Encoding", ())
+    if not lines:
+        return None
+    return lines[0] if len(lines) == 1 else ", ".join(lines)
 
 
 def inflate(body: bytes, encoding: str, limit: int) -> bytes:

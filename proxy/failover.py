@@ -683,8 +683,8 @@ def _readable(response: UpstreamResponse, body: bytes) -> bytes:
     """An error body as the classifier reads it: a compressed one inflated (a copy; the
     client and telemetry get the bytes as sent). One that does not inflate, or is or
     inflates past _ERROR_BODY_LIMIT, is classified as sent, by its status."""
-    encoding = ", ".join(response.headers.getall("Content-Encoding", ()))
-    if not encoding or len(body) > _ERROR_BODY_LIMIT:
+    encoding = codings.content_coding(response.headers)
+    if encoding is None or len(body) > _ERROR_BODY_LIMIT:
         # Compressed, an error this long would inflate past the limit anyway.
         return body
     try:

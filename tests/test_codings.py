@@ -18,9 +18,10 @@ from pathlib import Path
 import brotli
 import pytest
 from backports import zstd
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from instrumentation.records import MAX_RETAINED_BYTES
-from proxy.codings import CORRUPT, TOO_LARGE, UNSUPPORTED, Undecodable, inflate
+from instrumentation.records import MAX_RETAINED_BYTES, AttemptRecord
+from proxy.codings import CORRUPT, TOO_LARGE, UNSUPPORTED, Undecodable, content_coding, inflate
 
 DOC = b'{"usage": {"prompt_tokens": 3}}' * 100
 
@@ -219,3 +220,25 @@ def test_a_member_inflating_past_one_step_then_more_bytes_is_read_not_looped_on(
         first + b"second"
     )
     assert inflate(zlib.compress(first) + b"trailing", "deflate", 1 << 20) == first
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [([], None), (["gzip"], "gzip"), (["deflate", "gzip"], "deflate, gzip")],
+)
+def test_a_messages_content_coding_is_its_lines_joined_in_order(
+    lines: list[str], expected: str | None
+) -> None:
+    """Several Content-Encoding lines are one list (RFC 9110): the failover's reading of
+    an error and the telemetry record's of an answer both take them all, so a body coded
+    twice inflates (with the first line alone it was corrupt to telemetry)."""
+    headers = CIMultiDictProxy(CIMultiDict([("Content-Encoding", line) for line in lines]))
+    assert content_coding(headers) == expected
+    attempt = AttemptRecord(
+        1, 1, provider="p", system="s", host="h", port=1, target="t", model=None
+    )
+    attempt.on_response(200, headers)
+    assert attempt.encoding == expected
+    if expected is not None:
+        body = gzip.compress(zlib.compress(b"doc")) if len(lines) == 2 else gzip.compress(b"doc")
+        assert inflate(body, expected, 1024) == b"doc"
